@@ -1,0 +1,61 @@
+//! Everything in weft that touches the kernel: links, addresses, routes, nexthops, neighbours, FDB, nftables.
+//!
+//! Layout:
+//! - [`overlay`]: the overlay's kernel state as plain data (desired and actual), and [`Op`]s.
+//! - [`diff`]: `diff(desired, actual) -> Vec<Op>`, pure; the reconciler's heart.
+//! - [`fake`]: an in-memory [`Dataplane`] for unit tests of the agent.
+//! - [`netlink`]: the real [`Dataplane`], talking rtnetlink directly, batched and pipelined.
+//! - [`nft`]: applying nftables rulesets atomically through `nft -f`.
+//! - [`netns`]: entering network namespaces (the only module with `unsafe`).
+//! - [`pod`]: the pod side used by the CNI plugin (veth into the pod's netns, addresses, routes).
+pub mod diff;
+pub mod fake;
+pub mod netlink;
+pub mod netns;
+pub mod nft;
+pub mod overlay;
+pub mod pod;
+
+pub use overlay::*;
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("netlink: {0}")]
+    Netlink(String),
+    #[error("link {0} not found")]
+    NoSuchLink(String),
+    #[error("no link holds address {0}")]
+    NoUnderlay(std::net::IpAddr),
+    #[error("nft: {0}")]
+    Nft(String),
+    #[error("network namespace {path}: {source}")]
+    Netns {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The overlay operations the agent needs from the kernel of one node (one network namespace).
+#[async_trait]
+pub trait Dataplane: Send + Sync + 'static {
+    /// Creates the VXLAN device or makes an existing one match `spec` (recreating it only when an attribute
+    /// that cannot change in place differs: VNI, port, local). Brings it up. Idempotent.
+    async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<VtepInfo, DataplaneError>;
+    /// Removes a link by name; a missing link is not an error.
+    async fn delete_link(&self, name: &str) -> Result<(), DataplaneError>;
+    /// The link that holds `ip`, its MTU and prefix.
+    async fn underlay(&self, ip: std::net::IpAddr) -> Result<UnderlayInfo, DataplaneError>;
+    /// Reads weft's entries (see [`Scope`]) from the kernel.
+    async fn read_state(&self, scope: &Scope) -> Result<OverlayState, DataplaneError>;
+    /// Applies `ops` in order (batched and pipelined); failures are reported, not fatal.
+    async fn apply(&self, ops: &[Op]) -> Result<ApplyReport, DataplaneError>;
+    /// Replaces a whole nftables table atomically (`ruleset` holds `table ... { ... }` text).
+    async fn apply_nft(&self, family: &str, table: &str, ruleset: &str) -> Result<(), DataplaneError>;
+    /// Deletes an nftables table; a missing table is not an error.
+    async fn delete_nft(&self, family: &str, table: &str) -> Result<(), DataplaneError>;
+}

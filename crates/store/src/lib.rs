@@ -1,0 +1,100 @@
+//! The store: where node leases, pods (endpoints), namespaces and policies live.
+//!
+//! One trait, [`Store`], several implementations; the agent never knows which one it runs on, and one contract
+//! test suite runs against each:
+//! - `embedded` (default): a SQLite file several agents on one host share (the lab); watch by cheap polling
+//!   of a change log.
+//! - `etcd`: TTL leases with keep-alive, compare-and-swap allocation, watch resuming from its revision.
+//!
+//! Watch contract: a stream of [`WatchEvent`]s after a revision. When history is lost (etcd compaction, change
+//! log trimmed, reconnect that cannot resume) the stream yields [`WatchEvent::Reset`] and the consumer relists.
+//! Consumers are level-triggered anyway: an event only says "look again".
+#![forbid(unsafe_code)]
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use std::time::Duration;
+use weft_types::{Lease, LeaseRequest, NetworkConfig};
+
+pub type Revision = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// A pod as policy sees it (namespace, name, labels, IPs, named ports, node). Key: `namespace/name`.
+    Endpoint,
+    /// A namespace and its labels. Key: name.
+    Namespace,
+    /// A Kubernetes NetworkPolicy (JSON as the API serves it). Key: `namespace/name`.
+    Policy,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Endpoint => "endpoints",
+            ObjectKind::Namespace => "namespaces",
+            ObjectKind::Policy => "policies",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot<T> {
+    pub items: Vec<T>,
+    /// Watch from here to see every change after this snapshot.
+    pub revision: Revision,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchEvent<T> {
+    Put(T),
+    /// The key (node name for leases) that went away: deleted, released or expired.
+    Delete(String),
+    /// History was lost: relist, then watch from the new snapshot's revision.
+    Reset,
+}
+
+pub type WatchStream<T> = BoxStream<'static, Result<WatchEvent<T>, StoreError>>;
+
+/// A stored object: its key and its JSON value.
+pub type Object = (String, serde_json::Value);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no cluster network config in the store")]
+    NoNetworkConfig,
+    #[error("no free subnet left in {0}")]
+    Exhausted(String),
+    #[error("lease of node {0} is gone (expired or taken over)")]
+    LeaseLost(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn network_config(&self) -> Result<NetworkConfig, StoreError>;
+    /// Sets the config if none is stored; returns the stored one (first writer wins, so agents agree).
+    async fn init_network_config(&self, cfg: &NetworkConfig) -> Result<NetworkConfig, StoreError>;
+
+    /// Acquires a subnet for `req.node`, atomically. A live lease of the same node is taken over with the same
+    /// subnet (restart keeps the subnet); else `req.hint` if free; else a free subnet. Never two nodes, one subnet.
+    async fn acquire(&self, req: &LeaseRequest) -> Result<Lease, StoreError>;
+    /// Extends the lease by `ttl` and updates its published attributes; `LeaseLost` if it lapsed and was taken.
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError>;
+    /// Gives the subnet back now.
+    async fn release(&self, node: &str) -> Result<(), StoreError>;
+    /// Live (unexpired) leases.
+    async fn leases(&self) -> Result<Snapshot<Lease>, StoreError>;
+    async fn watch_leases(&self, after: Revision) -> Result<WatchStream<Lease>, StoreError>;
+
+    async fn put_object(&self, kind: ObjectKind, key: &str, value: &serde_json::Value) -> Result<Revision, StoreError>;
+    /// Deleting a missing key succeeds.
+    async fn delete_object(&self, kind: ObjectKind, key: &str) -> Result<(), StoreError>;
+    async fn objects(&self, kind: ObjectKind) -> Result<Snapshot<Object>, StoreError>;
+    async fn watch_objects(&self, kind: ObjectKind, after: Revision) -> Result<WatchStream<Object>, StoreError>;
+}
