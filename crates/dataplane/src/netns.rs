@@ -1,1 +1,78 @@
-//! placeholder: being built
+//! Entering network namespaces (nix wraps setns safely, so even this module needs no `unsafe`).
+//!
+//! A netns is a property of a *thread*. We never switch the calling thread back and forth around an `.await`
+//! (that is how `netns-rs` goes wrong); instead:
+//! - [`run_in`] runs a closure on a short-lived thread that entered the namespace, and returns its result;
+//! - sockets opened inside a namespace stay bound to it, so a netlink socket created by [`run_in`] can be used
+//!   from any thread afterwards (that is how the CNI plugin talks to the pod's namespace).
+use crate::DataplaneError;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+/// An open handle on a network namespace (`/var/run/netns/NAME`, `/proc/PID/ns/net`, a CNI_NETNS path).
+pub struct NetnsHandle {
+    fd: OwnedFd,
+    path: String,
+}
+
+impl NetnsHandle {
+    pub fn open(path: &Path) -> Result<Self, DataplaneError> {
+        let file =
+            File::open(path).map_err(|source| DataplaneError::Netns { path: path.display().to_string(), source })?;
+        let fd: OwnedFd = file.into();
+        // Refuse files that are not namespaces: setns would fail later with a less helpful EINVAL.
+        let st = nix::sys::statfs::fstatfs(&fd).map_err(|e| DataplaneError::Netns {
+            path: path.display().to_string(),
+            source: std::io::Error::from_raw_os_error(e as i32),
+        })?;
+        if st.filesystem_type() != nix::sys::statfs::NSFS_MAGIC
+            && st.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC
+        {
+            return Err(DataplaneError::Netns {
+                path: path.display().to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a network namespace"),
+            });
+        }
+        Ok(Self { fd, path: path.display().to_string() })
+    }
+
+    /// The namespace of the calling thread.
+    pub fn current() -> Result<Self, DataplaneError> {
+        Self::open(Path::new("/proc/thread-self/ns/net"))
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Moves the *calling thread* into this namespace. Only call on a thread you own and will not return to a
+    /// pool (see [`run_in`]).
+    pub fn enter_this_thread(&self) -> Result<(), DataplaneError> {
+        nix::sched::setns(self.fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| DataplaneError::Netns {
+            path: self.path.clone(),
+            source: std::io::Error::from_raw_os_error(e as i32),
+        })
+    }
+}
+
+/// Runs `f` on a fresh thread inside the namespace at `path` and returns its result. The thread dies afterwards,
+/// so no other code ever runs in the wrong namespace.
+pub fn run_in<T, F>(ns: &NetnsHandle, f: F) -> Result<T, DataplaneError>
+where
+    T: Send,
+    F: FnOnce() -> T + Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ns.enter_this_thread()?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| DataplaneError::Other("thread inside the network namespace panicked".into()))?
+    })
+}
