@@ -1,1 +1,26 @@
-//! placeholder: being built
+//! weftd, the node agent, as a library (the binary is a thin `main.rs`).
+//!
+//! Module by module, in the order a lease lives:
+//! - [`config`]: flags and environment.
+//! - [`lease`]: acquire the node's subnet, renew it, re-acquire if lost.
+//! - [`peers`]: watch other nodes' leases (list + watch from revision, relist on reset).
+//! - [`desired`]: leases → desired kernel entries (pure; VXLAN, direct routing, host-gw).
+//! - [`firewall`]: the `inet weft` nftables table (masquerade, VXLAN port protection, checksum workaround).
+//! - [`reconcile`]: desired vs actual → apply only the diff; teardown on uninstall.
+//! - [`agent`]: start-up order and the main loop.
+//! - [`status`], [`metrics`], [`http`]: what the agent tells operators.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod config;
+pub mod desired;
+pub mod firewall;
+pub mod http;
+pub mod lease;
+pub mod metrics;
+pub mod peers;
+pub mod reconcile;
+pub mod status;
+
+pub use agent::{run, AgentError, Deps};
+pub use config::AgentConfig;

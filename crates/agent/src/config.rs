@@ -1,0 +1,98 @@
+//! The agent's settings: flags (and WEFT_* environment variables, which the DaemonSet uses).
+use clap::Parser;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "weftd", version, about = "weft node agent: subnet lease, peers, overlay dataplane")]
+pub struct AgentConfig {
+    /// This node's name (default: the host name).
+    #[arg(long, env = "WEFT_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Underlay address of this node (default: the source address of the default route).
+    #[arg(long, env = "WEFT_NODE_IP")]
+    pub node_ip: Option<IpAddr>,
+    /// Store URL: embedded:///path/store.db or etcd://host:port[,host:port].
+    #[arg(long, env = "WEFT_STORE", default_value = "embedded:///var/lib/weft/store.db")]
+    pub store: String,
+    /// Cluster network config (JSON); stored on first start, and the stored one wins afterwards.
+    #[arg(long, env = "WEFT_NETWORK_CONFIG")]
+    pub network_config: Option<PathBuf>,
+    /// Where to write the node file the CNI plugin reads.
+    #[arg(long, env = "WEFT_NODE_FILE", default_value = weft_types::node_file::DEFAULT_PATH)]
+    pub node_file: PathBuf,
+    /// Where to write status.json (read by `weftctl status`).
+    #[arg(long, env = "WEFT_STATE_DIR", default_value = "/run/weft")]
+    pub state_dir: PathBuf,
+    /// Lease time to live; renewed every third of it.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub lease_ttl: Duration,
+    /// Full resync (read the kernel, repair drift) every so often, even when nothing changed.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub resync_interval: Duration,
+    /// VXLAN device name.
+    #[arg(long, default_value = "weft.1")]
+    pub vxlan_device: String,
+    /// Metrics (/metrics), health (/healthz, /readyz) and status (/status) listener.
+    #[arg(long, env = "WEFT_LISTEN", default_value = "127.0.0.1:9473")]
+    pub listen: SocketAddr,
+    /// On SIGTERM remove the device, routes, nftables table, node file and release the lease.
+    #[arg(long, env = "WEFT_UNINSTALL")]
+    pub uninstall_on_exit: bool,
+    /// Do not masquerade pod traffic leaving the cluster network.
+    #[arg(long)]
+    pub no_masquerade: bool,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+}
+
+/// Parses `250ms`, `10s`, `5m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    if v < 0.0 || !v.is_finite() {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v * mul))
+}
+
+/// The address the kernel would use to reach the outside world: connect() on a UDP socket sends nothing, it
+/// only asks the routing table for a source address.
+pub fn default_source_ip() -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    s.local_addr().ok().map(|a| a.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let c = AgentConfig::try_parse_from(["weftd", "--node-name", "n1", "--lease-ttl", "5s"]).unwrap();
+        assert_eq!(c.node_name.as_deref(), Some("n1"));
+        assert_eq!(c.lease_ttl, Duration::from_secs(5));
+        assert_eq!(c.vxlan_device, "weft.1");
+    }
+}

@@ -1,0 +1,57 @@
+//! Prometheus metrics of the agent (text format on `/metrics`).
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub peers: Gauge,
+    pub store_up: Gauge,
+    pub reconciles: Counter,
+    pub reconcile_errors: Counter,
+    pub ops_applied: Counter,
+    pub ops_failed: Counter,
+    pub drift_repaired: Counter,
+    pub lease_renewals: Counter,
+    pub lease_renew_failures: Counter,
+    pub reconcile_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("weft");
+        let m = Metrics {
+            peers: Gauge::default(),
+            store_up: Gauge::default(),
+            reconciles: Counter::default(),
+            reconcile_errors: Counter::default(),
+            ops_applied: Counter::default(),
+            ops_failed: Counter::default(),
+            drift_repaired: Counter::default(),
+            lease_renewals: Counter::default(),
+            lease_renew_failures: Counter::default(),
+            reconcile_seconds: Histogram::new(exponential_buckets(0.0005, 4.0, 10)),
+            registry: Registry::default(),
+        };
+        registry.register("peers", "Peers (other nodes' leases) known", m.peers.clone());
+        registry.register("store_up", "1 when the last store call succeeded", m.store_up.clone());
+        registry.register("reconciles", "Reconcile passes", m.reconciles.clone());
+        registry.register("reconcile_errors", "Reconcile passes that failed", m.reconcile_errors.clone());
+        registry.register("dataplane_ops_applied", "Kernel changes applied", m.ops_applied.clone());
+        registry.register("dataplane_ops_failed", "Kernel changes the kernel refused", m.ops_failed.clone());
+        registry.register("drift_repaired", "Entries a periodic resync found wrong and repaired", m.drift_repaired.clone());
+        registry.register("lease_renewals", "Successful lease renewals", m.lease_renewals.clone());
+        registry.register("lease_renew_failures", "Failed lease renewals", m.lease_renew_failures.clone());
+        registry.register("reconcile_duration_seconds", "Time of a reconcile pass", m.reconcile_seconds.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

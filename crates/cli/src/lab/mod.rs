@@ -1,0 +1,264 @@
+//! `weftctl lab`: a whole weft cluster on one machine, built from namespaces, real agents and the real plugin.
+//!
+//! `up` builds it step by step and prints progress, then the node table and the connectivity matrix, and
+//! leaves everything running; `status`, `exec` and `down` find it again through its state file.
+pub mod agents;
+pub mod matrix;
+pub mod pods;
+pub mod state;
+pub mod topology;
+
+use crate::sh::{alive, kill, netns_list};
+use anyhow::{bail, Context, Result};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use state::{lab_dir, prefix_for, LabState, NodeState, PodState};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub name: String,
+    pub nodes: usize,
+    pub pods_per_node: usize,
+    pub backend: String,
+    pub store: String,
+    pub underlay: Option<String>,
+    pub ipv6: bool,
+    pub lease_ttl: String,
+    pub bin_dir: PathBuf,
+}
+
+struct Progress {
+    t0: Instant,
+    step: usize,
+    total: usize,
+}
+
+impl Progress {
+    fn say(&mut self, what: &str) {
+        self.step += 1;
+        println!("[{}/{}] {what} (t={:.1}s)", self.step, self.total, self.t0.elapsed().as_secs_f64());
+    }
+}
+
+pub fn up(o: &UpOptions) -> Result<LabState> {
+    if !matches!(o.backend.as_str(), "vxlan" | "host-gw") {
+        bail!("--backend must be vxlan or host-gw");
+    }
+    if !matches!(o.store.as_str(), "embedded" | "etcd") {
+        bail!("--store must be embedded or etcd");
+    }
+    if o.nodes == 0 || o.nodes > 200 {
+        bail!("--nodes must be between 1 and 200");
+    }
+    for b in ["weft", "weftd"] {
+        if !o.bin_dir.join(b).exists() {
+            bail!("{} not found in {} (build with cargo build, or pass --bin-dir)", b, o.bin_dir.display());
+        }
+    }
+    if lab_dir(&o.name).join("state.json").exists() {
+        bail!("lab {:?} is already up: `weftctl lab down --name {}` first", o.name, o.name);
+    }
+    let underlay = o.underlay.clone().unwrap_or_else(|| if o.backend == "host-gw" { "l2" } else { "routed" }.into());
+    let mut p = Progress { t0: Instant::now(), step: 0, total: 6 };
+    let prefix = prefix_for(&o.name);
+    let dir = lab_dir(&o.name);
+    std::fs::create_dir_all(&dir)?;
+    let fabric_ip = if underlay == "l2" { topology::FABRIC_IP_L2.to_string() } else { "172.30.1.254".to_string() };
+    let store_url = match o.store.as_str() {
+        "etcd" => format!("etcd://{fabric_ip}:{}", agents::ETCD_PORT),
+        _ => format!("embedded://{}", dir.join("store.db").display()),
+    };
+    let mut lab = LabState {
+        name: o.name.clone(),
+        prefix: prefix.clone(),
+        backend: o.backend.clone(),
+        store: o.store.clone(),
+        store_url,
+        underlay: underlay.clone(),
+        fabric_ns: format!("{prefix}-fab"),
+        nodes: vec![],
+        etcd_pid: None,
+        bin_dir: o.bin_dir.clone(),
+    };
+    lab.save()?;
+    let result = build(&mut lab, o, &mut p);
+    lab.save()?;
+    if let Err(e) = result {
+        eprintln!(
+            "lab up failed: {e:#}\n(the partial lab is left for inspection: `weftctl lab down --name {}`)",
+            o.name
+        );
+        return Err(e);
+    }
+    Ok(lab)
+}
+
+fn build(lab: &mut LabState, o: &UpOptions, p: &mut Progress) -> Result<()> {
+    p.say(&format!("underlay: fabric namespace, {} nodes on a {} underlay", o.nodes, lab.underlay));
+    topology::create_fabric(&lab.fabric_ns, &lab.underlay)?;
+    for i in 1..=o.nodes {
+        let ns = format!("{}-n{i}", lab.prefix);
+        let ip = topology::create_node(&lab.fabric_ns, &ns, i, &lab.underlay)?;
+        let name = format!("node{i}");
+        lab.nodes.push(NodeState { dir: lab.dir().join(&name), name, ns, ip, agent_pid: None, pods: vec![] });
+    }
+    lab.save()?;
+    let mut net = serde_json::json!({
+        "clusterCidr": "10.244.0.0/16", "subnetLen": 24,
+        "backend": {"type": o.backend, "vni": 1, "port": 8472},
+    });
+    if o.ipv6 {
+        net["clusterCidr6"] = "fd00:10:244::/56".into();
+        net["subnetLen6"] = 64.into();
+    }
+    std::fs::write(lab.dir().join("network.json"), serde_json::to_vec_pretty(&net)?)?;
+    if o.store == "etcd" {
+        p.say("store: starting etcd in the fabric namespace");
+        lab.etcd_pid = Some(agents::start_etcd(lab)?);
+        lab.save()?;
+    } else {
+        p.say(&format!("store: embedded database {}", lab.store_url.trim_start_matches("embedded://")));
+    }
+    p.say(&format!("agents: starting weftd on {} nodes", lab.nodes.len()));
+    for i in 0..lab.nodes.len() {
+        let pid = agents::start_agent(lab, &lab.nodes[i], &o.lease_ttl)?;
+        lab.nodes[i].agent_pid = Some(pid);
+    }
+    lab.save()?;
+    for n in &lab.nodes {
+        let nf = agents::wait_node_file(n, n.agent_pid.expect("pid"), Duration::from_secs(30))?;
+        println!("      {}: lease {} (pod MTU {})", n.name, nf.subnet, nf.mtu);
+    }
+    p.say(&format!("pods: {} per node through the weft CNI plugin", o.pods_per_node));
+    for i in 0..lab.nodes.len() {
+        for j in 1..=o.pods_per_node {
+            let node = lab.nodes[i].clone();
+            let mut pod = PodState {
+                name: format!("{}-pod{j}", node.name),
+                ns: format!("{}-n{}p{j}", lab.prefix, i + 1),
+                container_id: format!("lab-{}-{}-{j}", lab.name, node.name),
+                ip: None,
+                ip6: None,
+                namespace: "default".into(),
+                labels: [("app".to_string(), format!("pod{j}")), ("node".to_string(), node.name.clone())].into(),
+            };
+            pods::add_pod(lab, &node, &mut pod).with_context(|| format!("creating {}", pod.name))?;
+            lab.nodes[i].pods.push(pod);
+            lab.save()?;
+        }
+    }
+    p.say("convergence: waiting for every agent to program every peer");
+    agents::wait_converged(lab, Duration::from_secs(60))?;
+    p.say("connectivity: every pod pings every other pod");
+    Ok(())
+}
+
+pub fn print_nodes(lab: &LabState) {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["node", "node IP", "subnet", "VTEP MAC", "agent", "peers", "pods"]);
+    for n in &lab.nodes {
+        let st = agents::agent_status(n);
+        let get = |k: &str| st.as_ref().and_then(|s| s[k].as_str().map(str::to_string)).unwrap_or("-".into());
+        let mut subnet = get("subnet");
+        if let Some(s6) = st.as_ref().and_then(|s| s["subnet6"].as_str()) {
+            subnet = format!("{subnet}\n{s6}");
+        }
+        let running = n.agent_pid.is_some_and(alive);
+        let peers = st.as_ref().and_then(|s| s["peers"].as_array().map(Vec::len)).unwrap_or(0);
+        let pods: Vec<String> =
+            n.pods.iter().map(|p| format!("{} {}", p.name, p.ip.clone().unwrap_or_default())).collect();
+        t.add_row([
+            n.name.clone(),
+            n.ip.clone(),
+            subnet,
+            get("vtepMac"),
+            if running { "running".into() } else { "DOWN".into() },
+            peers.to_string(),
+            pods.join("\n"),
+        ]);
+    }
+    println!("{t}");
+}
+
+/// Prints the matrix; returns the number of failed pairs.
+pub fn print_matrix(lab: &LabState) -> usize {
+    let m = matrix::measure(lab, false);
+    println!("{}", m.render());
+    let mut fails = m.failures();
+    let pairs = m.names.len() * m.names.len().saturating_sub(1);
+    println!("IPv4: {}/{} pod pairs connected", pairs - fails, pairs);
+    if lab.pods().any(|(_, p)| p.ip6.is_some()) {
+        let m6 = matrix::measure(lab, true);
+        println!("IPv6: {}/{} pod pairs connected", pairs - m6.failures(), pairs);
+        fails += m6.failures();
+    }
+    fails
+}
+
+pub fn status(name: &str) -> Result<usize> {
+    let lab = LabState::load(name)?;
+    println!("lab {:?}: backend {}, store {}, underlay {}", lab.name, lab.backend, lab.store, lab.underlay);
+    print_nodes(&lab);
+    Ok(print_matrix(&lab))
+}
+
+pub fn exec(name: &str, target: &str, cmd: &[String]) -> Result<i32> {
+    let lab = LabState::load(name)?;
+    let ns = match lab.find_pod(target) {
+        Some((_, p)) => p.ns.clone(),
+        None => match lab.nodes.iter().find(|n| n.name == target) {
+            Some(n) => n.ns.clone(),
+            None => bail!("no pod or node {target:?} in lab {name:?}"),
+        },
+    };
+    if cmd.is_empty() {
+        bail!("usage: weftctl lab exec POD -- CMD [ARGS]");
+    }
+    let status = crate::sh::ns_command(&ns, &cmd[0]).args(&cmd[1..]).status()?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// Removes everything: pods through CNI DEL, agents and etcd (SIGTERM, then SIGKILL), namespaces (and with
+/// them every device, route and nftables table the agents made). Works from a half-built or crashed lab: anything with the lab prefix goes.
+pub fn down(name: &str) -> Result<()> {
+    let prefix = prefix_for(name);
+    if let Ok(lab) = LabState::load(name) {
+        for n in &lab.nodes {
+            for p in &n.pods {
+                pods::del_pod(&lab, n, p);
+            }
+        }
+        let pids: Vec<u32> = lab.nodes.iter().filter_map(|n| n.agent_pid).chain(lab.etcd_pid).collect();
+        for &pid in &pids {
+            kill(pid, "-TERM");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for &pid in &pids {
+            if alive(pid) {
+                kill(pid, "-KILL");
+            }
+        }
+    }
+    let mut removed = 0;
+    for ns in netns_list().into_iter().filter(|n| n.starts_with(&format!("{prefix}-"))) {
+        // Processes still inside (a crashed lab's agents) die with their namespace's last reference gone.
+        if let Ok(out) = crate::sh::run("ip", &["netns", "pids", &ns]) {
+            for pid in out.split_whitespace().filter_map(|p| p.parse().ok()) {
+                kill(pid, "-KILL");
+            }
+        }
+        crate::sh::run("ip", &["netns", "del", &ns])?;
+        removed += 1;
+    }
+    let dir = lab_dir(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    println!("lab {name:?} removed ({removed} namespaces)");
+    Ok(())
+}

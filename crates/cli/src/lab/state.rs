@@ -1,0 +1,88 @@
+//! What a running lab is made of, saved as JSON so `status`, `exec` and `down` work from another shell, and
+//! `down` also after a crash (it then falls back to deleting every namespace with the lab's prefix).
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const ROOT: &str = "/run/weft-lab";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabState {
+    pub name: String,
+    pub prefix: String,
+    pub backend: String,
+    pub store: String,
+    /// Store URL as the agents see it.
+    pub store_url: String,
+    pub underlay: String,
+    pub fabric_ns: String,
+    pub nodes: Vec<NodeState>,
+    #[serde(default)]
+    pub etcd_pid: Option<u32>,
+    pub bin_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeState {
+    pub name: String,
+    pub ns: String,
+    pub ip: String,
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub agent_pid: Option<u32>,
+    pub pods: Vec<PodState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodState {
+    pub name: String,
+    pub ns: String,
+    pub container_id: String,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub ip6: Option<String>,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+pub fn lab_dir(name: &str) -> PathBuf {
+    Path::new(ROOT).join(name)
+}
+
+impl LabState {
+    pub fn dir(&self) -> PathBuf {
+        lab_dir(&self.name)
+    }
+
+    pub fn save(&self) -> Result<()> {
+        let p = self.dir().join("state.json");
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, &p).with_context(|| format!("writing {}", p.display()))
+    }
+
+    pub fn load(name: &str) -> Result<Self> {
+        let p = lab_dir(name).join("state.json");
+        let b = std::fs::read(&p).with_context(|| format!("no lab {name:?} (missing {})", p.display()))?;
+        serde_json::from_slice(&b).with_context(|| format!("reading {}", p.display()))
+    }
+
+    pub fn pods(&self) -> impl Iterator<Item = (&NodeState, &PodState)> {
+        self.nodes.iter().flat_map(|n| n.pods.iter().map(move |p| (n, p)))
+    }
+
+    pub fn find_pod(&self, name: &str) -> Option<(&NodeState, &PodState)> {
+        self.pods().find(|(_, p)| p.name == name || p.ns == name)
+    }
+}
+
+/// Namespace prefix of a lab: short, so link and namespace names stay short.
+pub fn prefix_for(name: &str) -> String {
+    format!("wl{name}")
+}

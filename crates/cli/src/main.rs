@@ -1,0 +1,110 @@
+//! `weftctl`: thin entry point; each command lives in its own module.
+mod lab;
+mod sh;
+mod status;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "weftctl", version, about = "weft: lab clusters in namespaces, node status, policies")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// A whole weft cluster in network namespaces on this machine.
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+    /// What this node's agent holds and programmed.
+    Status {
+        /// The agent's --state-dir.
+        #[arg(long, default_value = "/run/weft")]
+        state_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Build the lab, show nodes and the connectivity matrix, leave it running.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value_t = 2)]
+        pods_per_node: usize,
+        /// vxlan or host-gw.
+        #[arg(long, default_value = "vxlan")]
+        backend: String,
+        /// embedded or etcd.
+        #[arg(long, default_value = "embedded")]
+        store: String,
+        /// l2 (one segment) or routed (a segment per node); default: routed for vxlan, l2 for host-gw.
+        #[arg(long)]
+        underlay: Option<String>,
+        /// Dual-stack pods (IPv6 pod subnets too).
+        #[arg(long)]
+        ipv6: bool,
+        #[arg(long, default_value = "10s")]
+        lease_ttl: String,
+        #[arg(long, default_value = "lab")]
+        name: String,
+        /// Where weft and weftd are (default: next to weftctl).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Remove the lab (also after a crash).
+    Down {
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+    /// Nodes, agents and a fresh connectivity matrix.
+    Status {
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+    /// Run a command in a pod's (or node's) namespace: `weftctl lab exec node1-pod1 -- ping 10.244.2.2`.
+    Exec {
+        #[arg(long, default_value = "lab")]
+        name: String,
+        target: String,
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Status { state_dir, json } => status::show(&state_dir, json),
+        Cmd::Lab { cmd } => match cmd {
+            LabCmd::Up { nodes, pods_per_node, backend, store, underlay, ipv6, lease_ttl, name, bin_dir } => {
+                let bin_dir = match bin_dir {
+                    Some(d) => d,
+                    None => std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default(),
+                };
+                let o =
+                    lab::UpOptions { name, nodes, pods_per_node, backend, store, underlay, ipv6, lease_ttl, bin_dir };
+                let l = lab::up(&o)?;
+                lab::print_nodes(&l);
+                let fails = lab::print_matrix(&l);
+                println!("lab {:?} is up. Try: weftctl lab exec node1-pod1 -- ping -c3 <ip>; weftctl lab down", l.name);
+                if fails > 0 {
+                    std::process::exit(3);
+                }
+                Ok(())
+            }
+            LabCmd::Down { name } => lab::down(&name),
+            LabCmd::Status { name } => {
+                let fails = lab::status(&name)?;
+                std::process::exit(i32::from(fails > 0) * 3);
+            }
+            LabCmd::Exec { name, target, cmd } => std::process::exit(lab::exec(&name, &target, &cmd)?),
+        },
+    }
+}

@@ -1,0 +1,55 @@
+//! `weftctl status`: what the agent of this node holds and programmed, from its status.json (or /status).
+use anyhow::{Context, Result};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use std::path::Path;
+
+pub fn show(state_dir: &Path, json: bool) -> Result<()> {
+    let p = state_dir.join("status.json");
+    let bytes = std::fs::read(&p).with_context(|| format!("reading {} (is weftd running here?)", p.display()))?;
+    let st: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", p.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    let s = |k: &str| st[k].as_str().unwrap_or("-").to_string();
+    println!("node      {} ({})", s("node"), s("nodeIp"));
+    println!("backend   {}   MTU {}", s("backend"), st["mtu"]);
+    println!("lease     {} {}", s("subnet"), st["subnet6"].as_str().unwrap_or(""));
+    println!("VTEP MAC  {}", s("vtepMac"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let exp = st["leaseExpiresAtMs"].as_i64().unwrap_or(0);
+    if exp > 0 {
+        println!("expires   in {:.1}s", (exp - now) as f64 / 1000.0);
+    }
+    println!("store     {}", if st["storeUp"].as_bool() == Some(true) { "up" } else { "DOWN (dataplane kept)" });
+    let pr = &st["programmed"];
+    println!(
+        "programmed {} routes, {} nexthops, {} neighbours, {} FDB entries",
+        pr["routes"], pr["nexthops"], pr["neighbours"], pr["fdb"]
+    );
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["peer", "node IP", "subnet", "VTEP MAC", "path"]);
+    for p in st["peers"].as_array().into_iter().flatten() {
+        let g = |k: &str| p[k].as_str().unwrap_or("-").to_string();
+        t.add_row([g("node"), g("nodeIp"), g("subnet"), g("vtepMac"), g("path")]);
+    }
+    println!("{t}");
+    for sk in st["skippedPeers"].as_array().into_iter().flatten() {
+        println!("skipped peer: {}", sk.as_str().unwrap_or_default());
+    }
+    match st["lastDrift"].as_array() {
+        Some(d) if !d.is_empty() => {
+            let age = (now - st["lastDriftAtMs"].as_i64().unwrap_or(0)) as f64 / 1000.0;
+            println!("last drift repaired {age:.0}s ago ({} entries):", d.len());
+            for e in d.iter().take(20) {
+                println!("  {}", e.as_str().unwrap_or_default());
+            }
+        }
+        _ => println!("drift: none found by resyncs"),
+    }
+    if let Some(e) = st["lastError"].as_str() {
+        println!("last error: {e}");
+    }
+    Ok(())
+}
