@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the Debian packages weft's lab, tests and benchmarks need (Debian 12). Idempotent.
+set -euo pipefail
+PKGS=(iproute2 nftables iptables iperf3 etcd-server etcd-client protobuf-compiler containernetworking-plugins
+      podman runc busybox-static ethtool curl jq procps kmod)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
