@@ -8,8 +8,26 @@
 //!
 //! Watch contract: a stream of [`WatchEvent`]s after a revision. When history is lost (etcd compaction, change
 //! log trimmed, reconnect that cannot resume) the stream yields [`WatchEvent::Reset`] and the consumer relists.
-//! Consumers are level-triggered anyway: an event only says "look again".
+//! Consumers are level-triggered anyway: an event only says "look again". After `Reset`, and after an error
+//! (etcd unreachable), the stream ends; watch again from a snapshot's revision.
+//!
+//! Layout:
+//! - [`alloc`]: the subnet choice (own lease, hint, free scan), pure and shared by both implementations.
+//! - [`embedded`]: the SQLite store; [`clock`]: injected time for its TTLs.
+//! - [`etcd`]: the etcd store.
+//! - [`open()`]: a store from a URL (`embedded:///path.db`, `etcd://host:port`), what binaries call.
 #![forbid(unsafe_code)]
+
+pub mod alloc;
+pub mod clock;
+pub mod embedded;
+pub mod etcd;
+mod open;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
+pub use etcd::{EtcdOptions, EtcdStore};
+pub use open::{open, StoreUrl};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
