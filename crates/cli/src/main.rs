@@ -69,6 +69,22 @@ enum LabCmd {
         #[arg(long, default_value = "lab")]
         name: String,
     },
+    /// Restart a node's agent (SIGTERM, start again): the kernel state stays, traffic keeps flowing.
+    Restart {
+        #[arg(long, default_value = "lab")]
+        name: String,
+        node: String,
+        /// Stop it without starting it again (SIGKILL: no goodbye, its lease lapses after the TTL).
+        #[arg(long)]
+        kill: bool,
+    },
+    /// Stop or start the lab's etcd (store outage drills).
+    Etcd {
+        #[arg(long, default_value = "lab")]
+        name: String,
+        /// stop or start
+        action: String,
+    },
     /// Run a command in a pod's (or node's) namespace: `weftctl lab exec node1-pod1 -- ping 10.244.2.2`.
     Exec {
         #[arg(long, default_value = "lab")]
@@ -100,6 +116,8 @@ fn main() -> Result<()> {
                 Ok(())
             }
             LabCmd::Down { name } => lab::down(&name),
+            LabCmd::Restart { name, node, kill } => lab::restart(&name, &node, kill),
+            LabCmd::Etcd { name, action } => lab::etcd(&name, &action),
             LabCmd::Status { name } => {
                 let fails = lab::status(&name)?;
                 std::process::exit(i32::from(fails > 0) * 3);

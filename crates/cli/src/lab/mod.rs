@@ -113,6 +113,7 @@ fn build(lab: &mut LabState, o: &UpOptions, p: &mut Progress) -> Result<()> {
         net["subnetLen6"] = 64.into();
     }
     std::fs::write(lab.dir().join("network.json"), serde_json::to_vec_pretty(&net)?)?;
+    std::fs::write(lab.dir().join("lease-ttl"), &o.lease_ttl)?;
     if o.store == "etcd" {
         p.say("store: starting etcd in the fabric namespace");
         lab.etcd_pid = Some(agents::start_etcd(lab)?);
@@ -261,4 +262,48 @@ pub fn down(name: &str) -> Result<()> {
     }
     println!("lab {name:?} removed ({removed} namespaces)");
     Ok(())
+}
+
+/// Restarts (or, with `kill_only`, kills) one node's agent.
+pub fn restart(name: &str, node: &str, kill_only: bool) -> Result<()> {
+    let mut lab = LabState::load(name)?;
+    let i = lab.nodes.iter().position(|n| n.name == node).with_context(|| format!("no node {node:?}"))?;
+    if let Some(pid) = lab.nodes[i].agent_pid.take() {
+        kill(pid, if kill_only { "-KILL" } else { "-TERM" });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if !kill_only {
+        let ttl = std::fs::read_to_string(lab.dir().join("lease-ttl")).unwrap_or_else(|_| "10s".into());
+        lab.nodes[i].agent_pid = Some(agents::start_agent(&lab, &lab.nodes[i], ttl.trim())?);
+    }
+    lab.save()
+}
+
+/// Stops or starts the lab's etcd (same data, same ports).
+pub fn etcd(name: &str, action: &str) -> Result<()> {
+    let mut lab = LabState::load(name)?;
+    if lab.store != "etcd" {
+        bail!("lab {name:?} runs the embedded store, not etcd");
+    }
+    match action {
+        "stop" => {
+            if let Some(pid) = lab.etcd_pid.take() {
+                kill(pid, "-KILL");
+                while alive(pid) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        "start" => {
+            if lab.etcd_pid.is_some_and(alive) {
+                bail!("etcd is already running");
+            }
+            lab.etcd_pid = Some(agents::start_etcd(&lab)?);
+        }
+        _ => bail!("action must be stop or start"),
+    }
+    lab.save()
 }
