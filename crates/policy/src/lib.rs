@@ -1,1 +1,42 @@
-//! placeholder: being built
+//! weft-policy: Kubernetes `networking.k8s.io/v1` NetworkPolicy compiled into one nftables table per node.
+//!
+//! Pure: no kernel, no I/O. The agent feeds it the model from the store and applies the output with `nft -f`;
+//! the CLI uses [`explain`]. Layout, in the order data flows:
+//! - [`model`]: serde types mirroring the Kubernetes objects, plus pods and namespaces as the store keeps them.
+//! - `parse` / `validate`: manifests (multi-document YAML, JSON, Lists) → validated policies.
+//! - `selector`: label selector semantics.
+//! - `ranges`: ipBlock `cidr` minus `except` as disjoint ranges (nft interval sets cannot subtract).
+//! - [`eval`]: resolves policies against the model once — the single source of truth for selection, peers and
+//!   named ports that both the compiler and `explain` use, so they cannot disagree.
+//! - [`compile()`] → [`nft::Ruleset`]: structured table (chains, sets, counters) rendered to nft text; see
+//!   `compile.rs` for the table design and why rule count does not grow with pods.
+//! - [`diff_sets`]: element-only updates for pod churn.
+//! - [`explain()`]: which policy and rule allow or deny a connection.
+//!
+//! Semantics chosen where Kubernetes leaves room: ipBlock matches by address, pod addresses included (like
+//! Calico); traffic between a node and its own pods is never filtered (probes keep working, and egress policy
+//! does not restrict pod → own node); replies of allowed connections pass through conntrack; same-node and
+//! cross-node traffic get the same checks (egress on the source's node, ingress on the destination's).
+#![forbid(unsafe_code)]
+
+mod compile;
+mod diff;
+mod error;
+pub mod eval;
+mod explain;
+pub mod model;
+pub mod nft;
+mod parse;
+mod ranges;
+mod selector;
+mod validate;
+
+pub use compile::{compile, CompileOptions};
+pub use diff::diff_sets;
+pub use error::{PolicyError, Problem};
+pub use eval::Direction;
+pub use explain::{explain, explain_ips, DirectionVerdict, Endpoint, ExplainError, Verdict};
+pub use model::*;
+pub use nft::Ruleset;
+pub use parse::{parse_policies_json, parse_policies_yaml};
+pub use ranges::AddrRange;

@@ -1,0 +1,377 @@
+//! Compiling the resolved policies into one nftables table for one node.
+//!
+//! Table layout (`inet`, so IPv4 and IPv6 share it; every address set exists as `_v4` and `_v6`):
+//! - `forward` (base chain, hook forward): `ct state established,related accept`, `ct state invalid drop`, then
+//!   optionally drop packets from/to pod interfaces (`iifname/oifname "wf*"`) whose address is not in `@ready`,
+//!   then `jump egress`.
+//! - `egress`: source not in `@iso_out` → `goto ingress`; otherwise `ip saddr @sel<P> jump out_p<P>` for every
+//!   egress policy P; whatever returns is counted (`drop_out_p<P>` for each selecting policy, `drop_out`) and dropped.
+//!   A match in `out_p<P>` does `goto ingress`, because allowed egress must still pass the destination's ingress.
+//! - `ingress`: destination not in `@iso_in` → accept; dispatch to `in_p<P>` by `@sel<P>`; count and drop.
+//! - `in_p<P>` / `out_p<P>`: one rule per (peer, port group) of each policy rule, matching `@peer<S>` (pod IPs of
+//!   a selection), `@block<B>` (ipBlock ranges) and `@np<N>` (`address . port` of a named port).
+//!
+//! Why dispatch by per-policy selection sets instead of per-pod chains: rules then depend only on the policies,
+//! never on pods, so pod churn changes set elements only (`diff_sets` applies it without touching rules) and the
+//! rule count stays O(policies × rules). The cost is one set lookup per isolating policy for the first packet of a
+//! connection to/from an isolated pod; established traffic is accepted by the first rule.
+//!
+//! Traffic the host originates or receives (kubelet probes, pod → node) goes through output/input, which this
+//! table leaves alone: node ↔ local pod traffic is always allowed, as Kubernetes expects for probes. Egress
+//! policy therefore does not restrict pod → own node (Kubernetes leaves it undefined). ipBlock peers match by
+//! address, pod addresses included (as Calico does).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::eval::{Direction, Peer, PortMatch, Resolved, Rule as EvalRule, SelectionKey};
+use crate::model::{LabelSelector, Model, Operator, Protocol};
+use crate::nft::{
+    AddrDir, Chain, Counter, CounterKind, CtState, Element, Family, Hook, Match, Rule, Ruleset, Set, SetKind, Verdict,
+};
+
+const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// nft table name (letters, digits, `_`, `-`; other characters become `_`).
+    pub table: String,
+    /// Add `log prefix "weft-drop ..."` to the drop rules.
+    pub log_drops: bool,
+    /// Drop forwarded traffic from/to pod interfaces whose address is not in `@ready` (pods the agent has not
+    /// compiled yet), so no pod starts unprotected.
+    pub default_deny_new_pods: bool,
+    /// Host-side pod interface prefix the CNI plugin uses (`wf` + hex).
+    pub pod_iface_prefix: String,
+    /// Priority of the forward base chain (0 = `filter`).
+    pub priority: i32,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            table: "weft-policy".into(),
+            log_drops: false,
+            default_deny_new_pods: true,
+            pod_iface_prefix: "wf".into(),
+            priority: 0,
+        }
+    }
+}
+
+/// Compiles the policies for the pods of `node` into one table (see the module comment for the layout).
+pub fn compile(model: &Model, node: &str, opts: &CompileOptions) -> Ruleset {
+    let r = Resolved::new(model);
+    let mut c = Compiler { r: &r, node, opts, sets: Vec::new(), counters: Vec::new(), chains: Vec::new() };
+    c.declare_sets();
+    let unready = c.unready_rules();
+    c.direction(Direction::Ingress);
+    c.direction(Direction::Egress);
+    let mut forward = vec![
+        rule(vec![Match::CtState(vec![CtState::Established, CtState::Related])], Verdict::Accept),
+        rule(vec![Match::CtState(vec![CtState::Invalid])], Verdict::Drop),
+    ];
+    forward.extend(unready);
+    forward.push(rule(vec![], Verdict::Jump("egress".into())));
+    let hook = Some(Hook { hook: "forward".into(), priority: opts.priority });
+    c.chains.push(Chain { name: "forward".into(), hook, comment: Some("weft NetworkPolicy".into()), rules: forward });
+    Ruleset { table: sanitize_table(&opts.table), counters: c.counters, sets: c.sets, chains: c.chains }
+}
+
+struct Compiler<'a, 'm> {
+    r: &'a Resolved<'m>,
+    node: &'a str,
+    opts: &'a CompileOptions,
+    sets: Vec<Set>,
+    counters: Vec<Counter>,
+    chains: Vec<Chain>,
+}
+
+impl Compiler<'_, '_> {
+    fn local_ips<'p>(&self, pods: impl IntoIterator<Item = &'p usize>) -> Vec<std::net::IpAddr> {
+        let model = self.r.model;
+        pods.into_iter()
+            .filter(|&&i| model.pods[i].node == self.node)
+            .flat_map(|&i| model.pods[i].ips.clone())
+            .collect()
+    }
+
+    /// One `_v4` and one `_v6` hash set of addresses, always both, so structure never depends on pods.
+    fn addr_sets(&mut self, base: &str, ips: impl IntoIterator<Item = std::net::IpAddr>, comment: Option<String>) {
+        let mut by_family: BTreeMap<Family, BTreeSet<Element>> = BTreeMap::new();
+        for ip in ips {
+            by_family.entry(Family::of(ip)).or_default().insert(Element::Addr(ip));
+        }
+        for f in FAMILIES {
+            let elements = by_family.remove(&f).unwrap_or_default();
+            let name = format!("{base}_{}", f.suffix());
+            self.sets.push(Set { name, kind: SetKind::Addr(f), comment: comment.clone(), elements });
+        }
+    }
+
+    fn declare_sets(&mut self) {
+        let r = self.r;
+        if self.opts.default_deny_new_pods {
+            let ready = self.local_ips(&(0..r.model.pods.len()).collect::<Vec<_>>());
+            self.addr_sets("ready", ready, Some("pods the agent has programmed".into()));
+        }
+        for dir in [Direction::Ingress, Direction::Egress] {
+            let isolated: Vec<usize> =
+                r.policies.iter().filter(|p| p.rules(dir).is_some()).flat_map(|p| p.selected.iter().copied()).collect();
+            let ips = self.local_ips(&isolated);
+            self.addr_sets(&format!("iso_{}", short(dir)), ips, Some(format!("pods isolated for {}", long(dir))));
+        }
+        for (i, p) in r.policies.iter().enumerate() {
+            let ips = self.local_ips(&p.selected);
+            self.addr_sets(&format!("sel{i}"), ips, Some(format!("pods selected by {}", p.reference)));
+        }
+        for (i, s) in r.selections.iter().enumerate() {
+            self.addr_sets(&format!("peer{i}"), s.ips.iter().copied(), Some(describe_selection(&s.key)));
+        }
+        for (i, b) in r.blocks.iter().enumerate() {
+            let f = Family::of(b.block.cidr.addr());
+            let elements = b.ranges.iter().map(|r| Element::Range(*r)).collect();
+            let mut comment = format!("ipBlock {}", b.block.cidr);
+            for e in &b.block.except {
+                comment.push_str(&format!(" except {e}"));
+            }
+            let name = format!("block{i}_{}", f.suffix());
+            self.sets.push(Set { name, kind: SetKind::Ranges(f), comment: Some(comment), elements });
+        }
+        for (i, n) in r.named.iter().enumerate() {
+            for f in FAMILIES {
+                let elements =
+                    n.entries.iter().filter(|(ip, _)| Family::of(*ip) == f).map(|(ip, p)| Element::AddrPort(*ip, *p));
+                let comment = Some(format!("named port {}/{}", n.proto, n.name));
+                let (name, kind) = (format!("np{i}_{}", f.suffix()), SetKind::AddrPort(f));
+                self.sets.push(Set { name, kind, comment, elements: elements.collect() });
+            }
+        }
+    }
+
+    fn unready_rules(&mut self) -> Vec<Rule> {
+        if !self.opts.default_deny_new_pods {
+            return Vec::new();
+        }
+        self.counters.push(Counter { name: "drop_unready".into(), counts: CounterKind::DroppedUnready });
+        let prefix = &self.opts.pod_iface_prefix;
+        let mut rules = Vec::new();
+        for (iface, dir) in
+            [(Match::IifPrefix(prefix.clone()), AddrDir::Src), (Match::OifPrefix(prefix.clone()), AddrDir::Dst)]
+        {
+            for f in FAMILIES {
+                let set = format!("ready_{}", f.suffix());
+                let m = vec![iface.clone(), Match::NfProto(f), Match::Addr { dir, family: f, set, negate: true }];
+                rules.push(self.drop_rule(m, "drop_unready", "unready"));
+            }
+        }
+        rules
+    }
+
+    fn drop_rule(&self, matches: Vec<Match>, counter: &str, what: &str) -> Rule {
+        Rule {
+            matches,
+            log_prefix: self.opts.log_drops.then(|| format!("weft-drop {what}: ")),
+            counter: Some(counter.into()),
+            verdict: Some(Verdict::Drop),
+            comment: None,
+        }
+    }
+
+    /// The dispatch chain of a direction and the per-policy chains it jumps to.
+    fn direction(&mut self, dir: Direction) {
+        let r = self.r;
+        let (s, addr_dir) = (short(dir), if dir == Direction::Ingress { AddrDir::Dst } else { AddrDir::Src });
+        // Allowed egress continues with the destination's ingress; allowed ingress is final.
+        let allow = if dir == Direction::Ingress { Verdict::Accept } else { Verdict::Goto("ingress".into()) };
+        let mut dispatch = Vec::new();
+        for f in FAMILIES {
+            let not_isolated =
+                Match::Addr { dir: addr_dir, family: f, set: format!("iso_{s}_{}", f.suffix()), negate: true };
+            dispatch.push(rule(vec![Match::NfProto(f), not_isolated], allow.clone()));
+        }
+        let mut counting = Vec::new();
+        for (i, p) in r.policies.iter().enumerate() {
+            let Some(rules) = p.rules(dir) else { continue };
+            let counter = format!("drop_{s}_p{i}");
+            self.counters.push(Counter {
+                name: counter.clone(),
+                counts: CounterKind::DroppedForPolicy(dir, p.reference.clone()),
+            });
+            for f in FAMILIES {
+                let selected =
+                    Match::Addr { dir: addr_dir, family: f, set: format!("sel{i}_{}", f.suffix()), negate: false };
+                counting.push(Rule {
+                    matches: vec![selected.clone()],
+                    counter: Some(counter.clone()),
+                    ..Rule::default()
+                });
+                if !rules.is_empty() {
+                    dispatch.push(rule(vec![selected], Verdict::Jump(format!("{s}_p{i}"))));
+                }
+            }
+            if rules.is_empty() {
+                continue;
+            }
+            let mut body = Vec::new();
+            for (ri, er) in rules.iter().enumerate() {
+                for matches in self.rule_matches(er, dir) {
+                    let comment = Some(format!("{} {}[{ri}]", p.reference, long(dir)));
+                    body.push(Rule { matches, verdict: Some(allow.clone()), comment, ..Rule::default() });
+                }
+            }
+            self.chains.push(Chain {
+                name: format!("{s}_p{i}"),
+                hook: None,
+                comment: Some(p.reference.to_string()),
+                rules: body,
+            });
+        }
+        let total = format!("drop_{s}");
+        self.counters.push(Counter { name: total.clone(), counts: CounterKind::Dropped(dir) });
+        dispatch.extend(counting);
+        dispatch.push(self.drop_rule(vec![], &total, s));
+        self.chains.push(Chain { name: long(dir).into(), hook: None, comment: None, rules: dispatch });
+    }
+
+    /// The match lists of one policy rule: every peer × every port group, skipping combinations of two families.
+    fn rule_matches(&self, er: &EvalRule, dir: Direction) -> Vec<Vec<Match>> {
+        let peer_dir = if dir == Direction::Ingress { AddrDir::Src } else { AddrDir::Dst };
+        let peers: Vec<(Option<Family>, Vec<Match>)> = match &er.peers {
+            None => vec![(None, vec![])],
+            Some(peers) => peers
+                .iter()
+                .flatten()
+                .flat_map(|p| match *p {
+                    Peer::Pods(s) => FAMILIES
+                        .iter()
+                        .map(|&f| (Some(f), vec![addr(peer_dir, f, format!("peer{s}_{}", f.suffix()))]))
+                        .collect::<Vec<_>>(),
+                    Peer::Block(b) => {
+                        let f = Family::of(self.r.blocks[b].block.cidr.addr());
+                        vec![(Some(f), vec![addr(peer_dir, f, format!("block{b}_{}", f.suffix()))])]
+                    }
+                })
+                .collect(),
+        };
+        let ports = match &er.ports {
+            None => vec![(None, vec![])],
+            Some(ports) => port_groups(ports),
+        };
+        let mut out = Vec::new();
+        for (pf, pm) in &peers {
+            for (qf, qm) in &ports {
+                if pf.is_some() && qf.is_some() && pf != qf {
+                    continue;
+                }
+                out.push(pm.iter().chain(qm).cloned().collect());
+            }
+        }
+        out
+    }
+}
+
+/// Port entries grouped into match lists: numeric ranges merged per protocol into one `th dport { }` set, a bare
+/// protocol covering its numeric ranges, and named ports as `daddr . dport` lookups per family.
+fn port_groups(ports: &[Option<PortMatch>]) -> Vec<(Option<Family>, Vec<Match>)> {
+    let mut ranges: BTreeMap<Protocol, Vec<(u16, u16)>> = BTreeMap::new();
+    let mut whole: BTreeSet<Protocol> = BTreeSet::new();
+    let mut named = BTreeSet::new();
+    for p in ports.iter().flatten() {
+        match *p {
+            PortMatch::Protocol(proto) => {
+                whole.insert(proto);
+            }
+            PortMatch::Range { proto, lo, hi } => ranges.entry(proto).or_default().push((lo, hi)),
+            PortMatch::Named(n) => {
+                named.insert(n);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for proto in Protocol::ALL {
+        if whole.contains(&proto) {
+            out.push((None, vec![Match::L4Proto(proto)]));
+        } else if let Some(r) = ranges.get(&proto) {
+            out.push((None, vec![Match::L4Proto(proto), Match::Dport(merge(r))]));
+        }
+    }
+    for n in named {
+        for f in FAMILIES {
+            out.push((Some(f), vec![Match::DaddrDport { family: f, set: format!("np{n}_{}", f.suffix()) }]));
+        }
+    }
+    out
+}
+
+/// Sorted, coalesced ranges: nft rejects overlapping intervals in one set.
+fn merge(ranges: &[(u16, u16)]) -> Vec<(u16, u16)> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for (lo, hi) in sorted {
+        match out.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+fn addr(dir: AddrDir, family: Family, set: String) -> Match {
+    Match::Addr { dir, family, set, negate: false }
+}
+
+fn rule(matches: Vec<Match>, verdict: Verdict) -> Rule {
+    Rule { matches, verdict: Some(verdict), ..Rule::default() }
+}
+
+fn short(dir: Direction) -> &'static str {
+    if dir == Direction::Ingress {
+        "in"
+    } else {
+        "out"
+    }
+}
+
+fn long(dir: Direction) -> &'static str {
+    if dir == Direction::Ingress {
+        "ingress"
+    } else {
+        "egress"
+    }
+}
+
+fn sanitize_table(name: &str) -> String {
+    let clean: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
+    if clean.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        clean
+    } else {
+        format!("t{clean}")
+    }
+}
+
+fn describe_selection(key: &SelectionKey) -> String {
+    match key {
+        SelectionKey::InNamespace { namespace, pods } => format!("pods {} in {namespace}", describe(pods)),
+        SelectionKey::Across { namespaces, pods } => {
+            format!("pods {} in namespaces {}", describe(pods), describe(namespaces))
+        }
+    }
+}
+
+fn describe(sel: &LabelSelector) -> String {
+    if sel.is_empty() {
+        return "*".into();
+    }
+    let mut parts: Vec<String> = sel.match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    for e in &sel.match_expressions {
+        parts.push(match e.operator {
+            Operator::In => format!("{} in ({})", e.key, e.values.join(",")),
+            Operator::NotIn => format!("{} notin ({})", e.key, e.values.join(",")),
+            Operator::Exists => e.key.clone(),
+            Operator::DoesNotExist => format!("!{}", e.key),
+        });
+    }
+    parts.join(",")
+}
