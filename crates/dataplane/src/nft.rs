@@ -1,1 +1,93 @@
-//! placeholder: being built
+//! nftables through `nft -f -`: weft owns whole tables and replaces each one atomically.
+//!
+//! Why text through the `nft` binary and not a netlink library: the only libraries are GPL or need C libraries
+//! (see shared/README), and `nft -f` already gives what matters — one file is one kernel transaction. The script
+//! is `table F T {}` (create if missing, no-op if present), `delete table F T`, then the new ruleset: the kernel
+//! either swaps the whole table or changes nothing, and no packet ever sees a half-written table. nft 1.0.6 has no
+//! `destroy`, which is why the create-then-delete pair is there; it also makes deleting a missing table a no-op.
+//!
+//! The process runs inside the dataplane's network namespace: it is spawned from a thread that entered it
+//! ([`run_in`]), and a child inherits the namespace of the thread that forks it.
+use crate::netns::{run_in, NetnsHandle};
+use crate::DataplaneError;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// The script that replaces table `family table` by `ruleset` (which holds `table family table { ... }`).
+pub fn replace_script(family: &str, table: &str, ruleset: &str) -> String {
+    format!("table {family} {table} {{}}\ndelete table {family} {table}\n{ruleset}\n")
+}
+
+/// The script that deletes the table, a no-op when it is missing.
+pub fn delete_script(family: &str, table: &str) -> String {
+    format!("table {family} {table} {{}}\ndelete table {family} {table}\n")
+}
+
+/// Refuses names that would let a caller smuggle extra commands into the script.
+pub fn check_names(family: &str, table: &str) -> Result<(), DataplaneError> {
+    const FAMILIES: [&str; 6] = ["ip", "ip6", "inet", "arp", "bridge", "netdev"];
+    if !FAMILIES.contains(&family) {
+        return Err(DataplaneError::Nft(format!("unknown family {family:?}")));
+    }
+    let ok = !table.is_empty()
+        && table.len() <= 64
+        && table.starts_with(|c: char| c.is_ascii_alphabetic())
+        && table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !ok {
+        return Err(DataplaneError::Nft(format!("invalid table name {table:?}")));
+    }
+    Ok(())
+}
+
+/// Replaces the table atomically inside `ns` (blocking: call from a blocking context).
+pub fn apply_table(ns: &NetnsHandle, family: &str, table: &str, ruleset: &str) -> Result<(), DataplaneError> {
+    check_names(family, table)?;
+    run_nft(ns, &replace_script(family, table, ruleset))
+}
+
+/// Deletes the table inside `ns`; a missing table is not an error (blocking).
+pub fn delete_table(ns: &NetnsHandle, family: &str, table: &str) -> Result<(), DataplaneError> {
+    check_names(family, table)?;
+    run_nft(ns, &delete_script(family, table))
+}
+
+fn run_nft(ns: &NetnsHandle, script: &str) -> Result<(), DataplaneError> {
+    let output = run_in(ns, || -> std::io::Result<std::process::Output> {
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        // nft reads the whole script before acting; a write error shows up as its exit status below.
+        let _ = stdin.write_all(script.as_bytes());
+        drop(stdin);
+        child.wait_with_output()
+    })?
+    .map_err(|e| DataplaneError::Nft(format!("running nft: {e}")))?;
+    if !output.status.success() {
+        return Err(DataplaneError::Nft(String::from_utf8_lossy(&output.stderr).trim().to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_script_creates_deletes_then_defines() {
+        let s = replace_script("inet", "weft", "table inet weft {\n}");
+        assert_eq!(s, "table inet weft {}\ndelete table inet weft\ntable inet weft {\n}\n");
+    }
+
+    #[test]
+    fn names_that_could_inject_commands_are_refused() {
+        assert!(check_names("inet", "weft_nat").is_ok());
+        assert!(check_names("inet", "weft; flush ruleset").is_err());
+        assert!(check_names("inet", "").is_err());
+        assert!(check_names("inet", "1abc").is_err());
+        assert!(check_names("bogus", "weft").is_err());
+    }
+}
