@@ -93,7 +93,8 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         None => serde_json::json!({"v": 1}),
     };
     let hint = NodeFile::load(&cfg.node_file).ok().map(|f| f.subnet);
-    let req = LeaseRequest { node: node.clone(), node_ip, backend_data: backend_data.clone(), ttl: cfg.lease_ttl, hint };
+    let req =
+        LeaseRequest { node: node.clone(), node_ip, backend_data: backend_data.clone(), ttl: cfg.lease_ttl, hint };
     let my_lease = lease::acquire(store.as_ref(), &req, &mut shutdown).await?;
     tracing::info!(subnet = %my_lease.subnet, subnet6 = ?my_lease.subnet6, %node_ip, mtu, "lease acquired");
     if let Some(spec) = vx_spec.as_mut() {
@@ -148,8 +149,13 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
                 }
                 record(&status, &metrics, &rec, &me, &list, &out, periodic && !first, &net);
                 if !out.ops.is_empty() || !out.report.failed.is_empty() {
-                    tracing::info!(applied = out.report.applied, failed = out.report.failed.len(),
-                        peers = list.len(), periodic, "dataplane reconciled");
+                    tracing::info!(
+                        applied = out.report.applied,
+                        failed = out.report.failed.len(),
+                        peers = list.len(),
+                        periodic,
+                        "dataplane reconciled"
+                    );
                 }
                 for (op, err) in &out.report.failed {
                     tracing::warn!(?op, %err, "kernel refused a change; next resync retries");
@@ -205,7 +211,9 @@ async fn network_config(
         match r {
             Ok(stored) => {
                 if wanted.as_ref().is_some_and(|w| *w != stored) {
-                    tracing::warn!("the store holds a different network config than --network-config; using the store's");
+                    tracing::warn!(
+                        "the store holds a different network config than --network-config; using the store's"
+                    );
                 }
                 stored.validate().map_err(|e| AgentError::Config(format!("stored network config: {e}")))?;
                 return Ok(stored);

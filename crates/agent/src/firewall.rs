@@ -46,8 +46,10 @@ pub fn render(spec: &FirewallSpec) -> String {
         let _ = writeln!(t, "  chain raw_output {{\n    type filter hook output priority raw; policy accept;");
         let _ = writeln!(t, "    udp dport {port} notrack\n  }}");
         let _ = writeln!(t, "  chain input {{\n    type filter hook input priority filter - 1; policy accept;");
-        let _ = writeln!(t, "    meta nfproto ipv4 udp dport {port} ip saddr != @nodes4 counter name vxlan_rejected drop");
-        let _ = writeln!(t, "    meta nfproto ipv6 udp dport {port} ip6 saddr != @nodes6 counter name vxlan_rejected drop");
+        let _ =
+            writeln!(t, "    meta nfproto ipv4 udp dport {port} ip saddr != @nodes4 counter name vxlan_rejected drop");
+        let _ =
+            writeln!(t, "    meta nfproto ipv6 udp dport {port} ip6 saddr != @nodes6 counter name vxlan_rejected drop");
         let _ = writeln!(t, "  }}");
     }
     if spec.masquerade {

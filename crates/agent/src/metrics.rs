@@ -40,7 +40,11 @@ impl Default for Metrics {
         registry.register("reconcile_errors", "Reconcile passes that failed", m.reconcile_errors.clone());
         registry.register("dataplane_ops_applied", "Kernel changes applied", m.ops_applied.clone());
         registry.register("dataplane_ops_failed", "Kernel changes the kernel refused", m.ops_failed.clone());
-        registry.register("drift_repaired", "Entries a periodic resync found wrong and repaired", m.drift_repaired.clone());
+        registry.register(
+            "drift_repaired",
+            "Entries a periodic resync found wrong and repaired",
+            m.drift_repaired.clone(),
+        );
         registry.register("lease_renewals", "Successful lease renewals", m.lease_renewals.clone());
         registry.register("lease_renew_failures", "Failed lease renewals", m.lease_renew_failures.clone());
         registry.register("reconcile_duration_seconds", "Time of a reconcile pass", m.reconcile_seconds.clone());
