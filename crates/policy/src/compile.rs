@@ -255,7 +255,7 @@ impl Compiler<'_, '_> {
         };
         let ports = match &er.ports {
             None => vec![(None, vec![])],
-            Some(ports) => port_groups(ports),
+            Some(ports) => port_groups(self.r, ports),
         };
         let mut out = Vec::new();
         for (pf, pm) in &peers {
@@ -272,7 +272,7 @@ impl Compiler<'_, '_> {
 
 /// Port entries grouped into match lists: numeric ranges merged per protocol into one `th dport { }` set, a bare
 /// protocol covering its numeric ranges, and named ports as `daddr . dport` lookups per family.
-fn port_groups(ports: &[Option<PortMatch>]) -> Vec<(Option<Family>, Vec<Match>)> {
+fn port_groups(r: &Resolved<'_>, ports: &[Option<PortMatch>]) -> Vec<(Option<Family>, Vec<Match>)> {
     let mut ranges: BTreeMap<Protocol, Vec<(u16, u16)>> = BTreeMap::new();
     let mut whole: BTreeSet<Protocol> = BTreeSet::new();
     let mut named = BTreeSet::new();
@@ -297,7 +297,8 @@ fn port_groups(ports: &[Option<PortMatch>]) -> Vec<(Option<Family>, Vec<Match>)>
     }
     for n in named {
         for f in FAMILIES {
-            out.push((Some(f), vec![Match::DaddrDport { family: f, set: format!("np{n}_{}", f.suffix()) }]));
+            let lookup = Match::DaddrDport { family: f, set: format!("np{n}_{}", f.suffix()) };
+            out.push((Some(f), vec![Match::L4Proto(r.named[n].proto), lookup]));
         }
     }
     out

@@ -20,13 +20,37 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// A `networking.k8s.io/v1` NetworkPolicy.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicy {
+    /// Kept so a serialised policy is a valid manifest again (parsing checks it).
+    #[serde(default = "api_version")]
+    pub api_version: String,
+    #[serde(default = "kind")]
+    pub kind: String,
     #[serde(default)]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: NetworkPolicySpec,
+}
+
+impl Default for NetworkPolicy {
+    fn default() -> Self {
+        NetworkPolicy {
+            api_version: api_version(),
+            kind: kind(),
+            metadata: ObjectMeta::default(),
+            spec: NetworkPolicySpec::default(),
+        }
+    }
+}
+
+fn api_version() -> String {
+    "networking.k8s.io/v1".into()
+}
+
+fn kind() -> String {
+    "NetworkPolicy".into()
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,9 +120,28 @@ pub struct PolicyPeer {
 #[serde(rename_all = "camelCase")]
 pub struct IpBlock {
     /// Host bits are allowed (`10.0.0.1/24` means `10.0.0.0/24`), as the Kubernetes parser allows them.
+    #[serde(deserialize_with = "cidr::one")]
     pub cidr: IpNet,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "cidr::many", skip_serializing_if = "Vec::is_empty")]
     pub except: Vec<IpNet>,
+}
+
+/// CIDR parsing whose error names the offending text (ipnet's own error does not).
+mod cidr {
+    use ipnet::IpNet;
+    use serde::{de::Error, Deserialize, Deserializer};
+
+    fn parse<E: Error>(s: &str) -> Result<IpNet, E> {
+        s.parse().map_err(|_| E::custom(format!("invalid CIDR {s:?} in ipBlock")))
+    }
+
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+        parse(&String::deserialize(d)?)
+    }
+
+    pub fn many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+        Vec::<String>::deserialize(d)?.iter().map(|s| parse(s)).collect()
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
