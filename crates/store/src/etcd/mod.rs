@@ -2,11 +2,13 @@
 //! revision. Key layout in [`keys`], lease logic in [`lease`], watches in [`watch`].
 //!
 //! Outages are the hard part. etcd may be down for a while (the drill stops it for 30 s) and the agent
-//! must neither hang nor need a new store object afterwards. So every call here runs under a deadline
-//! (`op_timeout`) and reports `Unavailable` when it passes; and a call that failed for a transport reason
-//! drops the client, so the next call connects afresh instead of trusting a channel that may be wedged
-//! (etcd-client's balanced channel can wait forever for an endpoint to become ready). Connecting is lazy and
-//! cheap, so this costs nothing while etcd is healthy.
+//! must neither hang nor need a new store object afterwards. Measured here: with etcd stopped, calls fail in
+//! under a millisecond (connection refused), and etcd-client's channel reconnects by itself once etcd is back,
+//! even after 30 s. Two guards cover what that test cannot show: every call runs under a deadline
+//! (`op_timeout`), so a server that hangs instead of refusing yields `Unavailable` rather than a stuck agent;
+//! and a call that failed in transport or timed out drops the client, so the next call connects afresh
+//! instead of trusting a channel that may be wedged. Connecting is lazy and cheap: nothing is lost while etcd
+//! is healthy.
 mod keys;
 mod lease;
 mod watch;
