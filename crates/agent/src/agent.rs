@@ -120,6 +120,20 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
     let (peers_tx, mut peers_rx) = watch::channel::<PeerMap>(Arc::new(BTreeMap::new()));
     let watcher = tokio::spawn(watch_peers(store.clone(), peers_tx, metrics.clone(), shutdown.clone()));
 
+    let policy_opts = weft_policy::CompileOptions { log_drops: cfg.log_drops, ..Default::default() };
+    let policy_table = policy_opts.table.clone();
+    let policy = (!cfg.no_policy).then(|| {
+        let engine = crate::policy::PolicyEngine {
+            dp: dp.clone(),
+            node: node.clone(),
+            opts: policy_opts,
+            status: status.clone(),
+            metrics: metrics.clone(),
+            resync: cfg.resync_interval,
+        };
+        tokio::spawn(engine.run(store.clone(), shutdown.clone()))
+    });
+
     let mut resync = tokio::time::interval(cfg.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
@@ -171,10 +185,17 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         write_status(&cfg.state_dir, &status);
     }
 
+    // The policy engine stops first, so it cannot re-create its table after an uninstall removed it.
+    if let Some(p) = policy {
+        let _ = p.await;
+    }
     if cfg.uninstall_on_exit {
         tracing::info!("uninstalling: removing routes, device, firewall table, node file, lease");
         if let Err(e) = rec.teardown().await {
             tracing::error!(error = %e, "teardown incomplete");
+        }
+        if let Err(e) = dp.delete_nft("inet", &policy_table).await {
+            tracing::error!(error = %e, "removing the policy table failed");
         }
         let _ = store.release(&node).await;
         let _ = std::fs::remove_file(&cfg.node_file);

@@ -43,6 +43,12 @@ pub struct AgentConfig {
     /// Do not masquerade pod traffic leaving the cluster network.
     #[arg(long)]
     pub no_masquerade: bool,
+    /// Do not enforce NetworkPolicy (no `inet weft-policy` table).
+    #[arg(long, env = "WEFT_NO_POLICY")]
+    pub no_policy: bool,
+    /// Log packets dropped by policy (`weft-drop` prefix in the kernel log).
+    #[arg(long)]
+    pub log_drops: bool,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,

@@ -3,6 +3,7 @@
 //! Module by module, in the order a lease lives:
 //! - [`config`]: flags and environment.
 //! - [`lease`]: acquire the node's subnet, renew it, re-acquire if lost.
+//! - [`follow`]: list + watch of one kind of store object, relist on reset (leases and policy objects).
 //! - [`peers`]: watch other nodes' leases (list + watch from revision, relist on reset).
 //! - [`desired`]: leases → desired kernel entries (pure; VXLAN, direct routing, host-gw).
 //! - [`firewall`]: the `inet weft` nftables table (masquerade, VXLAN port protection, checksum workaround).
@@ -15,10 +16,12 @@ pub mod agent;
 pub mod config;
 pub mod desired;
 pub mod firewall;
+pub mod follow;
 pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod peers;
+pub mod policy;
 pub mod reconcile;
 pub mod status;
 

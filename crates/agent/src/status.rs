@@ -41,6 +41,28 @@ pub struct Status {
     pub last_reconcile_at_ms: u64,
     pub last_error: Option<String>,
     pub ready: bool,
+    #[serde(default)]
+    pub policy: PolicyStatus,
+}
+
+/// What the policy engine enforces on this node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    pub local_pods: usize,
+    /// Local pods with addresses, in `@ready`: their traffic is allowed past the new-pod default-deny.
+    pub ready_pods: usize,
+    /// `namespace/name@digest` of every policy compiled into the table.
+    pub policies: Vec<String>,
+    pub rules: usize,
+    pub elements: usize,
+    /// "full" (table replaced) or "incremental" (set elements only).
+    pub last_mode: String,
+    pub last_apply_us: u64,
+    pub applied_at_ms: u64,
+    /// Store objects that could not be parsed (skipped).
+    pub errors: Vec<String>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

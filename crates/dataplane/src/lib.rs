@@ -58,4 +58,13 @@ pub trait Dataplane: Send + Sync + 'static {
     async fn apply_nft(&self, family: &str, table: &str, ruleset: &str) -> Result<(), DataplaneError>;
     /// Deletes an nftables table; a missing table is not an error.
     async fn delete_nft(&self, family: &str, table: &str) -> Result<(), DataplaneError>;
+    /// Runs an nft script as one transaction (element updates on pod churn). Implementations that cannot
+    /// return an error, and callers fall back to replacing the whole table.
+    async fn nft_script(&self, _script: &str) -> Result<(), DataplaneError> {
+        Err(DataplaneError::Nft("incremental nft scripts are not supported by this dataplane".into()))
+    }
+    /// Named counters of a table as (name, packets, bytes); empty if the table is missing.
+    async fn nft_counters(&self, _family: &str, _table: &str) -> Result<Vec<(String, u64, u64)>, DataplaneError> {
+        Ok(vec![])
+    }
 }

@@ -7,6 +7,7 @@
 //! - [`lease`]: a node's subnet lease as published in the store.
 #![forbid(unsafe_code)]
 
+pub mod digest;
 pub mod lease;
 pub mod network;
 pub mod node_file;
