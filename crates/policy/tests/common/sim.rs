@@ -118,7 +118,38 @@ pub fn iface(model: &Model, ip: IpAddr) -> Option<(String, String)> {
 }
 
 /// A new connection through the cluster: the source pod's node (egress side) and, if different, the destination
-/// pod's node (ingress side). Non-pod ends enter/leave through the uplink `eth0`.
+/// pod's node (ingress side). Non-pod ends enter/leave through the uplink `eth0`. One outcome per node crossed,
+/// in path order; evaluation stops at the first drop, as the packet would.
+pub fn cluster_run(
+    model: &Model,
+    rulesets: &HashMap<String, Ruleset>,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: Protocol,
+    dport: u16,
+) -> Vec<Outcome> {
+    let s = iface(model, src);
+    let d = iface(model, dst);
+    let packet = |iif: &str, oif: &str| Packet { ct: None, iif: iif.into(), oif: oif.into(), src, dst, proto, dport };
+    let mut hops = Vec::new();
+    if let Some((s_if, s_node)) = &s {
+        let oif = match &d {
+            Some((d_if, d_node)) if d_node == s_node => d_if.clone(),
+            _ => "eth0".into(),
+        };
+        hops.push(run(&rulesets[s_node], &packet(s_if, &oif)));
+        if !hops[0].accepted {
+            return hops;
+        }
+    }
+    if let Some((d_if, d_node)) = &d {
+        if s.as_ref().is_none_or(|(_, s_node)| s_node != d_node) {
+            hops.push(run(&rulesets[d_node], &packet("eth0", d_if)));
+        }
+    }
+    hops
+}
+
 pub fn cluster_allows(
     model: &Model,
     rulesets: &HashMap<String, Ruleset>,
@@ -127,21 +158,5 @@ pub fn cluster_allows(
     proto: Protocol,
     dport: u16,
 ) -> bool {
-    let s = iface(model, src);
-    let d = iface(model, dst);
-    let packet = |iif: &str, oif: &str| Packet { ct: None, iif: iif.into(), oif: oif.into(), src, dst, proto, dport };
-    let mut ok = true;
-    if let Some((s_if, s_node)) = &s {
-        let oif = match &d {
-            Some((d_if, d_node)) if d_node == s_node => d_if.clone(),
-            _ => "eth0".into(),
-        };
-        ok &= run(&rulesets[s_node], &packet(s_if, &oif)).accepted;
-    }
-    if let Some((d_if, d_node)) = &d {
-        if s.as_ref().is_none_or(|(_, s_node)| s_node != d_node) {
-            ok &= run(&rulesets[d_node], &packet("eth0", d_if)).accepted;
-        }
-    }
-    ok
+    cluster_run(model, rulesets, src, dst, proto, dport).iter().all(|o| o.accepted)
 }
