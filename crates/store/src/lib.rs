@@ -8,8 +8,10 @@
 //!
 //! Watch contract: a stream of [`WatchEvent`]s after a revision. When history is lost (etcd compaction, change
 //! log trimmed, reconnect that cannot resume) the stream yields [`WatchEvent::Reset`] and the consumer relists.
-//! Consumers are level-triggered anyway: an event only says "look again". After `Reset`, and after an error
-//! (etcd unreachable), the stream ends; watch again from a snapshot's revision.
+//! Consumers are level-triggered anyway: an event only says "look again". After `Reset`, and after an
+//! `Unavailable` error (etcd unreachable), the stream ends: watch again from your last snapshot's revision
+//! (replaying from there is harmless) or relist after `Reset`. A `Corrupt` item is reported and the stream
+//! goes on. Events carry no revision, so resuming is always from a snapshot.
 //!
 //! Layout:
 //! - [`alloc`]: the subnet choice (own lease, hint, free scan), pure and shared by both implementations.

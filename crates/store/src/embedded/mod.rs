@@ -3,8 +3,8 @@
 //!
 //! Each [`EmbeddedStore`] owns one connection behind a mutex and runs every SQLite call on tokio's blocking
 //! pool (`spawn_blocking`), so a writer waiting on another process's lock never stalls the async runtime. The
-//! operations themselves live in [`tx`] as synchronous one-transaction functions; watching is polling of the
-//! change log ([`watch`]). Time comes from an injected [`Clock`] so TTL tests need not sleep.
+//! operations themselves live in `tx` as synchronous one-transaction functions; watching is polling of the
+//! change log (`watch`). Time comes from an injected [`Clock`] so TTL tests need not sleep.
 mod schema;
 mod tx;
 mod watch;

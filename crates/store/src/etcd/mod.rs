@@ -1,5 +1,5 @@
 //! The etcd store: TTL leases with keep-alive, compare-and-swap allocation, watches that resume from a
-//! revision. Key layout in [`keys`], lease logic in [`lease`], watches in [`watch`].
+//! revision. Key layout in `keys`, lease logic in `lease`, watches in `watch`.
 //!
 //! Outages are the hard part. etcd may be down for a while (the drill stops it for 30 s) and the agent
 //! must neither hang nor need a new store object afterwards. Measured here: with etcd stopped, calls fail in
@@ -27,7 +27,7 @@ pub const DEFAULT_PREFIX: &str = "/weft/";
 
 #[derive(Debug, Clone)]
 pub struct EtcdOptions {
-    /// Key prefix (see [`keys`]); lets several clusters share one etcd.
+    /// Key prefix (see `keys`); lets several clusters share one etcd.
     pub prefix: String,
     /// Deadline of every call; past it the call reports `Unavailable`.
     pub op_timeout: Duration,
