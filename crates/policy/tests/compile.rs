@@ -41,7 +41,13 @@ fn cluster(n: usize) -> Model {
         .map(|i| {
             let ip4 = format!("10.{}.{}.{}", 1 + i % 2, (i / 250) % 250, 2 + i % 250);
             let ip6 = format!("fd00::{:x}", i + 2);
-            let p = pod(namespaces[i % 3], &format!("p{i}"), if i % 2 == 0 { "n1" } else { "n2" }, &[&ip4, &ip6], &[("app", apps[i % 5])]);
+            let p = pod(
+                namespaces[i % 3],
+                &format!("p{i}"),
+                if i % 2 == 0 { "n1" } else { "n2" },
+                &[&ip4, &ip6],
+                &[("app", apps[i % 5])],
+            );
             with_ports(p, &[("http", 8080 + (i % 3) as u16, Protocol::Tcp), ("dns", 53, Protocol::Udp)])
         })
         .collect();
@@ -60,8 +66,18 @@ fn rule_count_does_not_grow_with_pods() {
     assert_eq!(small.rule_count(), large.rule_count());
     assert_eq!(small.chains, large.chains, "chains (and rules) are identical");
     assert_eq!(small.sets.len(), large.sets.len());
-    assert!(large.element_count() > 100 * small.element_count() / 2, "{} vs {}", large.element_count(), small.element_count());
-    println!("rules {}, elements 10 pods: {}, 10000 pods: {}", large.rule_count(), small.element_count(), large.element_count());
+    assert!(
+        large.element_count() > 100 * small.element_count() / 2,
+        "{} vs {}",
+        large.element_count(),
+        small.element_count()
+    );
+    println!(
+        "rules {}, elements 10 pods: {}, 10000 pods: {}",
+        large.rule_count(),
+        small.element_count(),
+        large.element_count()
+    );
     let cmds = diff_sets(&small, &large).expect("pod growth is an element-only change");
     assert!(cmds.iter().all(|c| c.starts_with("add element inet weft-policy ")), "only additions");
 }
@@ -81,11 +97,16 @@ fn node_local_sets_hold_only_local_pods_and_peer_sets_the_whole_cluster() {
     }
     // data/db (index 0 in namespace/name order) selects app in (db, cache) of namespace data.
     let sel = &rs.set("sel0_v4").unwrap().elements;
-    let expected = local.iter().filter(|p| p.namespace == "data" && ["db", "cache"].contains(&p.labels["app"].as_str()));
+    let expected =
+        local.iter().filter(|p| p.namespace == "data" && ["db", "cache"].contains(&p.labels["app"].as_str()));
     assert_eq!(sel.len(), expected.count());
     // Peer sets are cluster-wide: egress to team=data db pods on both nodes.
     let remote_db = m.pods.iter().find(|p| p.node == "n2" && p.namespace == "data" && p.labels["app"] == "db").unwrap();
-    let has_remote = rs.sets.iter().filter(|s| s.name.starts_with("peer")).any(|s| s.elements.contains(&Element::Addr(remote_db.ips[0])));
+    let has_remote = rs
+        .sets
+        .iter()
+        .filter(|s| s.name.starts_with("peer"))
+        .any(|s| s.elements.contains(&Element::Addr(remote_db.ips[0])));
     assert!(has_remote, "egress peer set includes the remote db pod");
 }
 
@@ -105,9 +126,15 @@ fn diff_sets_tracks_pod_churn_and_detects_structure_changes() {
     let first_add = cmds.iter().position(|c| c.starts_with("add")).unwrap();
     assert!(cmds[..first_add].iter().all(|c| c.starts_with("delete element")), "deletes first: {cmds:#?}");
     let gone_ip = gone.ips[0].to_string();
-    assert!(cmds.iter().any(|c| c.starts_with("delete element inet weft-policy ready_v4 ") && c.contains(&gone_ip)), "{cmds:#?}");
+    assert!(
+        cmds.iter().any(|c| c.starts_with("delete element inet weft-policy ready_v4 ") && c.contains(&gone_ip)),
+        "{cmds:#?}"
+    );
     assert!(cmds.iter().any(|c| c.starts_with("add element inet weft-policy ready_v4 { 10.1.9.9 }")), "{cmds:#?}");
-    assert!(cmds.iter().any(|c| c.contains("sel2_v4") && c.contains("10.1.9.9")), "shop/web selects the new pod: {cmds:#?}");
+    assert!(
+        cmds.iter().any(|c| c.contains("sel2_v4") && c.contains("10.1.9.9")),
+        "shop/web selects the new pod: {cmds:#?}"
+    );
 
     let mut changed = churn.clone();
     changed.policies.pop();
@@ -132,14 +159,24 @@ fn options_shape_the_table() {
         assert!(text.contains(&format!("log prefix \"weft-drop {what}: \"")), "{what}");
     }
 
-    let open = compile(&m, "n1", &CompileOptions { default_deny_new_pods: false, table: "9 bad name".into(), ..Default::default() });
+    let open = compile(
+        &m,
+        "n1",
+        &CompileOptions { default_deny_new_pods: false, table: "9 bad name".into(), ..Default::default() },
+    );
     assert!(open.set("ready_v4").is_none());
     let forward = open.chain("forward").unwrap();
-    assert!(!forward.rules.iter().any(|r| r.matches.iter().any(|m| matches!(m, Match::IifPrefix(_) | Match::OifPrefix(_)))));
+    assert!(!forward
+        .rules
+        .iter()
+        .any(|r| r.matches.iter().any(|m| matches!(m, Match::IifPrefix(_) | Match::OifPrefix(_)))));
     assert_eq!(open.table, "t9_bad_name", "table names are made safe identifiers");
-    assert!(open.render_replace().starts_with("add table inet t9_bad_name\ndelete table inet t9_bad_name\ntable inet t9_bad_name {"));
+    assert!(open
+        .render_replace()
+        .starts_with("add table inet t9_bad_name\ndelete table inet t9_bad_name\ntable inet t9_bad_name {"));
 
-    let custom = compile(&m, "n1", &CompileOptions { pod_iface_prefix: "cali".into(), priority: -5, ..Default::default() });
+    let custom =
+        compile(&m, "n1", &CompileOptions { pod_iface_prefix: "cali".into(), priority: -5, ..Default::default() });
     assert!(custom.render().contains("iifname \"cali*\""));
     assert!(custom.render().contains("hook forward priority -5;"));
 }
@@ -157,7 +194,8 @@ fn counters_map_to_policies() {
         .collect();
     // Every policy isolates ingress; shop/web (explicit egress rules) and shop/deny-all (policyTypes) egress too.
     assert_eq!(per_policy.iter().filter(|(_, d, _)| *d == Direction::Ingress).count(), 3);
-    let egress: Vec<&str> = per_policy.iter().filter(|(_, d, _)| *d == Direction::Egress).map(|(_, _, p)| p.as_str()).collect();
+    let egress: Vec<&str> =
+        per_policy.iter().filter(|(_, d, _)| *d == Direction::Egress).map(|(_, _, p)| p.as_str()).collect();
     assert_eq!(egress, ["shop/deny-all", "shop/web"]);
     for name in ["drop_in", "drop_out", "drop_unready"] {
         assert!(rs.counters.iter().any(|c| c.name == name), "{name}");

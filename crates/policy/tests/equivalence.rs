@@ -18,7 +18,7 @@ use proptest::sample::select;
 use weft_policy::eval::Resolved;
 use weft_policy::model::*;
 use weft_policy::nft::{CounterKind, CtState, Ruleset};
-use weft_policy::{explain_ips, DirectionVerdict, Direction};
+use weft_policy::{explain_ips, Direction, DirectionVerdict};
 
 use common::sim::{self, Packet};
 
@@ -41,7 +41,11 @@ const BLOCKS: [(&str, &[&str]); 7] = [
 ];
 
 fn labels(max: usize) -> impl Strategy<Value = BTreeMap<String, String>> {
-    prop::collection::btree_map(select(&KEYS[..]).prop_map(String::from), select(&VALUES[..]).prop_map(String::from), 0..max)
+    prop::collection::btree_map(
+        select(&KEYS[..]).prop_map(String::from),
+        select(&VALUES[..]).prop_map(String::from),
+        0..max,
+    )
 }
 
 fn requirement() -> impl Strategy<Value = LabelSelectorRequirement> {
@@ -100,7 +104,13 @@ fn policy(index: usize) -> impl Strategy<Value = NetworkPolicy> {
         vec![PolicyType::Egress],
         vec![PolicyType::Ingress, PolicyType::Egress],
     ]);
-    (select(&NAMESPACES[..]), selector(), types, prop::collection::vec(rule(), 0..3), prop::collection::vec(rule(), 0..3))
+    (
+        select(&NAMESPACES[..]),
+        selector(),
+        types,
+        prop::collection::vec(rule(), 0..3),
+        prop::collection::vec(rule(), 0..3),
+    )
         .prop_map(move |(ns, pod_selector, policy_types, ingress, egress)| NetworkPolicy {
             metadata: ObjectMeta { name: format!("pol{index}"), namespace: Some(ns.into()) },
             spec: NetworkPolicySpec {
@@ -146,7 +156,15 @@ fn model() -> impl Strategy<Value = Model> {
                 if dual {
                     ips.push(format!("fd00::{}", i + 2).parse().unwrap());
                 }
-                Pod { namespace: ns.into(), name: format!("p{i}"), labels, ips, node: node.into(), ports, host_iface: None }
+                Pod {
+                    namespace: ns.into(),
+                    name: format!("p{i}"),
+                    labels,
+                    ips,
+                    node: node.into(),
+                    ports,
+                    host_iface: None,
+                }
             })
             .collect(),
         // ns3 has no namespace object: only its implied name label.
@@ -177,7 +195,15 @@ fn counted_policies(rs: &Ruleset, counters: &[String], dir: Direction) -> BTreeS
         .collect()
 }
 
-fn check_connection(model: &Model, r: &Resolved<'_>, rs: &HashMap<String, Ruleset>, src: IpAddr, dst: IpAddr, proto: Protocol, port: u16) {
+fn check_connection(
+    model: &Model,
+    r: &Resolved<'_>,
+    rs: &HashMap<String, Ruleset>,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: Protocol,
+    port: u16,
+) {
     let what = format!("{src} -> {dst} {proto}/{port}");
     let v = explain_ips(r, src, dst, port, proto);
     let hops = sim::cluster_run(model, rs, src, dst, proto, port);
@@ -193,7 +219,11 @@ fn check_connection(model: &Model, r: &Resolved<'_>, rs: &HashMap<String, Rulese
     }
     if !sim_ok {
         // The dropping hop counted the drop against exactly the isolating policies of the failing direction.
-        let (dir, dv, node_ip) = if !v.egress.allows() { (Direction::Egress, &v.egress, src) } else { (Direction::Ingress, &v.ingress, dst) };
+        let (dir, dv, node_ip) = if !v.egress.allows() {
+            (Direction::Egress, &v.egress, src)
+        } else {
+            (Direction::Ingress, &v.ingress, dst)
+        };
         let node = &model.pods.iter().find(|p| p.ips.contains(&node_ip)).expect("a denied end is a pod").node;
         let DirectionVerdict::Denied { isolating_policies } = dv else { unreachable!() };
         let expected: BTreeSet<String> = isolating_policies.iter().map(|p| p.to_string()).collect();
