@@ -21,6 +21,8 @@
 mod link;
 pub mod parse;
 pub mod socket;
+#[cfg(test)]
+mod tests;
 pub mod wire;
 
 use crate::netns::{run_in, NetnsHandle};
