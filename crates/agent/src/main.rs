@@ -8,7 +8,7 @@ use weft_agent::{AgentConfig, Deps};
 async fn main() -> anyhow::Result<()> {
     let cfg = AgentConfig::parse();
     init_logs(&cfg.log_format);
-    let store = weft_store::open(&cfg.store).await.with_context(|| format!("opening store {}", cfg.store))?;
+    let store = open_store(&cfg.store).await?;
     let dataplane = Arc::new(weft_dataplane::netlink::NetlinkDataplane::new().context("opening netlink")?);
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
@@ -24,6 +24,23 @@ async fn main() -> anyhow::Result<()> {
     });
     weft_agent::run(cfg, Deps { store, dataplane, listener, shutdown: rx }).await.context("weftd")?;
     Ok(())
+}
+
+/// A node may boot before its store: keep trying (and say why) instead of crash-looping without a reason.
+/// A malformed URL is a configuration error and fails at once.
+async fn open_store(url: &str) -> anyhow::Result<Arc<dyn weft_store::Store>> {
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        match weft_store::open(url).await {
+            Ok(s) => return Ok(s),
+            Err(weft_store::StoreError::Unavailable(e)) => {
+                tracing::warn!(store = url, error = %e, "store unreachable; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening store {url}")),
+        }
+    }
 }
 
 fn init_logs(format: &str) {

@@ -51,22 +51,26 @@ pub struct PolicyEngine {
 }
 
 /// Builds the model from the store's objects; objects that do not parse are skipped and reported.
-pub fn model_from(pods: &Map<Object>, namespaces: &Map<Object>, policies: &Map<Object>) -> (Model, Vec<String>) {
+pub fn model_from<'a>(
+    pods: impl IntoIterator<Item = &'a Object>,
+    namespaces: impl IntoIterator<Item = &'a Object>,
+    policies: impl IntoIterator<Item = &'a Object>,
+) -> (Model, Vec<String>) {
     let mut errors = vec![];
     let mut m = Model::default();
-    for (k, v) in pods.values() {
+    for (k, v) in pods {
         match serde_json::from_value::<Pod>(v.clone()) {
             Ok(p) => m.pods.push(p),
             Err(e) => errors.push(format!("endpoint {k}: {e}")),
         }
     }
-    for (k, v) in namespaces.values() {
+    for (k, v) in namespaces {
         match serde_json::from_value::<Namespace>(v.clone()) {
             Ok(n) => m.namespaces.push(n),
             Err(e) => errors.push(format!("namespace {k}: {e}")),
         }
     }
-    for (k, v) in policies.values() {
+    for (k, v) in policies {
         match weft_policy::parse_policies_json(&v.to_string()) {
             Ok(ps) => m.policies.extend(ps),
             Err(e) => errors.push(format!("policy {k}: {e}")),
@@ -111,7 +115,7 @@ impl PolicyEngine {
             let (pods, nss, pols) =
                 (a.borrow_and_update().clone(), b.borrow_and_update().clone(), c.borrow_and_update().clone());
             let t0 = Instant::now();
-            let (model, errors) = model_from(&pods, &nss, &pols);
+            let (model, errors) = model_from(pods.values(), nss.values(), pols.values());
             let rs = compile(&model, &self.node, &self.opts);
             let incremental = if periodic { None } else { last.as_ref().and_then(|old| diff_sets(old, &rs)) };
             let result = match incremental {

@@ -78,6 +78,7 @@ pub fn wait_converged(lab: &LabState, timeout: Duration) -> Result<()> {
             agent_status(n).is_some_and(|s| {
                 s["peers"].as_array().map(Vec::len) == Some(want)
                     && s["programmed"]["routes"].as_u64().unwrap_or(0) as usize >= want
+                    && s["policy"]["readyPods"].as_u64().unwrap_or(0) as usize >= n.pods.len()
             })
         });
         if done {

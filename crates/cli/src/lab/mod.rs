@@ -7,6 +7,7 @@ pub mod matrix;
 pub mod pods;
 pub mod state;
 pub mod topology;
+pub mod workloads;
 
 use crate::sh::{alive, kill, netns_list};
 use anyhow::{bail, Context, Result};
@@ -149,7 +150,9 @@ fn build(lab: &mut LabState, o: &UpOptions, p: &mut Progress) -> Result<()> {
             lab.save()?;
         }
     }
-    p.say("convergence: waiting for every agent to program every peer");
+    let all: Vec<_> = lab.pods().map(|(n, p)| (n.clone(), p.clone(), vec![])).collect();
+    workloads::register(lab, &all).context("registering pods in the store")?;
+    p.say("convergence: waiting for every agent to program every peer and admit its pods");
     agents::wait_converged(lab, Duration::from_secs(60))?;
     p.say("connectivity: every pod pings every other pod");
     Ok(())

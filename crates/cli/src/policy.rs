@@ -1,0 +1,149 @@
+//! `weftctl policy`: apply, delete, list, explain NetworkPolicies in the store; `wait` for nodes to enforce.
+use crate::store::{key, load_model, StoreArgs};
+use anyhow::{bail, Context, Result};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use weft_policy::{explain, DirectionVerdict, Endpoint, Protocol};
+use weft_store::ObjectKind;
+
+pub fn apply(s: &StoreArgs, file: &str) -> Result<()> {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?
+    };
+    // Everything is validated before anything is written: a bad document changes nothing.
+    let policies = weft_policy::parse_policies_yaml(&text).with_context(|| format!("{file}: invalid NetworkPolicy"))?;
+    s.with_store(|store| async move {
+        for p in &policies {
+            let k = format!("{}/{}", p.namespace(), p.metadata.name);
+            store.put_object(ObjectKind::Policy, &k, &serde_json::to_value(p)?).await?;
+            println!("networkpolicy {k} configured");
+        }
+        Ok(())
+    })
+}
+
+pub fn delete(s: &StoreArgs, namespace: Option<&str>, names: &[String], all: bool) -> Result<()> {
+    let namespace = namespace.map(str::to_string);
+    let names = names.to_vec();
+    s.with_store(|store| async move {
+        let keys: Vec<String> = if all {
+            store.objects(ObjectKind::Policy).await?.items.into_iter().map(|(k, _)| k).collect()
+        } else {
+            names.iter().map(|n| key(namespace.as_deref(), n)).collect::<Result<_>>()?
+        };
+        for k in keys {
+            store.delete_object(ObjectKind::Policy, &k).await?;
+            println!("networkpolicy {k} deleted");
+        }
+        Ok(())
+    })
+}
+
+pub fn list(s: &StoreArgs) -> Result<()> {
+    let items = s.with_store(|store| async move { Ok(store.objects(ObjectKind::Policy).await?.items) })?;
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["namespace/name", "pod selector", "types", "digest"]);
+    for (k, v) in items {
+        let sel = v["spec"]["podSelector"].to_string();
+        let types = v["spec"]["policyTypes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","));
+        t.add_row([k, sel, types.unwrap_or_else(|| "Ingress".into()), weft_types::digest::digest(&v)]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+fn endpoint(s: &str) -> Result<Endpoint> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(Endpoint::Ip(ip));
+    }
+    let k = key(None, s)?;
+    let (namespace, name) = k.split_once('/').expect("key has a slash");
+    Ok(Endpoint::Pod { namespace: namespace.into(), name: name.into() })
+}
+
+fn port_proto(s: &str) -> Result<(u16, Protocol)> {
+    let (p, proto) = s.split_once('/').unwrap_or((s, "TCP"));
+    let proto = match proto.to_ascii_uppercase().as_str() {
+        "TCP" => Protocol::Tcp,
+        "UDP" => Protocol::Udp,
+        "SCTP" => Protocol::Sctp,
+        other => bail!("unknown protocol {other:?} (TCP, UDP, SCTP)"),
+    };
+    Ok((p.parse().with_context(|| format!("bad port {p:?}"))?, proto))
+}
+
+fn describe(v: &DirectionVerdict) -> String {
+    match v {
+        DirectionVerdict::NotIsolated => "allowed: no policy of this direction selects the pod".into(),
+        DirectionVerdict::Allowed { by, rule, peer, port } => {
+            let peer = peer.map_or("any peer".to_string(), |p| format!("peer #{p}"));
+            let port = port.map_or("any port".to_string(), |p| format!("port #{p}"));
+            format!("allowed by {by}, rule #{rule} ({peer}, {port})")
+        }
+        DirectionVerdict::Denied { isolating_policies } => {
+            let names: Vec<String> = isolating_policies.iter().map(|p| p.to_string()).collect();
+            format!("DENIED: isolated by {} and no rule allows it", names.join(", "))
+        }
+    }
+}
+
+/// Prints the verdict; returns whether the connection is allowed.
+pub fn explain_cmd(s: &StoreArgs, from: &str, to: &str, port: &str) -> Result<bool> {
+    let (from, to) = (endpoint(from)?, endpoint(to)?);
+    let (port, proto) = port_proto(port)?;
+    let model = s.with_store(|store| async move { load_model(store.as_ref()).await })?;
+    let v = explain(&model, &from, &to, port, proto)?;
+    println!("{} → {} {port}/{proto:?}: {}", v.src, v.dst, if v.allowed { "ALLOWED" } else { "DENIED" });
+    println!("  egress  (source side):      {}", describe(&v.egress));
+    println!("  ingress (destination side): {}", describe(&v.ingress));
+    Ok(v.allowed)
+}
+
+/// Waits until every node of the lab enforces exactly the policies the store holds (by digest).
+pub fn wait(s: &StoreArgs, timeout: Duration) -> Result<()> {
+    let lab = crate::lab::state::LabState::load(&s.lab)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let want: Vec<String> = s.with_store(|store| async move {
+            let mut v: Vec<String> = store
+                .objects(ObjectKind::Policy)
+                .await?
+                .items
+                .iter()
+                .map(|(k, v)| format!("{k}@{}", weft_types::digest::digest(v)))
+                .collect();
+            v.sort();
+            Ok(v)
+        })?;
+        let pods = lab.nodes.iter().map(|n| n.pods.len()).collect::<Vec<_>>();
+        let lagging: Vec<&str> = lab
+            .nodes
+            .iter()
+            .zip(pods)
+            .filter(|(n, npods)| {
+                let st = crate::lab::agents::agent_status(n);
+                let pol = st.as_ref().map(|s| &s["policy"]);
+                let have: Vec<String> = pol
+                    .and_then(|p| p["policies"].as_array())
+                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                let ready = pol.and_then(|p| p["readyPods"].as_u64()).unwrap_or(0) as usize;
+                have != want || ready < *npods
+            })
+            .map(|(n, _)| n.name.as_str())
+            .collect();
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("nodes {lagging:?} do not enforce the store's policies after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
