@@ -1,0 +1,150 @@
+//! IPAM: which address each pod gets. [`pool`] is the pure address arithmetic (reserved addresses, next-fit);
+//! [`store`] keeps reservations crash-safely in a directory of files (see its module comment for the protocol).
+pub mod pool;
+pub mod store;
+
+pub use pool::Pool;
+pub use store::{IpamError, IpamStore, Record};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::net::IpAddr;
+    use std::path::PathBuf;
+
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(tag: &str) -> Self {
+            let p = std::env::temp_dir().join(format!("weft-ipam-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            Dir(p)
+        }
+        fn names(&self) -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(&self.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "lock" && !n.starts_with("last-reserved"))
+                .collect();
+            v.sort();
+            v
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn rec(cid: &str) -> Record {
+        Record {
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            pod_namespace: "ns".into(),
+            pod_name: cid.into(),
+            created_at: "2024-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn pools() -> Vec<Pool> {
+        vec![Pool::new("10.5.0.0/29".parse().unwrap()), Pool::new("fd00:5::/125".parse().unwrap())]
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn allocate_is_idempotent_and_release_frees() {
+        let d = Dir::new("idem");
+        let s = IpamStore::open(&d.0).unwrap();
+        let a = s.allocate(&rec("c1"), &pools()).unwrap();
+        assert_eq!(a, vec![ip("10.5.0.2"), ip("fd00:5::2")]);
+        assert_eq!(s.allocate(&rec("c1"), &pools()).unwrap(), a, "retried ADD gets the same addresses");
+        let b = s.allocate(&rec("c2"), &pools()).unwrap();
+        assert_eq!(b, vec![ip("10.5.0.3"), ip("fd00:5::3")]);
+        assert_eq!(s.list().unwrap()[&ip("10.5.0.3")].as_ref().unwrap().container_id, "c2");
+        assert_eq!(s.addresses_of("c1", "eth0").unwrap().len(), 2);
+        let mut r = s.release("c1", "eth0").unwrap();
+        r.sort();
+        assert_eq!(r, a);
+        assert!(s.release("c1", "eth0").unwrap().is_empty(), "second release is a no-op");
+        assert!(s.release("never", "eth0").unwrap().is_empty());
+        // next-fit: the freed .2 is not reused before the never-used .4
+        assert_eq!(s.allocate(&rec("c3"), &pools()).unwrap()[0], ip("10.5.0.4"));
+        assert_eq!(d.names().iter().filter(|n| n.starts_with("tmp.")).count(), 0);
+    }
+
+    #[test]
+    fn exhaustion_releases_the_partial_allocation() {
+        let d = Dir::new("full");
+        let s = IpamStore::open(&d.0).unwrap();
+        let small = vec![Pool::new("10.6.0.0/29".parse().unwrap()), Pool::new("fd00:6::/126".parse().unwrap())];
+        s.allocate(&rec("a"), &small).unwrap();
+        s.allocate(&rec("b"), &small).unwrap();
+        let before = d.names();
+        let err = s.allocate(&rec("c"), &small).unwrap_err();
+        assert!(matches!(err, IpamError::Exhausted(ref p) if p == "fd00:6::/126"), "{err}");
+        assert_eq!(d.names(), before, "the v4 address taken for c was given back");
+    }
+
+    #[test]
+    fn crash_leftovers_are_reclaimed_by_release_and_gc() {
+        let d = Dir::new("crash");
+        let s = IpamStore::open(&d.0).unwrap();
+        s.allocate(&rec("keep"), &pools()).unwrap();
+        let key = crate::names::attachment_key("dead", "eth0");
+        // Killed after writing the temp file and the index, before linking the address.
+        std::fs::write(d.0.join(format!("tmp.{key}.999")), b"{\"containerId\":\"dead\"").unwrap();
+        std::fs::write(d.0.join(format!("a.{key}.10.5.0.6")), b"x").unwrap();
+        // Killed after a complete reservation (ADD never answered).
+        let leaked = s.allocate(&rec("leak"), &pools()).unwrap();
+        // A record damaged by a power cut.
+        std::fs::write(d.0.join("10.5.0.5"), b"").unwrap();
+        let released = s.release("dead", "eth0").unwrap();
+        assert!(released.is_empty(), "the stale index owns nothing");
+        assert!(!d.names().iter().any(|n| n.contains(&key)), "{:?}", d.names());
+        let valid: HashSet<(String, String)> = [("keep".to_string(), "eth0".to_string())].into();
+        let mut gone = s.gc(&valid).unwrap();
+        gone.sort();
+        let mut want = leaked.clone();
+        want.push(ip("10.5.0.5"));
+        want.sort();
+        assert_eq!(gone, want);
+        let names = d.names();
+        assert_eq!(names.iter().filter(|n| n.parse::<IpAddr>().is_ok()).count(), 2, "{names:?}");
+        assert_eq!(names.len(), 4, "keep's two reservations and two index entries: {names:?}");
+    }
+
+    #[test]
+    fn parallel_allocations_never_collide() {
+        let d = Dir::new("par");
+        let pools = vec![Pool::new("10.8.0.0/24".parse().unwrap())];
+        let got: Vec<IpAddr> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..64)
+                .map(|i| {
+                    let (dir, pools) = (&d.0, &pools);
+                    sc.spawn(move || IpamStore::open(dir).unwrap().allocate(&rec(&format!("c{i}")), pools).unwrap()[0])
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let distinct: HashSet<_> = got.iter().collect();
+        assert_eq!(distinct.len(), 64);
+        let s = IpamStore::open(&d.0).unwrap();
+        for i in 0..64 {
+            assert_eq!(s.release(&format!("c{i}"), "eth0").unwrap().len(), 1);
+        }
+        assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn subnet_change_moves_the_attachment() {
+        let d = Dir::new("move");
+        let s = IpamStore::open(&d.0).unwrap();
+        s.allocate(&rec("c"), &[Pool::new("10.9.0.0/24".parse().unwrap())]).unwrap();
+        let now = s.allocate(&rec("c"), &[Pool::new("10.10.0.0/24".parse().unwrap())]).unwrap();
+        assert_eq!(now, vec![ip("10.10.0.2")]);
+        assert_eq!(s.list().unwrap().len(), 1, "the address in the old subnet was released");
+    }
+}

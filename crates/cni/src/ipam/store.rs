@@ -1,0 +1,306 @@
+//! The IPAM store: a directory of plain files, crash-safe by construction (SIGKILL at any instruction).
+//!
+//! Layout of `<dataDir>` (one directory per network):
+//! - `10.88.0.5`, `fd00::5` — a **reservation**: the file's *name* is the address, its content a JSON
+//!   [`Record`] (containerId, ifname, podNamespace, podName, createdAt).
+//! - `a.<key>.<address>` — an **index** entry: a second hard link to the same inode, where `<key>` is
+//!   [`attachment_key`]`(containerID, ifname)`. DEL and idempotent ADD find an attachment's addresses from
+//!   directory *names* alone (one `getdents`), without opening every reservation.
+//! - `tmp.<key>.<pid>` — a record being written; `lock` — the flock file; `last-reserved-v4|v6` — next-fit hints.
+//!
+//! Reserving address A for attachment K: write the record to `tmp.K.pid`, `link()` it to `a.K.A`, then `link()`
+//! it to `A`. `link()` is atomic and fails with EEXIST if `A` exists, so two allocators can never both own A, and
+//! there is never a half-written reservation: `A` appears with its full content or not at all. A SIGKILL leaves
+//! at worst a `tmp.K.*` file and/or an `a.K.A` entry *without* `A` — both recognisable as stale (a temp file,
+//! or an index whose inode differs from `A`'s) and removed by the next DEL of K or any GC. Release removes `A`
+//! first, then the index, so a crash there leaves only a stale index too.
+//!
+//! An exclusive `flock` on `lock` serialises allocate/release/gc of one network: it keeps next-fit fair under 64
+//! parallel ADDs and lets GC remove temp files knowing no ADD is writing one. Correctness never depends on the
+//! lock (only `link()` decides ownership), so a stale lock holder cannot corrupt anything, and a killed holder's
+//! flock dies with it. Files are not fsynced: the store must survive a killed process, not a power cut, after
+//! which every pod is recreated anyway (and an unreadable record is treated as garbage by GC).
+use super::pool::Pool;
+use crate::names::attachment_key;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    #[error("IPAM store {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("subnet {0} is full")]
+    Exhausted(String),
+}
+
+/// Who owns a reservation (the content of the reservation file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(default)]
+    pub pod_namespace: String,
+    #[serde(default)]
+    pub pod_name: String,
+    #[serde(default)]
+    pub created_at: String,
+}
+
+impl Record {
+    fn key(&self) -> String {
+        attachment_key(&self.container_id, &self.ifname)
+    }
+}
+
+pub struct IpamStore {
+    dir: PathBuf,
+}
+
+/// The directory as seen by one `read_dir`.
+#[derive(Default)]
+struct Scan {
+    addrs: HashSet<IpAddr>,
+    /// (key, address, file name)
+    index: Vec<(String, IpAddr, String)>,
+    temps: Vec<String>,
+}
+
+impl IpamStore {
+    /// Opens (creating if needed) the store at `dir`.
+    pub fn open(dir: &Path) -> Result<Self, IpamError> {
+        fs::create_dir_all(dir).map_err(io_at(dir))?;
+        Ok(IpamStore { dir: dir.to_path_buf() })
+    }
+
+    /// Opens an existing store; `None` if it was never created (nothing to release).
+    pub fn open_existing(dir: &Path) -> Option<Self> {
+        dir.is_dir().then(|| IpamStore { dir: dir.to_path_buf() })
+    }
+
+    fn lock(&self) -> Result<Flock<File>, IpamError> {
+        let path = self.dir.join("lock");
+        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_at(&path))?;
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io_at(&path)(io::Error::from(e)))
+    }
+
+    fn scan(&self) -> Result<Scan, IpamError> {
+        let mut s = Scan::default();
+        for entry in fs::read_dir(&self.dir).map_err(io_at(&self.dir))? {
+            let name = entry.map_err(io_at(&self.dir))?.file_name().to_string_lossy().into_owned();
+            if let Ok(ip) = name.parse::<IpAddr>() {
+                s.addrs.insert(ip);
+            } else if let Some(rest) = name.strip_prefix("a.") {
+                if let Some((key, ip)) = rest.split_once('.').and_then(|(k, a)| Some((k, a.parse().ok()?))) {
+                    s.index.push((key.to_string(), ip, name));
+                }
+            } else if name.starts_with("tmp.") {
+                s.temps.push(name);
+            }
+        }
+        Ok(s)
+    }
+
+    /// True when `a` and `b` are the same inode (an index entry and the reservation it belongs to).
+    fn same_file(&self, a: &str, b: &str) -> bool {
+        match (fs::metadata(self.dir.join(a)), fs::metadata(self.dir.join(b))) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+
+    fn read_record(&self, ip: IpAddr) -> Option<Record> {
+        serde_json::from_slice(&fs::read(self.dir.join(ip.to_string())).ok()?).ok()
+    }
+
+    /// The attachment's live reservations; removes its stale index entries on the way.
+    fn owned(&self, scan: &Scan, cid: &str, ifname: &str) -> Vec<IpAddr> {
+        let key = attachment_key(cid, ifname);
+        let mut out = Vec::new();
+        for (k, ip, name) in scan.index.iter().filter(|(k, ..)| *k == key) {
+            if !self.same_file(name, &ip.to_string()) {
+                let _ = fs::remove_file(self.dir.join(name));
+                continue;
+            }
+            // Guard against a 64-bit key collision: the record must name this attachment (unreadable = ours).
+            match self.read_record(*ip) {
+                Some(r) if r.container_id != cid || r.ifname != ifname => continue,
+                _ => {}
+            }
+            debug_assert_eq!(k, &key);
+            out.push(*ip);
+        }
+        out
+    }
+
+    /// Reserves one address per pool for the attachment and returns them (pool order). An attachment that
+    /// already holds an address in a pool keeps it (a retried ADD gets the same answer). On error nothing
+    /// new stays reserved.
+    pub fn allocate(&self, record: &Record, pools: &[Pool]) -> Result<Vec<IpAddr>, IpamError> {
+        let _lock = self.lock()?;
+        let scan = self.scan()?;
+        let mine = self.owned(&scan, &record.container_id, &record.ifname);
+        let key = record.key();
+        let tmp = format!("tmp.{key}.{}", std::process::id());
+        let mut used = scan.addrs.clone();
+        let mut out: Vec<IpAddr> = Vec::new();
+        let mut fresh: Vec<IpAddr> = Vec::new();
+        let mut wrote_tmp = false;
+        let mut result = Ok(());
+        for pool in pools {
+            if let Some(ip) = mine.iter().find(|ip| pool.is_assignable(**ip)) {
+                out.push(*ip);
+                continue;
+            }
+            if !wrote_tmp {
+                if let Err(e) = self.write_tmp(&tmp, record) {
+                    result = Err(e);
+                    break;
+                }
+                wrote_tmp = true;
+            }
+            match self.reserve_one(pool, &tmp, &key, &mut used) {
+                Ok(ip) => {
+                    out.push(ip);
+                    fresh.push(ip);
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if wrote_tmp {
+            let _ = fs::remove_file(self.dir.join(&tmp));
+        }
+        if let Err(e) = result {
+            for ip in fresh {
+                self.remove_reservation(&key, ip);
+            }
+            return Err(e);
+        }
+        // Addresses this attachment held outside today's pools (the node's subnet changed) are let go.
+        for ip in mine.iter().filter(|ip| !out.contains(ip)) {
+            self.remove_reservation(&key, *ip);
+        }
+        Ok(out)
+    }
+
+    fn write_tmp(&self, tmp: &str, record: &Record) -> Result<(), IpamError> {
+        let path = self.dir.join(tmp);
+        let mut f = File::create(&path).map_err(io_at(&path))?;
+        f.write_all(&serde_json::to_vec(record).expect("record serializes")).map_err(io_at(&path))
+    }
+
+    fn reserve_one(&self, pool: &Pool, tmp: &str, key: &str, used: &mut HashSet<IpAddr>) -> Result<IpAddr, IpamError> {
+        let hint_file = self.dir.join(if pool.is_v4() { "last-reserved-v4" } else { "last-reserved-v6" });
+        let mut hint = fs::read_to_string(&hint_file).ok().and_then(|s| s.trim().parse().ok());
+        let src = self.dir.join(tmp);
+        loop {
+            let ip = pool.next_free(hint, used).ok_or_else(|| IpamError::Exhausted(pool.net().to_string()))?;
+            let index = self.dir.join(format!("a.{key}.{ip}"));
+            // A leftover index of ours for this address (crash between the two links) is simply replaced.
+            let _ = fs::remove_file(&index);
+            fs::hard_link(&src, &index).map_err(io_at(&index))?;
+            let target = self.dir.join(ip.to_string());
+            match fs::hard_link(&src, &target) {
+                Ok(()) => {
+                    // The hint only steers next-fit; losing it to a crash costs nothing.
+                    let _ = fs::write(&hint_file, ip.to_string());
+                    used.insert(ip);
+                    return Ok(ip);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    // Reserved by someone who does not take our lock (or a scan race): skip it.
+                    let _ = fs::remove_file(&index);
+                    used.insert(ip);
+                    hint = Some(ip);
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&index);
+                    return Err(io_at(&target)(e));
+                }
+            }
+        }
+    }
+
+    /// Removes reservation `ip` if it belongs to `key` (same inode as its index), then the index.
+    fn remove_reservation(&self, key: &str, ip: IpAddr) {
+        let index = format!("a.{key}.{ip}");
+        if self.same_file(&index, &ip.to_string()) {
+            let _ = fs::remove_file(self.dir.join(ip.to_string()));
+        }
+        let _ = fs::remove_file(self.dir.join(index));
+    }
+
+    /// Releases every address of the attachment (and its leftovers); returns the released addresses.
+    pub fn release(&self, cid: &str, ifname: &str) -> Result<Vec<IpAddr>, IpamError> {
+        let _lock = self.lock()?;
+        let scan = self.scan()?;
+        let key = attachment_key(cid, ifname);
+        let mine = self.owned(&scan, cid, ifname);
+        for ip in &mine {
+            self.remove_reservation(&key, *ip);
+        }
+        for t in scan.temps.iter().filter(|t| t.starts_with(&format!("tmp.{key}."))) {
+            let _ = fs::remove_file(self.dir.join(t));
+        }
+        Ok(mine)
+    }
+
+    /// The attachment's current addresses (for CHECK).
+    pub fn addresses_of(&self, cid: &str, ifname: &str) -> Result<Vec<IpAddr>, IpamError> {
+        let scan = self.scan()?;
+        let key = attachment_key(cid, ifname);
+        Ok(scan
+            .index
+            .iter()
+            .filter(|(k, ip, name)| *k == key && self.same_file(name, &ip.to_string()))
+            .map(|(_, ip, _)| *ip)
+            .collect())
+    }
+
+    /// Removes every reservation whose owner is not in `valid` (pairs of containerID, ifname), every stale
+    /// index entry and every temp file; returns the released addresses.
+    pub fn gc(&self, valid: &HashSet<(String, String)>) -> Result<Vec<IpAddr>, IpamError> {
+        let _lock = self.lock()?;
+        let scan = self.scan()?;
+        let mut released = Vec::new();
+        for ip in &scan.addrs {
+            let keep = self.read_record(*ip).is_some_and(|r| valid.contains(&(r.container_id, r.ifname)));
+            if !keep {
+                let _ = fs::remove_file(self.dir.join(ip.to_string()));
+                released.push(*ip);
+            }
+        }
+        for (_, ip, name) in &scan.index {
+            if !self.same_file(name, &ip.to_string()) {
+                let _ = fs::remove_file(self.dir.join(name));
+            }
+        }
+        for t in &scan.temps {
+            let _ = fs::remove_file(self.dir.join(t));
+        }
+        released.sort();
+        Ok(released)
+    }
+
+    /// Every reservation and its owner, if readable (tests and debugging).
+    pub fn list(&self) -> Result<HashMap<IpAddr, Option<Record>>, IpamError> {
+        Ok(self.scan()?.addrs.into_iter().map(|ip| (ip, self.read_record(ip))).collect())
+    }
+}
+
+fn io_at(path: &Path) -> impl Fn(io::Error) -> IpamError + '_ {
+    move |source| IpamError::Io { path: path.display().to_string(), source }
+}

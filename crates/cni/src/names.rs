@@ -1,0 +1,87 @@
+//! Deterministic names derived from an attachment `(network, containerID, ifname)`.
+//!
+//! Determinism is what makes DEL and GC work without any saved state: the host veth of an attachment can be
+//! found (and deleted) without the pod's namespace, and GC can tell a stray veth of *this* network from
+//! everything else on the node by its prefix alone — even one whose ADD was killed before it set the ifalias.
+//!
+//! Host veth: `wf` + 4 hex digits of hash(network) + 9 hex digits of hash(network, cid, ifname) = 15 bytes, the
+//! kernel's limit. The hash is FNV-1a 64, fixed forever (std's hasher is not stable across Rust releases).
+//! Collisions: two weft networks on one node share a prefix with probability 2^-16; two attachments of a network
+//! share a name with probability ~n²/2^37 (≈5·10⁻⁷ for 256 pods), and then the ADD of the second fails: the
+//! dataplane refuses to replace a veth whose ifalias names another attachment.
+
+/// FNV-1a over the parts, each followed by a NUL so ("ab","c") and ("a","bc") differ.
+pub fn fnv64(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Prefix shared by every host veth of `network`.
+pub fn veth_prefix(network: &str) -> String {
+    format!("wf{:04x}", fnv64(&[network]) & 0xffff)
+}
+
+pub fn host_veth(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("{}{:09x}", veth_prefix(network), fnv64(&[network, container_id, ifname]) & 0xf_ffff_ffff)
+}
+
+/// Key of an attachment in the IPAM store's index names (16 hex digits).
+pub fn attachment_key(container_id: &str, ifname: &str) -> String {
+    format!("{:016x}", fnv64(&[container_id, ifname]))
+}
+
+/// A locally administered unicast MAC (first byte 0x02) derived from the attachment and a salt.
+fn mac(salt: &str, network: &str, container_id: &str, ifname: &str) -> [u8; 6] {
+    let h = fnv64(&[salt, network, container_id, ifname]).to_be_bytes();
+    [0x02, h[0], h[1], h[2], h[3], h[4]]
+}
+
+pub fn host_mac(network: &str, container_id: &str, ifname: &str) -> [u8; 6] {
+    mac("host", network, container_id, ifname)
+}
+
+pub fn pod_mac(network: &str, container_id: &str, ifname: &str) -> [u8; 6] {
+    mac("pod", network, container_id, ifname)
+}
+
+/// `ifalias` of the host veth: `weft:<network>:<containerID>:<ifname>` (IFALIASZ is 256, keep it under).
+pub fn alias(network: &str, container_id: &str, ifname: &str) -> String {
+    let mut a = format!("weft:{network}:{container_id}:{ifname}");
+    a.truncate(255);
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable_and_fit_the_kernel_limit() {
+        // Pinned values: changing the hash would orphan every veth and index on upgraded nodes.
+        assert_eq!(fnv64(&[]), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv64(&["a"]), fnv64(&["a"]));
+        assert_ne!(fnv64(&["ab", "c"]), fnv64(&["a", "bc"]));
+        let n = host_veth("pods", "0123456789abcdef", "eth0");
+        assert_eq!(n.len(), 15);
+        assert!(n.starts_with(&veth_prefix("pods")));
+        assert_ne!(n, host_veth("pods", "0123456789abcdef", "eth1"));
+        assert_ne!(veth_prefix("pods"), veth_prefix("pods2"));
+        assert_eq!(attachment_key("c", "eth0").len(), 16);
+    }
+
+    #[test]
+    fn macs_are_local_unicast_and_differ_per_side() {
+        let h = host_mac("n", "c", "eth0");
+        let p = pod_mac("n", "c", "eth0");
+        assert_ne!(h, p);
+        for m in [h, p] {
+            assert_eq!(m[0] & 0x03, 0x02, "locally administered, unicast");
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Plan step, pure: from a command, the node's subnets and the addresses IPAM chose, derive the exact kernel
+//! state ([`PodSpec`]) and the CNI result. No I/O, so every rule here is unit-tested without root.
+use crate::config::{NetConf, SubnetSource, DEFAULT_MTU};
+use crate::error::CniError;
+use crate::ipam::Pool;
+use crate::names;
+use crate::spec::{CniResult, Dns, Interface, IpConfig, Route};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::net::IpAddr;
+use std::path::Path;
+use weft_dataplane::pod::{format_mac, PodAddr, PodSpec};
+use weft_types::node_file::{NodeFile, NodeFileError};
+
+/// The node's pod subnets and MTU, whichever source they came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnets {
+    pub v4: Ipv4Net,
+    pub v6: Option<Ipv6Net>,
+    pub mtu: u32,
+}
+
+impl Subnets {
+    /// MTU: config `mtu`, else the node file's `mtu`, else 1500. A missing node file means the agent has not
+    /// run yet on this node: error 11, the runtime retries.
+    pub fn resolve(
+        conf: &NetConf,
+        load: impl FnOnce(&Path) -> Result<NodeFile, NodeFileError>,
+    ) -> Result<Subnets, CniError> {
+        match &conf.subnets {
+            SubnetSource::Static { v4, v6 } => Ok(Subnets { v4: *v4, v6: *v6, mtu: conf.mtu.unwrap_or(DEFAULT_MTU) }),
+            SubnetSource::NodeFile(path) => {
+                let nf = load(path).map_err(|e| match e {
+                    NodeFileError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                        CniError::TryAgainLater(format!(
+                            "node file {} does not exist yet (is weftd running on this node?)",
+                            path.display()
+                        ))
+                    }
+                    other => CniError::Io(other.to_string()),
+                })?;
+                if nf.subnet.prefix_len() > 30 || nf.subnet6.is_some_and(|s| s.prefix_len() > 126) {
+                    return Err(CniError::Io(format!("node file {}: pod subnet too small", path.display())));
+                }
+                Ok(Subnets {
+                    v4: nf.subnet.trunc(),
+                    v6: nf.subnet6.map(|s| s.trunc()),
+                    mtu: conf.mtu.unwrap_or(nf.mtu),
+                })
+            }
+        }
+    }
+
+    /// One pool per family, IPv4 first.
+    pub fn pools(&self) -> Vec<Pool> {
+        let mut p = vec![Pool::new(IpNet::V4(self.v4))];
+        p.extend(self.v6.map(|n| Pool::new(IpNet::V6(n))));
+        p
+    }
+}
+
+/// The kernel state of attachment (cid, ifname) with addresses `ips` (each inside one of `pools`).
+pub fn pod_spec(network: &str, cid: &str, ifname: &str, ips: &[IpAddr], pools: &[Pool], mtu: u32) -> PodSpec {
+    let addrs = ips
+        .iter()
+        .map(|ip| {
+            let pool = pools.iter().find(|p| p.is_assignable(*ip)).expect("IPAM returns addresses of the pools");
+            PodAddr { ip: *ip, gateway: pool.gateway() }
+        })
+        .collect();
+    spec_with(network, cid, ifname, addrs, mtu)
+}
+
+fn spec_with(network: &str, cid: &str, ifname: &str, addrs: Vec<PodAddr>, mtu: u32) -> PodSpec {
+    PodSpec {
+        host_ifname: names::host_veth(network, cid, ifname),
+        host_mac: names::host_mac(network, cid, ifname),
+        alias: names::alias(network, cid, ifname),
+        pod_ifname: ifname.to_string(),
+        pod_mac: names::pod_mac(network, cid, ifname),
+        mtu,
+        addrs,
+    }
+}
+
+fn host_prefix(ip: IpAddr) -> IpNet {
+    IpNet::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("valid host prefix")
+}
+
+/// The ADD result (newest shape; the caller lowers it to the config's version). Interface 0 is the host veth
+/// (no sandbox: `bandwidth` looks for it there), interface 1 the pod's.
+pub fn add_result(spec: &PodSpec, netns: &Path, dns: &Dns) -> CniResult {
+    let interfaces = vec![
+        Interface {
+            name: spec.host_ifname.clone(),
+            mac: Some(format_mac(&spec.host_mac)),
+            mtu: Some(spec.mtu),
+            sandbox: None,
+        },
+        Interface {
+            name: spec.pod_ifname.clone(),
+            mac: Some(format_mac(&spec.pod_mac)),
+            mtu: Some(spec.mtu),
+            sandbox: Some(netns.display().to_string()),
+        },
+    ];
+    let ips = spec
+        .addrs
+        .iter()
+        .map(|a| IpConfig { version: None, address: host_prefix(a.ip), gateway: Some(a.gateway), interface: Some(1) })
+        .collect();
+    let routes = spec
+        .addrs
+        .iter()
+        .map(|a| Route {
+            dst: if a.ip.is_ipv4() { "0.0.0.0/0".parse().expect("cidr") } else { "::/0".parse().expect("cidr") },
+            gw: Some(a.gateway),
+        })
+        .collect();
+    CniResult { cni_version: String::new(), interfaces, ips, routes, dns: dns.clone() }
+}
+
+/// What CHECK expects, rebuilt from the prevResult the runtime kept: the addresses (and gateways) listed for the
+/// pod interface, everything else derived again from the attachment.
+pub fn check_spec(network: &str, cid: &str, ifname: &str, prev: &CniResult, mtu: u32) -> Result<PodSpec, CniError> {
+    let ours = |i: Option<usize>| match i {
+        None => true,
+        Some(i) => prev.interfaces.get(i).is_some_and(|iface| iface.name == ifname && iface.sandbox.is_some()),
+    };
+    let mut addrs = Vec::new();
+    for ip in prev.ips.iter().filter(|ip| ours(ip.interface)) {
+        let a = ip.address.addr();
+        let gateway = ip.gateway.ok_or_else(|| {
+            CniError::InvalidConfig(format!("prevResult: address {} has no gateway (not a weft result)", ip.address))
+        })?;
+        addrs.push(PodAddr { ip: a, gateway });
+    }
+    if addrs.is_empty() {
+        return Err(CniError::InvalidConfig(format!("prevResult lists no address for interface {ifname}")));
+    }
+    Ok(spec_with(network, cid, ifname, addrs, mtu))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Version;
+
+    fn conf(json: &str) -> NetConf {
+        NetConf::parse(json.as_bytes()).unwrap()
+    }
+
+    fn nf() -> NodeFile {
+        NodeFile {
+            subnet: "10.244.3.0/24".parse().unwrap(),
+            subnet6: Some("fd00:10:244:3::/64".parse().unwrap()),
+            mtu: 1450,
+            cluster_cidr: None,
+            cluster_cidr6: None,
+        }
+    }
+
+    #[test]
+    fn subnets_from_config_node_file_and_their_absence() {
+        let c = conf(r#"{"cniVersion":"1.1.0","name":"n","ipam":{"subnet":"10.88.0.0/24"}}"#);
+        let s = Subnets::resolve(&c, |_| panic!("standalone must not read the node file")).unwrap();
+        assert_eq!((s.v4.to_string(), s.v6, s.mtu), ("10.88.0.0/24".into(), None, 1500));
+
+        let c = conf(r#"{"cniVersion":"1.1.0","name":"n","nodeFile":"/x/node.json"}"#);
+        let s = Subnets::resolve(&c, |p| {
+            assert_eq!(p, Path::new("/x/node.json"));
+            Ok(nf())
+        })
+        .unwrap();
+        assert_eq!((s.mtu, s.pools().len()), (1450, 2));
+
+        let c = conf(r#"{"cniVersion":"1.1.0","name":"n","mtu":1300}"#);
+        assert_eq!(Subnets::resolve(&c, |_| Ok(nf())).unwrap().mtu, 1300, "config mtu wins");
+
+        let missing = Subnets::resolve(&c, |p| NodeFile::load(&p.join("nope"))).unwrap_err();
+        assert_eq!(missing.code(), 11);
+    }
+
+    #[test]
+    fn spec_and_result_for_dual_stack() {
+        let s = Subnets { v4: "10.1.0.0/24".parse().unwrap(), v6: Some("fd00:1::/64".parse().unwrap()), mtu: 1400 };
+        let ips: Vec<IpAddr> = vec!["10.1.0.9".parse().unwrap(), "fd00:1::9".parse().unwrap()];
+        let spec = pod_spec("net", "c1", "eth0", &ips, &s.pools(), 1400);
+        assert_eq!(spec.addrs[0].gateway, "10.1.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(spec.addrs[1].gateway, "fd00:1::1".parse::<IpAddr>().unwrap());
+        assert_eq!(spec.host_ifname, names::host_veth("net", "c1", "eth0"));
+        let r = add_result(&spec, Path::new("/run/netns/p"), &Dns::default()).for_version(Version::V040);
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["interfaces"][0]["name"], spec.host_ifname.as_str());
+        assert!(v["interfaces"][0].get("sandbox").is_none());
+        assert_eq!(v["interfaces"][1]["sandbox"], "/run/netns/p");
+        assert_eq!(v["ips"][0]["address"], "10.1.0.9/32");
+        assert_eq!(v["ips"][1]["address"], "fd00:1::9/128");
+        assert_eq!(v["ips"][1]["version"], "6");
+        assert_eq!(v["routes"][1]["dst"], "::/0");
+        assert_eq!(v["routes"][1]["gw"], "fd00:1::1");
+
+        let back = check_spec("net", "c1", "eth0", &r, 1400).unwrap();
+        assert_eq!(back, spec, "CHECK rebuilds exactly what ADD planned");
+    }
+
+    #[test]
+    fn check_spec_needs_our_addresses() {
+        let prev: CniResult = serde_json::from_str(
+            r#"{"interfaces":[{"name":"eth1","sandbox":"/x"}],"ips":[{"address":"10.0.0.2/32","gateway":"10.0.0.1","interface":0}]}"#,
+        )
+        .unwrap();
+        assert_eq!(check_spec("n", "c", "eth0", &prev, 1500).unwrap_err().code(), 7);
+        let prev: CniResult = serde_json::from_str(r#"{"ips":[{"address":"10.0.0.2/32"}]}"#).unwrap();
+        assert_eq!(check_spec("n", "c", "eth0", &prev, 1500).unwrap_err().code(), 7);
+    }
+}

@@ -1,0 +1,31 @@
+//! DEL: cut the pod off, then release its addresses. Unknown attachments, repeated DELs and vanished network
+//! namespaces all succeed: DEL needs neither the netns nor any saved state (the host veth's name is derived
+//! from the attachment, the reservations are found by the attachment's key).
+//!
+//! Why the veth is deleted *asynchronously*: unregistering a netdevice waits for RCU (`rcu_barrier` in
+//! `netdev_run_todo`), ~17–20 ms on this kind of machine whoever asks — that alone is most of the reference
+//! plugin's 35 ms DEL. Setting the host veth down is immediate and makes the kernel drop its routes and
+//! neighbours, so when DEL returns the pod is unreachable and its addresses can safely be reused (a new pod's
+//! route replaces nothing: the old one is already gone). The unregister itself runs in a detached reaper
+//! process that deletes the link *by ifindex* and only if it still has its name, so it can never hit a newer
+//! veth of the same attachment. If the reaper cannot be started, DEL deletes synchronously. If it dies, the
+//! down veth is reclaimed by the next ADD of that attachment or by GC.
+use super::Ctx;
+use crate::command::Attach;
+use crate::error::CniError;
+use crate::ipam::IpamStore;
+use crate::names;
+use weft_dataplane::pod::PodNet;
+
+pub fn del<P: PodNet>(ctx: &Ctx<P>, a: &Attach) -> Result<(), CniError> {
+    let host = names::host_veth(&a.conf.name, &a.container_id, &a.ifname);
+    if let Some(index) = ctx.pod.detach(&host)? {
+        if (ctx.reap)(index, &host).is_err() {
+            ctx.pod.delete_index(index, &host)?;
+        }
+    }
+    if let Some(store) = IpamStore::open_existing(&a.conf.data_dir) {
+        store.release(&a.container_id, &a.ifname)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! GC (CNI 1.1): release every reservation and delete every host veth of *this network* whose attachment is
+//! not in `cni.dev/valid-attachments`. Strays are recognised by name (see `names`), so even a veth whose ADD
+//! was SIGKILLed before anything else was recorded is found. Deletion is best effort: everything is tried,
+//! the first error is reported.
+use super::Ctx;
+use crate::config::{Attachment, NetConf};
+use crate::error::CniError;
+use crate::ipam::IpamStore;
+use crate::names;
+use std::collections::HashSet;
+use weft_dataplane::pod::PodNet;
+
+pub fn gc<P: PodNet>(ctx: &Ctx<P>, conf: &NetConf, valid: &[Attachment]) -> Result<(), CniError> {
+    let mut first_err: Option<CniError> = None;
+    if let Some(store) = IpamStore::open_existing(&conf.data_dir) {
+        let keep: HashSet<(String, String)> =
+            valid.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
+        if let Err(e) = store.gc(&keep) {
+            first_err = Some(e.into());
+        }
+    }
+    let keep: HashSet<String> =
+        valid.iter().map(|a| names::host_veth(&conf.name, &a.container_id, &a.ifname)).collect();
+    let prefix = names::veth_prefix(&conf.name);
+    for name in ctx.pod.links_with_prefix(&prefix)? {
+        let ours = name.len() == 15 && name[prefix.len()..].bytes().all(|b| b.is_ascii_hexdigit());
+        if ours && !keep.contains(&name) {
+            if let Err(e) = ctx.pod.delete(&name) {
+                first_err.get_or_insert(e.into());
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
