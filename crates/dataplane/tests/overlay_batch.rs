@@ -111,3 +111,24 @@ async fn new_binds_to_the_calling_threads_namespace() {
     assert!(!weft_e2e::run("nft", &["list", "tables"]).contains(&table));
     dp.delete_nft("inet", &table).await.unwrap();
 }
+
+#[test]
+fn lost_answers_are_recovered_by_resending_smaller_chunks() {
+    use weft_dataplane::netlink::{socket::*, wire};
+    if !require_root() {
+        return;
+    }
+    let ns = node();
+    let mut sock = run_in(&NetnsHandle::open(&ns.path()).unwrap(), NlSocket::open).unwrap().unwrap();
+    // A receive buffer far too small for 300 error answers: the kernel drops most and reports ENOBUFS.
+    sock.set_receive_buffer(1).unwrap();
+    let mut batch = Batch::default();
+    for i in 0..300u32 {
+        let gone = Neigh { ifindex: 1, ip: IpAddr::from([10, 9, (i >> 8) as u8, i as u8]), mac: [0; 6] };
+        batch.push(|b, seq| wire::del_neigh(b, seq, &gone));
+    }
+    let results = sock.execute(batch);
+    assert_eq!(results.len(), 300);
+    let enoent = results.iter().filter(|r| matches!(r, Err(e) if e.errno() == Some(libc::ENOENT))).count();
+    assert_eq!(enoent, 300, "every failure reported despite lost answers: {:?}", results.iter().find(|r| r.is_ok()));
+}

@@ -9,7 +9,7 @@
 //! per request, and the receive buffer never fills with thousands of acks.
 //!
 //! If the receive buffer overflows anyway (ENOBUFS: answers were lost, so we cannot know which requests failed),
-//! the chunk is sent again in smaller pieces. That is safe because every request weft batches is idempotent: adds
+//! the queue is drained and the chunk is sent again in smaller pieces, with fresh sequence numbers. That is safe because every request weft batches is idempotent: adds
 //! replace (or append an FDB destination that is already there), and callers treat "not found" on a delete as done.
 //!
 //! Dumps are answered one datagram at a time as we read, so they cannot overflow; an interrupted dump
@@ -110,6 +110,11 @@ impl NlSocket {
         Ok(NlSocket { sock, seq: 0, rx: Vec::with_capacity(RX_BYTES), batch_bytes: DEFAULT_BATCH_BYTES })
     }
 
+    /// Shrinks (or grows) the receive buffer: tests use a tiny one to force the ENOBUFS fallback.
+    pub fn set_receive_buffer(&self, bytes: usize) -> Result<(), NlError> {
+        self.sock.set_rx_buf_sz(bytes).map_err(io("SO_RCVBUF"))
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
@@ -130,14 +135,22 @@ impl NlSocket {
         }
     }
 
+    /// Reads and discards everything queued. After an overrun the kernel drops *every* answer (without a new
+    /// ENOBUFS) until the queue has been emptied once, so a resend must come after this.
+    fn drain(&mut self) {
+        loop {
+            self.rx.clear();
+            match self.sock.recv(&mut self.rx, libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EINTR)) => {}
+                Err(_) => return, // EAGAIN: empty
+            }
+        }
+    }
+
     /// Sends every request of `batch` and returns one result per request, in order.
     pub fn execute(&mut self, mut batch: Batch) -> Vec<Result<(), NlError>> {
         let n = batch.len();
-        let first_seq = self.seq.wrapping_add(1);
-        self.seq = self.seq.wrapping_add(n as u32);
-        for (k, &at) in batch.starts.iter().enumerate() {
-            set_seq(&mut batch.buf, at, first_seq.wrapping_add(k as u32));
-        }
         let mut out: Vec<Result<(), NlError>> = (0..n).map(|_| Ok(())).collect();
         let (mut i, mut limit, mut overruns) = (0, self.batch_bytes.max(1), 0);
         while i < n {
@@ -146,8 +159,15 @@ impl NlSocket {
             while j < n && batch.end_of(j) - start <= limit {
                 j += 1;
             }
+            // Fresh sequence numbers for every attempt, so answers to an abandoned attempt are never taken
+            // for answers to this one.
+            let lo = self.seq.wrapping_add(1);
+            for (k, &at) in batch.starts[i..j].iter().enumerate() {
+                set_seq(&mut batch.buf, at, lo.wrapping_add(k as u32));
+            }
+            self.seq = self.seq.wrapping_add((j - i) as u32);
+            let hi = self.seq;
             set_ack(&mut batch.buf, batch.starts[j - 1], true);
-            let (lo, hi) = (first_seq.wrapping_add(i as u32), first_seq.wrapping_add(j as u32 - 1));
             let sent = self.sock.send(&batch.buf[start..batch.end_of(j - 1)], 0);
             let result = match sent {
                 Ok(_) => self.collect(lo, hi, &mut out[i..j]),
@@ -162,6 +182,7 @@ impl NlSocket {
                 Err(NlError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOBUFS) && overruns < 16 => {
                     // Answers were lost: resend this chunk (idempotent requests), smaller.
                     overruns += 1;
+                    self.drain();
                     limit = (limit / 4).max(1);
                     out[i..j].iter_mut().for_each(|r| *r = Ok(()));
                 }
@@ -243,6 +264,7 @@ impl NlSocket {
                 match self.recv() {
                     Ok(()) => {}
                     Err(NlError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOBUFS) && attempts < 5 => {
+                        self.drain();
                         continue 'again;
                     }
                     Err(e) => return Err(e),
