@@ -130,6 +130,7 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
             status: status.clone(),
             metrics: metrics.clone(),
             resync: cfg.resync_interval,
+            state_dir: cfg.state_dir.clone(),
         };
         tokio::spawn(engine.run(store.clone(), shutdown.clone()))
     });
@@ -182,7 +183,7 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
                 status.write().expect("status lock").last_error = Some(e.to_string());
             }
         }
-        write_status(&cfg.state_dir, &status);
+        crate::status::write_file(&cfg.state_dir, &status);
     }
 
     // The policy engine stops first, so it cannot re-create its table after an uninstall removed it.
@@ -317,15 +318,6 @@ fn record(
     st.last_reconcile_at_ms = now_ms();
     st.last_error = out.report.failed.first().map(|(op, e)| format!("{op:?}: {e}"));
     st.ready = true;
-}
-
-fn write_status(dir: &Path, status: &SharedStatus) {
-    let body = serde_json::to_vec_pretty(&*status.read().expect("status lock")).expect("status serializes");
-    let _ = std::fs::create_dir_all(dir);
-    let tmp = dir.join(format!("status.json.tmp.{}", std::process::id()));
-    if std::fs::write(&tmp, body).is_ok() {
-        let _ = std::fs::rename(&tmp, dir.join("status.json"));
-    }
 }
 
 fn hostname() -> Option<String> {

@@ -48,6 +48,8 @@ pub struct PolicyEngine {
     pub status: SharedStatus,
     pub metrics: Arc<Metrics>,
     pub resync: Duration,
+    /// Where status.json goes (written after every policy change, so waiters see it at once).
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Builds the model from the store's objects; objects that do not parse are skipped and reported.
@@ -127,6 +129,7 @@ impl PolicyEngine {
                 None => self.replace(&rs).await.map(|_| "full"),
             };
             let elapsed = t0.elapsed();
+            let _written = WriteStatusOnDrop(&self.state_dir, &self.status);
             let mut st = self.status.write().expect("status lock");
             let local: Vec<&Pod> = model.pods.iter().filter(|p| p.node == self.node).collect();
             let mut applied: Vec<String> =
@@ -169,5 +172,14 @@ impl PolicyEngine {
 
     async fn replace(&self, rs: &Ruleset) -> Result<(), weft_dataplane::DataplaneError> {
         self.dp.apply_nft("inet", &rs.table, &rs.render()).await
+    }
+}
+
+/// Writes status.json when the policy pass ends (after the status lock is released).
+struct WriteStatusOnDrop<'a>(&'a std::path::Path, &'a SharedStatus);
+
+impl Drop for WriteStatusOnDrop<'_> {
+    fn drop(&mut self) {
+        crate::status::write_file(self.0, self.1);
     }
 }

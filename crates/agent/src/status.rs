@@ -78,3 +78,14 @@ pub type SharedStatus = Arc<RwLock<Status>>;
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
+
+/// Writes status.json atomically (rename), for `weftctl status` and the lab.
+pub fn write_file(dir: &std::path::Path, status: &SharedStatus) {
+    let body = serde_json::to_vec_pretty(&*status.read().expect("status lock")).expect("status serializes");
+    let _ = std::fs::create_dir_all(dir);
+    // Two loops write it: a per-thread temp name keeps their renames from colliding.
+    let tmp = dir.join(format!("status.json.tmp.{}.{:?}", std::process::id(), std::thread::current().id()));
+    if std::fs::write(&tmp, body).is_ok() {
+        let _ = std::fs::rename(&tmp, dir.join("status.json"));
+    }
+}
