@@ -61,7 +61,15 @@ impl Default for CompileOptions {
 /// Compiles the policies for the pods of `node` into one table (see the module comment for the layout).
 pub fn compile(model: &Model, node: &str, opts: &CompileOptions) -> Ruleset {
     let r = Resolved::new(model);
-    let mut c = Compiler { r: &r, node, opts, sets: Vec::new(), counters: Vec::new(), chains: Vec::new() };
+    let mut c = Compiler {
+        r: &r,
+        node,
+        opts,
+        sets: Vec::new(),
+        counters: Vec::new(),
+        chains: Vec::new(),
+        port_sets: BTreeMap::new(),
+    };
     c.declare_sets();
     let unready = c.unready_rules();
     c.direction(Direction::Ingress);
@@ -84,6 +92,7 @@ struct Compiler<'a, 'm> {
     sets: Vec<Set>,
     counters: Vec<Counter>,
     chains: Vec<Chain>,
+    port_sets: BTreeMap<Vec<(Protocol, u16, u16)>, String>,
 }
 
 impl Compiler<'_, '_> {
@@ -234,7 +243,7 @@ impl Compiler<'_, '_> {
     }
 
     /// The match lists of one policy rule: every peer × every port group, skipping combinations of two families.
-    fn rule_matches(&self, er: &EvalRule, dir: Direction) -> Vec<Vec<Match>> {
+    fn rule_matches(&mut self, er: &EvalRule, dir: Direction) -> Vec<Vec<Match>> {
         let peer_dir = if dir == Direction::Ingress { AddrDir::Src } else { AddrDir::Dst };
         let peers: Vec<(Option<Family>, Vec<Match>)> = match &er.peers {
             None => vec![(None, vec![])],
@@ -255,7 +264,7 @@ impl Compiler<'_, '_> {
         };
         let ports = match &er.ports {
             None => vec![(None, vec![])],
-            Some(ports) => port_groups(self.r, ports),
+            Some(ports) => self.port_groups(ports),
         };
         let mut out = Vec::new();
         for (pf, pm) in &peers {
@@ -268,40 +277,52 @@ impl Compiler<'_, '_> {
         }
         out
     }
-}
 
-/// Port entries grouped into match lists: numeric ranges merged per protocol into one `th dport { }` set, a bare
-/// protocol covering its numeric ranges, and named ports as `daddr . dport` lookups per family.
-fn port_groups(r: &Resolved<'_>, ports: &[Option<PortMatch>]) -> Vec<(Option<Family>, Vec<Match>)> {
-    let mut ranges: BTreeMap<Protocol, Vec<(u16, u16)>> = BTreeMap::new();
-    let mut whole: BTreeSet<Protocol> = BTreeSet::new();
-    let mut named = BTreeSet::new();
-    for p in ports.iter().flatten() {
-        match *p {
-            PortMatch::Protocol(proto) => {
-                whole.insert(proto);
+    /// Port entries as match lists: all numeric ranges and bare protocols of the rule in one match (inline when
+    /// there is a single one, else a shared `proto . port` interval set), and each named port as a per-family
+    /// `daddr . dport` lookup.
+    fn port_groups(&mut self, ports: &[Option<PortMatch>]) -> Vec<(Option<Family>, Vec<Match>)> {
+        let mut ranges: BTreeMap<Protocol, Vec<(u16, u16)>> = BTreeMap::new();
+        let mut named = BTreeSet::new();
+        for p in ports.iter().flatten() {
+            match *p {
+                // Every TCP/UDP/SCTP packet has a port, so "the whole protocol" is the full port range.
+                PortMatch::Protocol(proto) => ranges.entry(proto).or_default().push((0, u16::MAX)),
+                PortMatch::Range { proto, lo, hi } => ranges.entry(proto).or_default().push((lo, hi)),
+                PortMatch::Named(n) => {
+                    named.insert(n);
+                }
             }
-            PortMatch::Range { proto, lo, hi } => ranges.entry(proto).or_default().push((lo, hi)),
-            PortMatch::Named(n) => {
-                named.insert(n);
+        }
+        let entries: Vec<(Protocol, u16, u16)> =
+            ranges.iter().flat_map(|(p, r)| merge(r).into_iter().map(move |(lo, hi)| (*p, lo, hi))).collect();
+        let mut out = Vec::new();
+        match entries.as_slice() {
+            [] => {}
+            [(proto, 0, u16::MAX)] => out.push((None, vec![Match::L4Proto(*proto)])),
+            [(proto, lo, hi)] => out.push((None, vec![Match::L4Proto(*proto), Match::Dport(*lo, *hi)])),
+            _ => out.push((None, vec![Match::ProtoDport { set: self.port_set(entries) }])),
+        }
+        for n in named {
+            for f in FAMILIES {
+                let lookup = Match::DaddrDport { family: f, set: format!("np{n}_{}", f.suffix()) };
+                out.push((Some(f), vec![Match::L4Proto(self.r.named[n].proto), lookup]));
             }
         }
+        out
     }
-    let mut out = Vec::new();
-    for proto in Protocol::ALL {
-        if whole.contains(&proto) {
-            out.push((None, vec![Match::L4Proto(proto)]));
-        } else if let Some(r) = ranges.get(&proto) {
-            out.push((None, vec![Match::L4Proto(proto), Match::Dport(merge(r))]));
+
+    /// The `proto . port` set holding exactly these entries, shared by every rule with the same list.
+    fn port_set(&mut self, entries: Vec<(Protocol, u16, u16)>) -> String {
+        if let Some(name) = self.port_sets.get(&entries) {
+            return name.clone();
         }
+        let name = format!("ports{}", self.port_sets.len());
+        let elements = entries.iter().map(|&(p, lo, hi)| Element::ProtoPorts(p, lo, hi)).collect();
+        self.sets.push(Set { name: name.clone(), kind: SetKind::ProtoPorts, comment: None, elements });
+        self.port_sets.insert(entries, name.clone());
+        name
     }
-    for n in named {
-        for f in FAMILIES {
-            let lookup = Match::DaddrDport { family: f, set: format!("np{n}_{}", f.suffix()) };
-            out.push((Some(f), vec![Match::L4Proto(r.named[n].proto), lookup]));
-        }
-    }
-    out
 }
 
 /// Sorted, coalesced ranges: nft rejects overlapping intervals in one set.

@@ -76,6 +76,10 @@ pub enum SetKind {
     Ranges(Family),
     /// `address . port` pairs, for named ports.
     AddrPort(Family),
+    /// `protocol . port range` (`flags interval`), for a rule's numeric ports. A named set instead of an inline
+    /// anonymous one because the kernel names anonymous sets by scanning the table's sets, which made loading
+    /// 15 000 rules with `{ ... }` port lists take ~30 s (0.7 s with named sets).
+    ProtoPorts,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -83,6 +87,8 @@ pub enum Element {
     Addr(IpAddr),
     Range(AddrRange),
     AddrPort(IpAddr, u16),
+    /// Inclusive port range of one protocol.
+    ProtoPorts(Protocol, u16, u16),
 }
 
 impl fmt::Display for Element {
@@ -91,6 +97,8 @@ impl fmt::Display for Element {
             Element::Addr(ip) => write!(f, "{ip}"),
             Element::Range(r) => write!(f, "{r}"),
             Element::AddrPort(ip, port) => write!(f, "{ip} . {port}"),
+            Element::ProtoPorts(p, lo, hi) if lo == hi => write!(f, "{} . {lo}", p.nft_name()),
+            Element::ProtoPorts(p, lo, hi) => write!(f, "{} . {lo}-{hi}", p.nft_name()),
         }
     }
 }
@@ -154,8 +162,10 @@ pub enum Match {
     Addr { dir: AddrDir, family: Family, set: String, negate: bool },
     /// `meta l4proto tcp`
     L4Proto(Protocol),
-    /// `th dport { 80, 8000-8080 }`: inclusive ranges.
-    Dport(Vec<(u16, u16)>),
+    /// `th dport 80` or `th dport 8000-8080` (inclusive).
+    Dport(u16, u16),
+    /// `meta l4proto . th dport @set`
+    ProtoDport { set: String },
     /// `ip daddr . th dport @set`
     DaddrDport { family: Family, set: String },
 }
@@ -222,6 +232,7 @@ impl Ruleset {
                 SetKind::Addr(f) => writeln!(out, "\t\ttype {}", f.addr_type())?,
                 SetKind::Ranges(f) => writeln!(out, "\t\ttype {}\n\t\tflags interval", f.addr_type())?,
                 SetKind::AddrPort(f) => writeln!(out, "\t\ttype {} . inet_service", f.addr_type())?,
+                SetKind::ProtoPorts => writeln!(out, "\t\ttype inet_proto . inet_service\n\t\tflags interval")?,
             }
             if let Some(c) = &s.comment {
                 writeln!(out, "\t\tcomment {}", quote(c))?;
@@ -308,17 +319,9 @@ impl fmt::Display for Match {
                 write!(f, "{} {field} {}@{set}", family.payload(), if *negate { "!= " } else { "" })
             }
             Match::L4Proto(p) => write!(f, "meta l4proto {}", p.nft_name()),
-            Match::Dport(ranges) => {
-                let items: Vec<String> = ranges
-                    .iter()
-                    .map(|(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") })
-                    .collect();
-                if items.len() == 1 {
-                    write!(f, "th dport {}", items[0])
-                } else {
-                    write!(f, "th dport {{ {} }}", items.join(", "))
-                }
-            }
+            Match::Dport(lo, hi) if lo == hi => write!(f, "th dport {lo}"),
+            Match::Dport(lo, hi) => write!(f, "th dport {lo}-{hi}"),
+            Match::ProtoDport { set } => write!(f, "meta l4proto . th dport @{set}"),
             Match::DaddrDport { family, set } => write!(f, "{} daddr . th dport @{set}", family.payload()),
         }
     }

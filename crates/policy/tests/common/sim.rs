@@ -93,12 +93,19 @@ fn matches(m: &Match, p: &Packet, sets: &HashMap<&str, &Set>) -> bool {
                     assert_eq!(k, *f, "set {set} of the wrong family");
                     s.elements.iter().any(|e| matches!(e, Element::Range(r) if r.contains(ip)))
                 }
-                SetKind::AddrPort(_) => panic!("address match on addr.port set {set}"),
+                other => panic!("address match on {other:?} set {set}"),
             };
             hit != *negate
         }
         Match::L4Proto(proto) => p.proto == *proto,
-        Match::Dport(ranges) => ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&p.dport)),
+        Match::Dport(lo, hi) => (*lo..=*hi).contains(&p.dport),
+        Match::ProtoDport { set } => {
+            let s = lookup(set);
+            assert_eq!(s.kind, SetKind::ProtoPorts, "set {set} is not a proto.port set");
+            s.elements.iter().any(
+                |e| matches!(e, Element::ProtoPorts(pr, lo, hi) if *pr == p.proto && (*lo..=*hi).contains(&p.dport)),
+            )
+        }
         Match::DaddrDport { family: f, set } => {
             let s = lookup(set);
             assert_eq!(s.kind, SetKind::AddrPort(*f), "set {set} is not an addr.port set of this family");
