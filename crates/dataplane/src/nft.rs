@@ -40,9 +40,63 @@ pub fn check_names(family: &str, table: &str) -> Result<(), DataplaneError> {
 }
 
 /// Replaces the table atomically inside `ns` (blocking: call from a blocking context).
+///
+/// Named counters keep their values across the replacement: they are read first and declared again with
+/// those values in the same transaction, so a periodic re-apply (drift repair) does not reset drop counters
+/// that metrics export.
 pub fn apply_table(ns: &NetnsHandle, family: &str, table: &str, ruleset: &str) -> Result<(), DataplaneError> {
     check_names(family, table)?;
-    run_nft(ns, &replace_script(family, table, ruleset))
+    let counters = list_counters(ns, family, table)?;
+    run_nft(ns, &replace_script(family, table, &carry_counters(ruleset, &counters)))
+}
+
+/// Runs a script as one transaction inside `ns` (blocking).
+pub fn run_script(ns: &NetnsHandle, script: &str) -> Result<(), DataplaneError> {
+    run_nft(ns, script)
+}
+
+/// Named counters of the table as (name, packets, bytes); empty when the table does not exist (blocking).
+pub fn list_counters(ns: &NetnsHandle, family: &str, table: &str) -> Result<Vec<(String, u64, u64)>, DataplaneError> {
+    check_names(family, table)?;
+    let out = run_in(ns, || Command::new("nft").args(["-j", "list", "counters", "table", family, table]).output())?
+        .map_err(|e| DataplaneError::Nft(format!("running nft: {e}")))?;
+    if !out.status.success() {
+        return Ok(vec![]); // no such table (yet)
+    }
+    Ok(parse_counters(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Extracts (name, packets, bytes) from `nft -j list counters` output without a JSON dependency: each counter
+/// object is `{"counter": {"family": .., "name": "N", "table": .., "handle": .., "packets": P, "bytes": B}}`.
+pub fn parse_counters(json: &str) -> Vec<(String, u64, u64)> {
+    let field = |obj: &str, key: &str| -> Option<String> {
+        let i = obj.find(&format!("\"{key}\":"))? + key.len() + 3;
+        let rest = obj[i..].trim_start();
+        let end = rest.find([',', '}']).unwrap_or(rest.len());
+        Some(rest[..end].trim().trim_matches('"').to_string())
+    };
+    json.split("{\"counter\":")
+        .skip(1)
+        .filter_map(|obj| {
+            let obj = &obj[..obj.find('}').map_or(obj.len(), |i| i + 1)];
+            Some((field(obj, "name")?, field(obj, "packets")?.parse().ok()?, field(obj, "bytes")?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Declares each counter of `ruleset` that has a known value with that value (`counter N { packets P bytes B`).
+pub fn carry_counters(ruleset: &str, counters: &[(String, u64, u64)]) -> String {
+    let mut out = ruleset.to_string();
+    for (name, packets, bytes) in counters {
+        if *packets == 0 && *bytes == 0 {
+            continue;
+        }
+        let decl = format!("counter {name} {{");
+        if let Some(i) = out.find(&decl) {
+            out.insert_str(i + decl.len(), &format!(" packets {packets} bytes {bytes}\n"));
+        }
+    }
+    out
 }
 
 /// Deletes the table inside `ns`; a missing table is not an error (blocking).
@@ -80,6 +134,16 @@ mod tests {
     fn replace_script_creates_deletes_then_defines() {
         let s = replace_script("inet", "weft", "table inet weft {\n}");
         assert_eq!(s, "table inet weft {}\ndelete table inet weft\ntable inet weft {\n}\n");
+    }
+
+    #[test]
+    fn counters_are_parsed_and_carried_over() {
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"counter": {"family": "inet", "name": "vxlan_rejected", "table": "weft", "handle": 2, "packets": 7, "bytes": 882}}, {"counter": {"family": "inet", "name": "drop_in", "table": "weft", "handle": 3, "packets": 0, "bytes": 0}}]}"#;
+        let c = parse_counters(json);
+        assert_eq!(c, vec![("vxlan_rejected".into(), 7, 882), ("drop_in".into(), 0, 0)]);
+        let r = carry_counters("table inet weft {\n  counter vxlan_rejected { }\n  counter drop_in { }\n}", &c);
+        assert!(r.contains("counter vxlan_rejected { packets 7 bytes 882\n }"), "{r}");
+        assert!(r.contains("counter drop_in { }"));
     }
 
     #[test]

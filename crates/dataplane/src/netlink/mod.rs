@@ -186,4 +186,14 @@ impl Dataplane for NetlinkDataplane {
         let (family, table) = (family.to_string(), table.to_string());
         self.blocking(move |i| crate::nft::delete_table(&i.ns, &family, &table)).await
     }
+
+    async fn nft_script(&self, script: &str) -> Result<(), DataplaneError> {
+        let script = script.to_string();
+        self.blocking(move |i| crate::nft::run_script(&i.ns, &script)).await
+    }
+
+    async fn nft_counters(&self, family: &str, table: &str) -> Result<Vec<(String, u64, u64)>, DataplaneError> {
+        let (family, table) = (family.to_string(), table.to_string());
+        self.blocking(move |i| crate::nft::list_counters(&i.ns, &family, &table)).await
+    }
 }
