@@ -205,6 +205,24 @@ async fn nft_tables_are_replaced_atomically_and_deleted() {
     assert!(matches!(err, DataplaneError::Nft(_)), "{err}");
     assert!(ns.exec("nft", &["list", "table", "inet", "weft_t"]).contains("10.2.0.0/16"));
 
+    // Incremental scripts run as one transaction; named counters are read back; a missing table has none.
+    let v3 = "table inet weft_t {\n counter hits { }\n set allow { type ipv4_addr; }\n chain c3 {\n  \
+              type filter hook output priority 0;\n  ip daddr @allow counter name hits\n }\n}";
+    dp.apply_nft("inet", "weft_t", v3).await.unwrap();
+    dp.nft_script("add element inet weft_t allow { 127.0.0.1 }").await.unwrap();
+    assert!(ns.exec("nft", &["list", "set", "inet", "weft_t", "allow"]).contains("127.0.0.1"));
+    assert!(dp.nft_script("add element inet weft_t allow { 127.0.0.2 }\nbogus").await.is_err());
+    assert!(!ns.exec("nft", &["list", "set", "inet", "weft_t", "allow"]).contains("127.0.0.2"), "all or nothing");
+    assert!(ns.ping("127.0.0.1"));
+    let counters = dp.nft_counters("inet", "weft_t").await.unwrap();
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    assert_eq!(counters[0].0, "hits");
+    assert!(counters[0].1 >= 1 && counters[0].2 >= 84, "{counters:?}");
+    assert!(dp.nft_counters("inet", "weft_none").await.unwrap().is_empty());
+    // Replacing the table (periodic drift repair) keeps named counters' values.
+    dp.apply_nft("inet", "weft_t", v3).await.unwrap();
+    assert_eq!(dp.nft_counters("inet", "weft_t").await.unwrap(), counters);
+
     // The root namespace never saw it.
     assert!(!weft_e2e::run("nft", &["list", "tables"]).contains("weft_t"));
 
