@@ -16,7 +16,21 @@
 //! Semantics chosen where Kubernetes leaves room: ipBlock matches by address, pod addresses included (like
 //! Calico); traffic between a node and its own pods is never filtered (probes keep working, and egress policy
 //! does not restrict pod → own node); replies of allowed connections pass through conntrack; same-node and
-//! cross-node traffic get the same checks (egress on the source's node, ingress on the destination's).
+//! cross-node traffic get the same checks (egress on the source's node, ingress on the destination's). Service
+//! traffic is checked after kube-proxy's DNAT (the forward hook sees the backend pod). Namespaces always carry
+//! the implied `kubernetes.io/metadata.name` label. The model should not contain hostNetwork pods (their
+//! addresses are the node's, and Kubernetes does not apply policy to them).
+//!
+//! Operating notes for the agent:
+//! - Apply `Ruleset::render_replace()` with `nft -f` (atomic); on pod churn apply `diff_sets(old, new)` instead
+//!   when it returns `Some`, and fall back to the full replace if `nft` rejects the commands.
+//! - New pods: with `default_deny_new_pods` (default), forwarded traffic from/to `wf*` interfaces whose address
+//!   is not in `@ready_v4/_v6` (the node's pods in the model) is dropped, so a pod is default-deny until the
+//!   agent has compiled it; the CNI plugin does not need to wait for the agent.
+//! - Metrics: `drop_in`/`drop_out`/`drop_unready` count all drops; `drop_in_p<N>`/`drop_out_p<N>` count drops of
+//!   pods selected by policy N ([`nft::Ruleset::counters`] maps names to policies). A drop is the union of all
+//!   selecting policies saying no, so it increments the counter of every policy selecting the pod. Counters
+//!   restart from zero on a full replace.
 #![forbid(unsafe_code)]
 
 mod compile;
