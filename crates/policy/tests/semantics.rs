@@ -268,3 +268,46 @@ fn explain_names_policy_rule_peer_and_port() {
     let web_v6_only = Endpoint::Ip("fd00::1".parse().unwrap());
     assert_eq!(explain(&m, &web, &web_v6_only, 1, Tcp), Err(ExplainError::NoCommonFamily));
 }
+
+#[test]
+fn invalid_entries_that_skip_validation_fail_closed() {
+    // Built directly (as a corrupt store entry would arrive), bypassing parse-time validation.
+    let mut m = with(
+        r#"
+        kind: NetworkPolicy
+        metadata: {name: db, namespace: shop}
+        spec:
+          podSelector: {matchLabels: {app: db}}
+          ingress:
+          - ports: [{port: 5432}]
+          - from: [{podSelector: {}}]
+        "#,
+    );
+    let rules = &mut m.policies[0].spec.ingress;
+    rules[0].ports[0].port = Some(weft_policy::model::PortRef::Number(0));
+    rules[1].from[0].ip_block =
+        Some(weft_policy::model::IpBlock { cidr: "0.0.0.0/0".parse().unwrap(), except: vec![] });
+    assert!(m.policies[0].validate().is_err());
+    assert!(
+        !common::allowed_outside_spec(&m, "10.1.0.2", "10.1.0.3", Tcp, 5432),
+        "port 0 matches nothing, the pod stays isolated"
+    );
+    assert!(!common::allowed_outside_spec(&m, "10.1.0.2", "10.1.0.3", Tcp, 0));
+    assert!(
+        !common::allowed_outside_spec(&m, "10.1.0.2", "10.1.0.3", Tcp, 80),
+        "a peer mixing ipBlock and selectors matches nothing"
+    );
+}
+
+#[test]
+fn store_json_round_trips() {
+    let m = with("kind: NetworkPolicy\nmetadata: {name: db, namespace: shop}\nspec:\n  podSelector: {}\n");
+    let json = serde_json::to_string(&m).unwrap();
+    let back: Model = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, m);
+    let pod: weft_policy::model::Pod = serde_json::from_str(
+        r#"{"namespace":"a","name":"b","ips":["10.0.0.1"],"node":"n","ports":[{"name":"http","port":80}]}"#,
+    )
+    .unwrap();
+    assert_eq!(pod.ports[0].protocol, Tcp, "container port protocol defaults to TCP");
+}
