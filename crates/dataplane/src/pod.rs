@@ -23,7 +23,7 @@ mod linux;
 mod nl;
 
 pub use check::compare;
-pub use linux::NetlinkPodNet;
+pub use linux::{NetlinkPodNet, PodNetns};
 
 use crate::DataplaneError;
 use std::net::IpAddr;
@@ -102,7 +102,7 @@ pub struct PodObserved {
 pub trait PodNet {
     /// An open handle on a pod's network namespace.
     type Netns;
-    /// Opens `path`; fails if it is not a network namespace.
+    /// Opens `path`; fails with [`DataplaneError::Netns`] if it does not exist or is not a network namespace.
     fn open_netns(&self, path: &Path) -> Result<Self::Netns, DataplaneError>;
     /// Turns on IPv4 (and IPv6) forwarding in the node's namespace if it is off.
     fn ensure_forwarding(&self, v4: bool, v6: bool) -> Result<(), DataplaneError>;

@@ -45,10 +45,11 @@ pub fn execute<P: PodNet>(ctx: &Ctx<P>, cmd: &Command) -> Result<Option<String>,
 /// A CNI_NETNS that does not exist means the container is gone (3); one that is not a netns is bad input (4).
 fn netns_error(path: &Path, e: DataplaneError) -> CniError {
     match e {
-        DataplaneError::Netns { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+        DataplaneError::Netns { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             CniError::UnknownContainer(format!("network namespace {} does not exist", path.display()))
         }
-        other => CniError::invalid_env("CNI_NETNS", other.to_string()),
+        DataplaneError::Netns { .. } => CniError::invalid_env("CNI_NETNS", e.to_string()),
+        other => other.into(),
     }
 }
 

@@ -40,11 +40,30 @@ impl NetlinkPodNet {
     }
 }
 
-impl PodNet for NetlinkPodNet {
-    type Netns = NetnsHandle;
+/// A pod's namespace, with a netlink socket already open inside it. Opening the socket enters the namespace,
+/// which is also the only complete proof that the path *is* a network namespace (nsfs also holds mount, pid…
+/// namespaces, and `/proc/PID/ns/net` may be a procfs path).
+pub struct PodNetns {
+    handle: NetnsHandle,
+    sock: RefCell<NlSocket>,
+}
 
-    fn open_netns(&self, path: &Path) -> Result<NetnsHandle, DataplaneError> {
-        NetnsHandle::open(path)
+impl PodNet for NetlinkPodNet {
+    type Netns = PodNetns;
+
+    fn open_netns(&self, path: &Path) -> Result<PodNetns, DataplaneError> {
+        let handle = NetnsHandle::open(path)?;
+        let sock = NlSocket::open_in(&handle).map_err(|e| match e {
+            DataplaneError::Netns { path, source } => DataplaneError::Netns {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("not a network namespace: {source}"),
+                ),
+            },
+            other => other,
+        })?;
+        Ok(PodNetns { handle, sock: RefCell::new(sock) })
     }
 
     fn ensure_forwarding(&self, v4: bool, v6: bool) -> Result<(), DataplaneError> {
@@ -57,57 +76,18 @@ impl PodNet for NetlinkPodNet {
         Ok(())
     }
 
-    fn create(&self, ns: &NetnsHandle, spec: &PodSpec) -> Result<(), DataplaneError> {
-        let mut pod = NlSocket::open_in(ns)?;
+    fn create(&self, ns: &PodNetns, spec: &PodSpec) -> Result<(), DataplaneError> {
+        let mut pod = ns.sock.borrow_mut();
         self.with_host(|host| {
-            let veth = || Rt::NewLink(veth_message(spec, ns));
+            let veth = || Rt::NewLink(veth_message(spec, &ns.handle));
             if let Err(e) = host.batch(vec![(veth(), CREATE_EXCL)])?.remove(0) {
                 if e.raw_os_error() != Some(libc::EEXIST) {
                     return Err(DataplaneError::Netlink(format!("create veth {}: {e}", spec.host_ifname)));
                 }
-                // EEXIST: either our host veth from an interrupted attempt (replace it) or the pod already has
-                // an interface called CNI_IFNAME that is not ours (refuse: it is not ours to delete).
-                let Some(old) = link_by_name(host, &spec.host_ifname)? else {
-                    return Err(DataplaneError::Netlink(format!(
-                        "interface {} already exists in the pod's network namespace",
-                        spec.pod_ifname
-                    )));
-                };
-                // No alias: a create that was killed before it set one. Another alias: a name collision with a
-                // different attachment, whose veth is not ours to delete.
-                if old.alias.as_deref().is_some_and(|a| a != spec.alias) {
-                    return Err(DataplaneError::Netlink(format!(
-                        "host veth {} already serves {:?}",
-                        spec.host_ifname,
-                        old.alias.unwrap_or_default()
-                    )));
-                }
-                delete_by_name(host, &spec.host_ifname)?;
+                make_room(host, &mut pod, spec)?;
                 host.request(veth(), CREATE_EXCL, "create veth")?;
             }
-            let host_idx = link_by_name(host, &spec.host_ifname)?
-                .ok_or_else(|| DataplaneError::NoSuchLink(spec.host_ifname.clone()))?
-                .index;
-            let pod_idx = link_by_name(&mut pod, &spec.pod_ifname)?
-                .ok_or_else(|| DataplaneError::NoSuchLink(spec.pod_ifname.clone()))?
-                .index;
-
-            let mut pod_reqs = vec![(Rt::SetLink(up(pod_idx)), 0)];
-            for a in &spec.addrs {
-                pod_reqs.push((Rt::NewAddress(address(a.ip, pod_idx)), CREATE_REPLACE));
-            }
-            for a in &spec.addrs {
-                pod_reqs.push((Rt::NewNeighbour(neighbour(a.gateway, spec.host_mac, pod_idx)), CREATE_REPLACE));
-                pod_reqs.push((Rt::NewRoute(default_route(a.gateway, pod_idx)), CREATE_REPLACE));
-            }
-            expect_all(pod.batch(pod_reqs)?, "configure the pod side")?;
-
-            let mut host_reqs = vec![(Rt::SetLink(alias(host_idx, &spec.alias)), 0)];
-            for a in &spec.addrs {
-                host_reqs.push((Rt::NewNeighbour(neighbour(a.ip, spec.pod_mac, host_idx)), CREATE_REPLACE));
-                host_reqs.push((Rt::NewRoute(host_route(a.ip, host_idx)), CREATE_REPLACE));
-            }
-            expect_all(host.batch(host_reqs)?, "configure the host side")
+            configure(host, &mut pod, spec)
         })
     }
 
@@ -126,26 +106,15 @@ impl PodNet for NetlinkPodNet {
     }
 
     fn delete_index(&self, index: u32, name: &str) -> Result<(), DataplaneError> {
-        self.with_host(|host| {
-            let mut q = LinkMessage::default();
-            q.header.index = index;
-            match host.get(Rt::GetLink(q))?.and_then(link_obs) {
-                Some(l) if l.name == name => {
-                    let mut m = LinkMessage::default();
-                    m.header.index = index;
-                    ignore_missing(host.batch(vec![(Rt::DelLink(m), 0)])?.remove(0), name)
-                }
-                _ => Ok(()),
-            }
-        })
+        self.with_host(|host| delete_index(host, index, name))
     }
 
     fn delete(&self, host_ifname: &str) -> Result<bool, DataplaneError> {
         self.with_host(|host| delete_by_name(host, host_ifname))
     }
 
-    fn observe(&self, ns: &NetnsHandle, spec: &PodSpec) -> Result<PodObserved, DataplaneError> {
-        let mut pod = NlSocket::open_in(ns)?;
+    fn observe(&self, ns: &PodNetns, spec: &PodSpec) -> Result<PodObserved, DataplaneError> {
+        let mut pod = ns.sock.borrow_mut();
         let mut obs = PodObserved { pod_link: link_by_name(&mut pod, &spec.pod_ifname)?, ..Default::default() };
         if let Some(idx) = obs.pod_link.as_ref().map(|l| l.index) {
             (obs.pod_addrs, obs.pod_routes, obs.pod_neighbours) = side(&mut pod, idx)?;
@@ -168,6 +137,60 @@ impl PodNet for NetlinkPodNet {
     }
 }
 
+/// The veth could not be created (EEXIST). Removes what is in the way if it is ours, else explains the clash:
+/// - our host veth from an interrupted attempt (no alias yet, or our alias): delete it;
+/// - a host veth with another attachment's alias (a name-hash collision): not ours, refuse;
+/// - CNI_IFNAME in the pod is the pod end of a weft veth that DEL detached and whose reaper has not finished
+///   (DEL then ADD again in the same namespace): finish the deletion now;
+/// - anything else called CNI_IFNAME in the pod: not ours, refuse.
+fn make_room(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<(), DataplaneError> {
+    if let Some(old) = link_by_name(host, &spec.host_ifname)? {
+        if old.alias.as_deref().is_some_and(|a| a != spec.alias) {
+            return Err(DataplaneError::Netlink(format!(
+                "host veth {} already serves {:?}",
+                spec.host_ifname,
+                old.alias.unwrap_or_default()
+            )));
+        }
+        delete_by_name(host, &spec.host_ifname)?;
+        return Ok(());
+    }
+    match detached_weft_peer(host, pod, &spec.pod_ifname)? {
+        Some(stale) => delete_index(host, stale.index, &stale.name),
+        None => Err(DataplaneError::Netlink(format!(
+            "interface {} already exists in the pod's network namespace",
+            spec.pod_ifname
+        ))),
+    }
+}
+
+/// Everything after the veth exists: pod side (up, addresses, gateway neighbours, default routes), then host side
+/// (alias, pod neighbours, host routes), one pipelined batch each.
+fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<(), DataplaneError> {
+    let host_idx = link_by_name(host, &spec.host_ifname)?
+        .ok_or_else(|| DataplaneError::NoSuchLink(spec.host_ifname.clone()))?
+        .index;
+    let pod_idx =
+        link_by_name(pod, &spec.pod_ifname)?.ok_or_else(|| DataplaneError::NoSuchLink(spec.pod_ifname.clone()))?.index;
+
+    let mut pod_reqs = vec![(Rt::SetLink(up(pod_idx)), 0)];
+    for a in &spec.addrs {
+        pod_reqs.push((Rt::NewAddress(address(a.ip, pod_idx)), CREATE_REPLACE));
+    }
+    for a in &spec.addrs {
+        pod_reqs.push((Rt::NewNeighbour(neighbour(a.gateway, spec.host_mac, pod_idx)), CREATE_REPLACE));
+        pod_reqs.push((Rt::NewRoute(default_route(a.gateway, pod_idx)), CREATE_REPLACE));
+    }
+    expect_all(pod.batch(pod_reqs)?, "configure the pod side")?;
+
+    let mut host_reqs = vec![(Rt::SetLink(alias(host_idx, &spec.alias)), 0)];
+    for a in &spec.addrs {
+        host_reqs.push((Rt::NewNeighbour(neighbour(a.ip, spec.pod_mac, host_idx)), CREATE_REPLACE));
+        host_reqs.push((Rt::NewRoute(host_route(a.ip, host_idx)), CREATE_REPLACE));
+    }
+    expect_all(host.batch(host_reqs)?, "configure the host side")
+}
+
 fn ensure_sysctl(path: &str) -> Result<(), DataplaneError> {
     let err = |e: std::io::Error| DataplaneError::Other(format!("{path}: {e}"));
     if std::fs::read_to_string(path).map_err(err)?.trim() != "1" {
@@ -188,6 +211,35 @@ fn ignore_missing(r: std::io::Result<()>, name: &str) -> Result<(), DataplaneErr
         Err(e) if e.raw_os_error() != Some(libc::ENODEV) => Err(DataplaneError::Netlink(format!("delete {name}: {e}"))),
         _ => Ok(()),
     }
+}
+
+/// Deletes link `index` if it is still named `name`.
+fn delete_index(host: &mut NlSocket, index: u32, name: &str) -> Result<(), DataplaneError> {
+    let mut q = LinkMessage::default();
+    q.header.index = index;
+    match host.get(Rt::GetLink(q))?.and_then(link_obs) {
+        Some(l) if l.name == name => {
+            let mut m = LinkMessage::default();
+            m.header.index = index;
+            ignore_missing(host.batch(vec![(Rt::DelLink(m), 0)])?.remove(0), name)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The host end of pod interface `ifname` if it is a weft host veth that DEL already detached (down).
+fn detached_weft_peer(
+    host: &mut NlSocket,
+    pod: &mut NlSocket,
+    ifname: &str,
+) -> Result<Option<LinkObs>, DataplaneError> {
+    let Some(peer) = link_by_name(pod, ifname)?.and_then(|l| l.peer_index) else { return Ok(None) };
+    let mut q = LinkMessage::default();
+    q.header.index = peer;
+    Ok(host
+        .get(Rt::GetLink(q))?
+        .and_then(link_obs)
+        .filter(|l| l.name.starts_with("wf") && !l.up && l.alias.as_deref().is_some_and(|a| a.starts_with("weft:"))))
 }
 
 fn delete_by_name(host: &mut NlSocket, name: &str) -> Result<bool, DataplaneError> {
