@@ -1,0 +1,189 @@
+//! Every Kubernetes API call weft makes goes through [`Calls`], and [`API_CALLS`] lists them all.
+//!
+//! Why: RBAC in deploy/weft.yaml must grant exactly what the code calls, no more (least privilege) and no less
+//! (a missing verb is a 403 in production only). The list is kept honest three ways: `Calls` derives the
+//! resource from the Rust type and the verb from the method, and refuses (with [`KubeError::Undeclared`]) any
+//! call not in the list; the manifest test compares the list with the ClusterRole and Role rules; and a test
+//! drives every store operation against the fake API server and compares the requests it saw with the list.
+//!
+//! `kube::Api` is used nowhere else in the crate.
+use crate::error::KubeError;
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchParams};
+use kube::core::{ObjectList, WatchEvent};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The namespace weft's own objects live in (its ConfigMap and subnet claims), as deploy/weft.yaml creates it.
+pub const SYSTEM_NAMESPACE: &str = "weft-system";
+
+/// One permission weft needs: `namespace` None is cluster-wide (the ClusterRole), `Some` is a Role there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ApiCall {
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub verb: &'static str,
+    pub namespace: Option<&'static str>,
+}
+
+const fn cluster(group: &'static str, resource: &'static str, verb: &'static str) -> ApiCall {
+    ApiCall { group, resource, verb, namespace: None }
+}
+
+const fn system(group: &'static str, resource: &'static str, verb: &'static str) -> ApiCall {
+    ApiCall { group, resource, verb, namespace: Some(SYSTEM_NAMESPACE) }
+}
+
+/// Every call the Kubernetes store makes. Nodes: read all (peers, taken subnets), patch (own annotations).
+/// Pods, Namespaces, NetworkPolicies: list and watch for the policy model. ConfigMap: the network config.
+/// coordination Leases: per-subnet claims, the compare-and-swap of weft's own allocation.
+pub const API_CALLS: &[ApiCall] = &[
+    cluster("", "nodes", "get"),
+    cluster("", "nodes", "list"),
+    cluster("", "nodes", "watch"),
+    cluster("", "nodes", "patch"),
+    cluster("", "pods", "list"),
+    cluster("", "pods", "watch"),
+    cluster("", "namespaces", "list"),
+    cluster("", "namespaces", "watch"),
+    cluster("networking.k8s.io", "networkpolicies", "list"),
+    cluster("networking.k8s.io", "networkpolicies", "watch"),
+    system("", "configmaps", "get"),
+    system("", "configmaps", "create"),
+    system("coordination.k8s.io", "leases", "list"),
+    system("coordination.k8s.io", "leases", "create"),
+    system("coordination.k8s.io", "leases", "delete"),
+];
+
+/// A connected client and what error messages need (the API URL).
+#[derive(Clone)]
+pub(crate) struct Kube {
+    pub client: kube::Client,
+    pub url: Arc<str>,
+    /// Bound on every call but a watch's stream (a hung API server must not hang the agent).
+    pub op_timeout: Duration,
+}
+
+pub(crate) trait Object:
+    kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static
+{
+}
+impl<K> Object for K where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static
+{
+}
+
+impl Kube {
+    /// Calls on a cluster-scoped resource, or on a namespaced one across all namespaces.
+    pub fn cluster<K: Object>(&self) -> Calls<K> {
+        Calls { api: Api::all(self.client.clone()), ns: None, kube: self.clone() }
+    }
+
+    /// Calls in weft's own namespace.
+    pub fn system<K: Object + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>>(&self) -> Calls<K> {
+        Calls {
+            api: Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE),
+            ns: Some(SYSTEM_NAMESPACE),
+            kube: self.clone(),
+        }
+    }
+}
+
+pub(crate) struct Calls<K> {
+    api: Api<K>,
+    ns: Option<&'static str>,
+    kube: Kube,
+}
+
+pub(crate) type EventStream<K> = futures::stream::BoxStream<'static, Result<WatchEvent<K>, KubeError>>;
+
+impl<K: Object> Calls<K> {
+    fn resource() -> String {
+        let (g, p) = (K::group(&()), K::plural(&()));
+        if g.is_empty() {
+            p.into_owned()
+        } else {
+            format!("{p}.{g}")
+        }
+    }
+
+    fn scope(&self) -> String {
+        self.ns.map_or_else(|| "at the cluster scope".to_string(), |n| format!("in namespace {n}"))
+    }
+
+    fn check(&self, verb: &'static str) -> Result<(), KubeError> {
+        let (g, p) = (K::group(&()), K::plural(&()));
+        let declared =
+            API_CALLS.iter().any(|c| c.group == g && c.resource == p && c.verb == verb && c.namespace == self.ns);
+        if declared {
+            Ok(())
+        } else {
+            Err(KubeError::Undeclared { verb, resource: Self::resource() })
+        }
+    }
+
+    fn err(&self, verb: &'static str, e: kube::Error) -> KubeError {
+        KubeError::from_kube(e, &self.kube.url, verb, &Self::resource(), &self.scope())
+    }
+
+    async fn run<T>(
+        &self,
+        verb: &'static str,
+        f: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, KubeError> {
+        self.check(verb)?;
+        match tokio::time::timeout(self.kube.op_timeout, f).await {
+            Ok(r) => r.map_err(|e| self.err(verb, e)),
+            Err(_) => Err(KubeError::Unreachable {
+                url: self.kube.url.to_string(),
+                verb,
+                resource: Self::resource(),
+                detail: format!("no answer within {:?}", self.kube.op_timeout),
+            }),
+        }
+    }
+
+    /// None if the object does not exist.
+    pub async fn get(&self, name: &str) -> Result<Option<K>, KubeError> {
+        match self.run("get", self.api.get(name)).await {
+            Ok(o) => Ok(Some(o)),
+            Err(e) if e.code() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The whole collection, current (no resourceVersion: a quorum read on a real server).
+    pub async fn list(&self) -> Result<ObjectList<K>, KubeError> {
+        self.run("list", self.api.list(&ListParams::default())).await
+    }
+
+    /// JSON merge patch (RFC 7386): maps merge, `null` removes a key, everything not named is left alone.
+    pub async fn merge_patch(&self, name: &str, patch: &serde_json::Value) -> Result<K, KubeError> {
+        self.run("patch", self.api.patch(name, &PatchParams::default(), &Patch::Merge(patch))).await
+    }
+
+    pub async fn create(&self, obj: &K) -> Result<K, KubeError> {
+        self.run("create", self.api.create(&PostParams::default(), obj)).await
+    }
+
+    /// Deletes only if the object is still at `resource_version` (409 otherwise); 404 if already gone.
+    pub async fn delete_at(&self, name: &str, resource_version: Option<String>) -> Result<(), KubeError> {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions { resource_version, uid: None }),
+            ..DeleteParams::default()
+        };
+        self.run("delete", self.api.delete(name, &dp)).await.map(|_| ())
+    }
+
+    /// Watch events after `resource_version`, with bookmarks. Only opening the stream is bounded in time.
+    pub async fn watch(&self, resource_version: &str) -> Result<EventStream<K>, KubeError> {
+        // Bookmarks are on by default: they move the resume point forward without any change to report.
+        let wp = WatchParams::default();
+        let stream = self.run("watch", self.api.watch(&wp, resource_version)).await?;
+        let (url, resource, scope) = (self.kube.url.clone(), Self::resource(), self.scope());
+        Ok(stream.map(move |r| r.map_err(|e| KubeError::from_kube(e, &url, "watch", &resource, &scope))).boxed())
+    }
+}

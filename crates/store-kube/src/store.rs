@@ -1,0 +1,277 @@
+//! [`KubeStore`]: the [`Store`] trait on the Kubernetes API. The mapping is in the crate docs; this file is
+//! the trait's methods, each a few API calls through [`Calls`](crate::calls).
+use crate::alloc;
+use crate::calls::{Kube, Object, SYSTEM_NAMESPACE};
+use crate::node::{self, Source};
+use crate::objects::AsObject;
+use crate::rv::RvMap;
+use crate::url::KubeUrl;
+use crate::watch::{self, Convert};
+use async_trait::async_trait;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use weft_store::{Object as StoreObject, ObjectKind, Revision, Snapshot, Store, StoreError, WatchEvent, WatchStream};
+use weft_types::{Lease, LeaseRequest, NetworkConfig};
+
+/// The ConfigMap in `weft-system` holding the cluster network config, and its key.
+pub const CONFIG_MAP: &str = "weft-config";
+pub const CONFIG_KEY: &str = "network.json";
+const READ_ONLY: &str = "read-only in Kubernetes mode: the API server is the source of truth";
+
+pub struct KubeStore {
+    kube: Kube,
+    rv: RvMap,
+}
+
+impl KubeStore {
+    /// Connects to the API server a `kube://` or `kube+http://HOST:PORT` URL names. No request is made: an API
+    /// server that is down now shows up as `Unavailable` on the first call, which callers retry.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let config = match url.parse::<KubeUrl>()? {
+            KubeUrl::Infer => kube::Config::infer().await.map_err(|e| {
+                StoreError::Other(format!(
+                    "no Kubernetes client config: neither the in-cluster service account (KUBERNETES_SERVICE_HOST, \
+                     /var/run/secrets/kubernetes.io/serviceaccount) nor KUBECONFIG worked: {e}"
+                ))
+            })?,
+            KubeUrl::Plain(http) => {
+                let uri = http.parse().map_err(|e| StoreError::Other(format!("store URL {url:?}: {e}")))?;
+                kube::Config::new(uri)
+            }
+        };
+        let api_url = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config)
+            .map_err(|e| StoreError::Other(format!("Kubernetes client for {api_url}: {e}")))?;
+        Ok(Self::from_client(client, &api_url))
+    }
+
+    /// A store on an existing client; `api_url` is only for error messages.
+    pub fn from_client(client: kube::Client, api_url: &str) -> Self {
+        let kube = Kube { client, url: api_url.trim_end_matches('/').into(), op_timeout: Duration::from_secs(10) };
+        Self { kube, rv: RvMap::default() }
+    }
+
+    async fn node(&self, name: &str) -> Result<Option<Node>, StoreError> {
+        Ok(self.kube.cluster::<Node>().get(name).await?)
+    }
+
+    async fn list_objects<K: Object + AsObject>(&self) -> Result<Snapshot<StoreObject>, StoreError> {
+        let list = self.kube.cluster::<K>().list().await?;
+        let mut items: Vec<StoreObject> = list.items.iter().filter_map(|o| Some((o.key(), o.value()?))).collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let revision = self.rv.to_revision(list.metadata.resource_version.as_deref().unwrap_or("0"));
+        Ok(Snapshot { items, revision })
+    }
+
+    async fn watch_kind<K: Object, T: Send + 'static>(
+        &self,
+        after: Revision,
+        convert: Convert<K, T>,
+    ) -> Result<WatchStream<T>, StoreError> {
+        let rv = self.rv.to_resource_version(after);
+        let calls = self.kube.cluster::<K>();
+        match calls.watch(&rv).await {
+            Ok(first) => Ok(watch::spawn(calls, rv, first, convert)),
+            // Some servers refuse a too-old resourceVersion up front instead of in the stream.
+            Err(e) if e.code() == Some(410) => Ok(Box::pin(futures::stream::iter([Ok(WatchEvent::Reset)]))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn object_convert<K: AsObject + Send + Sync + 'static>() -> Convert<K, StoreObject> {
+    Box::new(|o: &K| {
+        let key = o.key();
+        let value = o.value().map(|v| (key.clone(), v));
+        (key, value)
+    })
+}
+
+fn parse_config(cm: &ConfigMap) -> Result<NetworkConfig, StoreError> {
+    let at = format!("ConfigMap {SYSTEM_NAMESPACE}/{CONFIG_MAP} key {CONFIG_KEY}");
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(CONFIG_KEY))
+        .ok_or_else(|| StoreError::Corrupt(format!("{at} is missing")))?;
+    let cfg: NetworkConfig = serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{at}: {e}")))?;
+    cfg.validate().map_err(|e| StoreError::Corrupt(format!("{at}: {e}")))?;
+    Ok(cfg)
+}
+
+/// A podCIDR the controller manager gave must be one of the cluster's node subnets, or routes go astray.
+fn check_pod_cidr(cfg: &NetworkConfig, node: &str, s: Ipv4Net) -> Result<(), StoreError> {
+    if !cfg.cluster_cidr.contains(&s) {
+        return Err(StoreError::Other(format!(
+            "Node {node} podCIDR {s} is outside clusterCidr {} (network.json in ConfigMap {SYSTEM_NAMESPACE}/\
+             {CONFIG_MAP} must match kube-controller-manager --cluster-cidr)",
+            cfg.cluster_cidr
+        )));
+    }
+    if s.prefix_len() != cfg.subnet_len {
+        return Err(StoreError::Other(format!(
+            "Node {node} podCIDR {s} is a /{} but subnetLen is {} (network.json must match \
+             kube-controller-manager --node-cidr-mask-size)",
+            s.prefix_len(),
+            cfg.subnet_len
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for KubeStore {
+    async fn network_config(&self) -> Result<NetworkConfig, StoreError> {
+        match self.kube.system::<ConfigMap>().get(CONFIG_MAP).await? {
+            Some(cm) => parse_config(&cm),
+            None => Err(StoreError::NoNetworkConfig),
+        }
+    }
+
+    async fn init_network_config(&self, cfg: &NetworkConfig) -> Result<NetworkConfig, StoreError> {
+        if let Some(cm) = self.kube.system::<ConfigMap>().get(CONFIG_MAP).await? {
+            return parse_config(&cm);
+        }
+        let json = serde_json::to_string_pretty(cfg).map_err(|e| StoreError::Other(e.to_string()))?;
+        let cm = ConfigMap {
+            metadata: ObjectMeta { name: Some(CONFIG_MAP.into()), ..ObjectMeta::default() },
+            data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), json)])),
+            ..ConfigMap::default()
+        };
+        match self.kube.system::<ConfigMap>().create(&cm).await {
+            Ok(created) => parse_config(&created),
+            // Another agent was first: its config wins.
+            Err(e) if e.code() == Some(409) => self.network_config().await,
+            Err(e) if e.code() == Some(404) => Err(StoreError::Other(format!(
+                "namespace {SYSTEM_NAMESPACE} does not exist: apply deploy/weft.yaml, which creates it ({e})"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn acquire(&self, req: &LeaseRequest) -> Result<Lease, StoreError> {
+        let cfg = self.network_config().await?;
+        let me = self.node(&req.node).await?.ok_or_else(|| {
+            StoreError::Other(format!(
+                "Node {:?} does not exist in the Kubernetes API: the node name (--node-name, WEFT_NODE_NAME) must \
+                 be the Kubernetes node name (the DaemonSet passes spec.nodeName)",
+                req.node
+            ))
+        })?;
+        let (cidr4, cidr6) = node::pod_cidrs(&me).map_err(StoreError::Other)?;
+        let (subnet, source) = match cidr4 {
+            Some(s) => {
+                check_pod_cidr(&cfg, &req.node, s)?;
+                alloc::drop_claims(&self.kube, &req.node, None).await?;
+                (s, Source::PodCidr)
+            }
+            None => {
+                let s = alloc::allocate(&self.kube, &cfg, &me, req.hint).await?;
+                alloc::drop_claims(&self.kube, &req.node, Some(s)).await?;
+                (s, Source::Weft)
+            }
+        };
+        if let (Some(c6), Some(s6)) = (cfg.cluster_cidr6, cidr6) {
+            if !c6.contains(&s6) {
+                return Err(StoreError::Other(format!("Node {} podCIDR {s6} is outside clusterCidr6 {c6}", req.node)));
+            }
+        }
+        let subnet6 = cidr6.or_else(|| cfg.index_of(subnet).and_then(|i| cfg.subnet6(i)));
+        let now = node::now_ms();
+        let lease = Lease {
+            node: req.node.clone(),
+            subnet,
+            subnet6,
+            node_ip: req.node_ip,
+            backend_data: req.backend_data.clone(),
+            expires_at_ms: now + req.ttl.as_millis() as u64,
+        };
+        self.kube.cluster::<Node>().merge_patch(&req.node, &node::publish_patch(&lease, source, now)).await?;
+        Ok(lease)
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        let lost = || StoreError::LeaseLost(lease.node.clone());
+        let n = self.node(&lease.node).await?.ok_or_else(lost)?;
+        match node::lease_of(&n) {
+            Ok(Some(cur)) if cur.subnet == lease.subnet => {}
+            _ => return Err(lost()),
+        }
+        let source =
+            if node::pod_cidrs(&n).map_err(StoreError::Other)?.0.is_some() { Source::PodCidr } else { Source::Weft };
+        let now = node::now_ms();
+        let next = Lease { expires_at_ms: now + ttl.as_millis() as u64, ..lease.clone() };
+        match self.kube.cluster::<Node>().merge_patch(&lease.node, &node::publish_patch(&next, source, now)).await {
+            Ok(_) => Ok(next),
+            Err(e) if e.code() == Some(404) => Err(lost()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn release(&self, node_name: &str) -> Result<(), StoreError> {
+        if let Some(n) = self.node(node_name).await? {
+            if node::has_weft_annotations(&n) {
+                match self.kube.cluster::<Node>().merge_patch(node_name, &node::release_patch()).await {
+                    Ok(_) => {}
+                    Err(e) if e.code() == Some(404) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        alloc::drop_claims(&self.kube, node_name, None).await
+    }
+
+    async fn leases(&self) -> Result<Snapshot<Lease>, StoreError> {
+        let list = self.kube.cluster::<Node>().list().await?;
+        let mut items = Vec::new();
+        for n in &list.items {
+            match node::lease_of(n) {
+                Ok(Some(l)) => items.push(l),
+                Ok(None) => {}
+                // One malformed Node must not hide every other peer.
+                Err(e) => tracing::warn!(error = %e, "skipping a Node whose weft annotations are malformed"),
+            }
+        }
+        let revision = self.rv.to_revision(list.metadata.resource_version.as_deref().unwrap_or("0"));
+        Ok(Snapshot { items, revision })
+    }
+
+    async fn watch_leases(&self, after: Revision) -> Result<WatchStream<Lease>, StoreError> {
+        let convert: Convert<Node, Lease> = Box::new(|n: &Node| {
+            let lease = node::lease_of(n).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring a Node whose weft annotations are malformed");
+                None
+            });
+            (node::name(n), lease)
+        });
+        self.watch_kind(after, convert).await
+    }
+
+    async fn put_object(&self, _: ObjectKind, _: &str, _: &serde_json::Value) -> Result<Revision, StoreError> {
+        Err(StoreError::Other(READ_ONLY.into()))
+    }
+
+    async fn delete_object(&self, _: ObjectKind, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::Other(READ_ONLY.into()))
+    }
+
+    async fn objects(&self, kind: ObjectKind) -> Result<Snapshot<StoreObject>, StoreError> {
+        match kind {
+            ObjectKind::Endpoint => self.list_objects::<Pod>().await,
+            ObjectKind::Namespace => self.list_objects::<Namespace>().await,
+            ObjectKind::Policy => self.list_objects::<NetworkPolicy>().await,
+        }
+    }
+
+    async fn watch_objects(&self, kind: ObjectKind, after: Revision) -> Result<WatchStream<StoreObject>, StoreError> {
+        match kind {
+            ObjectKind::Endpoint => self.watch_kind(after, object_convert::<Pod>()).await,
+            ObjectKind::Namespace => self.watch_kind(after, object_convert::<Namespace>()).await,
+            ObjectKind::Policy => self.watch_kind(after, object_convert::<NetworkPolicy>()).await,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The calls the store makes are exactly `API_CALLS`: every store operation is driven against the fake, which
+//! records each request, and the set of (group, resource, verb, namespace) it saw must equal the list. With
+//! the manifest test (`API_CALLS` equals the ClusterRole and Role rules) this proves RBAC grants exactly what
+//! the code calls.
+use crate::{config, next, req, Kit};
+use std::collections::BTreeSet;
+use weft_store::ObjectKind;
+use weft_store_kube::{ApiCall, API_CALLS};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_calls_exactly_what_api_calls_declares() {
+    let k = Kit::start().await;
+    let s = k.store().await;
+    s.init_network_config(&config("10.9.0.0/29", 30)).await.unwrap();
+    s.network_config().await.unwrap();
+    k.nodes(&["a", "b", "c"]);
+    k.server.cluster().add_node("pc", &["10.9.0.4/30"]);
+    let a = s.acquire(&req("a")).await.unwrap();
+    s.acquire(&req("pc")).await.unwrap();
+    s.renew(&a, crate::LONG).await.unwrap();
+    // A deleted node's claim is freed by the next agent that needs a subnet (a delete with a precondition).
+    k.server.cluster().remove("Node", None, "a").unwrap();
+    s.acquire(&req("b")).await.unwrap();
+    s.release("b").await.unwrap();
+    let snap = s.leases().await.unwrap();
+    let mut w = s.watch_leases(snap.revision).await.unwrap();
+    s.acquire(&req("c")).await.unwrap();
+    next(&mut w).await;
+    for kind in [ObjectKind::Endpoint, ObjectKind::Namespace, ObjectKind::Policy] {
+        let snap = s.objects(kind).await.unwrap();
+        drop(s.watch_objects(kind, snap.revision).await.unwrap());
+    }
+    let seen: BTreeSet<(String, String, String, Option<String>)> =
+        k.server.cluster().requests().into_iter().map(|r| (r.group, r.resource, r.verb, r.namespace)).collect();
+    let declared: BTreeSet<(String, String, String, Option<String>)> = API_CALLS
+        .iter()
+        .map(|c: &ApiCall| (c.group.into(), c.resource.into(), c.verb.into(), c.namespace.map(Into::into)))
+        .collect();
+    assert_eq!(seen, declared, "requests the fake saw vs API_CALLS");
+}
