@@ -20,7 +20,9 @@
 //! kernel shows into a list of problems for CNI CHECK, as a pure function.
 mod check;
 mod linux;
+mod msg;
 mod nl;
+mod observe;
 
 pub use check::compare;
 pub use linux::{NetlinkPodNet, PodNetns};

@@ -4,19 +4,15 @@
 //! exists before the default route that uses it, so the kernel never has to resolve it.
 //! Requests that configure state use NLM_F_CREATE|NLM_F_REPLACE, so a retried ADD converges instead of failing
 //! on EEXIST; only the veth itself is created exclusively (a name clash there means something else owns it).
+use super::msg::{address, alias, default_route, host_route, neighbour, up, veth_message};
 use super::nl::{NlSocket, CREATE_EXCL, CREATE_REPLACE};
-use super::{LinkObs, Mac, NeighObs, PodNet, PodObserved, PodSpec, RouteObs};
+use super::observe::{link_by_name, link_obs, side};
+use super::{LinkObs, PodNet, PodObserved, PodSpec};
 use crate::netns::NetnsHandle;
 use crate::DataplaneError;
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
-};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage as Rt};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::RouteNetlinkMessage as Rt;
 use std::cell::RefCell;
-use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -79,7 +75,7 @@ impl PodNet for NetlinkPodNet {
     fn create(&self, ns: &PodNetns, spec: &PodSpec) -> Result<(), DataplaneError> {
         let mut pod = ns.sock.borrow_mut();
         self.with_host(|host| {
-            let veth = || Rt::NewLink(veth_message(spec, &ns.handle));
+            let veth = || Rt::NewLink(veth_message(spec, ns.handle.fd().as_raw_fd()));
             if let Err(e) = host.batch(vec![(veth(), CREATE_EXCL)])?.remove(0) {
                 if e.raw_os_error() != Some(libc::EEXIST) {
                     return Err(DataplaneError::Netlink(format!("create veth {}: {e}", spec.host_ifname)));
@@ -250,215 +246,4 @@ fn delete_by_name(host: &mut NlSocket, name: &str) -> Result<bool, DataplaneErro
         Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
         Err(e) => Err(DataplaneError::Netlink(format!("delete {name}: {e}"))),
     }
-}
-
-fn link_by_name(sock: &mut NlSocket, name: &str) -> Result<Option<LinkObs>, DataplaneError> {
-    let mut q = LinkMessage::default();
-    q.attributes.push(LinkAttribute::IfName(name.to_string()));
-    Ok(sock.get(Rt::GetLink(q))?.and_then(link_obs))
-}
-
-fn link_obs(m: Rt) -> Option<LinkObs> {
-    let Rt::NewLink(m) = m else { return None };
-    let mut l = LinkObs { index: m.header.index, up: m.header.flags.contains(LinkFlags::Up), ..Default::default() };
-    for a in m.attributes {
-        match a {
-            LinkAttribute::IfName(n) => l.name = n,
-            LinkAttribute::Address(a) => l.mac = a.try_into().ok(),
-            LinkAttribute::Mtu(m) => l.mtu = m,
-            LinkAttribute::Link(p) => l.peer_index = Some(p),
-            LinkAttribute::IfAlias(a) => l.alias = Some(a),
-            LinkAttribute::LinkInfo(infos) => l.kind_veth = infos.contains(&LinkInfo::Kind(InfoKind::Veth)),
-            _ => {}
-        }
-    }
-    Some(l)
-}
-
-fn veth_message(spec: &PodSpec, ns: &NetnsHandle) -> LinkMessage {
-    // The peer cannot be created up: the kernel opens it before the pair is linked (veth_open → ENOTCONN).
-    let mut peer = LinkMessage::default();
-    peer.attributes = vec![
-        LinkAttribute::IfName(spec.pod_ifname.clone()),
-        LinkAttribute::Address(spec.pod_mac.to_vec()),
-        LinkAttribute::Mtu(spec.mtu),
-        LinkAttribute::NetNsFd(ns.fd().as_raw_fd()),
-    ];
-    let mut m = LinkMessage::default();
-    m.header.flags = LinkFlags::Up;
-    m.header.change_mask = LinkFlags::Up;
-    m.attributes = vec![
-        LinkAttribute::IfName(spec.host_ifname.clone()),
-        LinkAttribute::Address(spec.host_mac.to_vec()),
-        LinkAttribute::Mtu(spec.mtu),
-        LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Veth),
-            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-        ]),
-    ];
-    m
-}
-
-fn up(index: u32) -> LinkMessage {
-    let mut m = LinkMessage::default();
-    m.header.index = index;
-    m.header.flags = LinkFlags::Up;
-    m.header.change_mask = LinkFlags::Up;
-    m
-}
-
-fn alias(index: u32, alias: &str) -> LinkMessage {
-    let mut m = LinkMessage::default();
-    m.header.index = index;
-    m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
-    m
-}
-
-fn family(ip: IpAddr) -> AddressFamily {
-    if ip.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    }
-}
-
-fn host_len(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() {
-        32
-    } else {
-        128
-    }
-}
-
-fn address(ip: IpAddr, index: u32) -> AddressMessage {
-    let mut m = AddressMessage::default();
-    m.header.family = family(ip);
-    m.header.prefix_len = host_len(ip);
-    m.header.index = index;
-    if ip.is_ipv4() {
-        m.attributes.push(AddressAttribute::Local(ip));
-    } else {
-        // A /128 that nobody else can hold: duplicate address detection would only delay the pod by ~1 s.
-        m.header.flags = AddressHeaderFlags::Nodad;
-        m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
-    }
-    m.attributes.push(AddressAttribute::Address(ip));
-    m
-}
-
-fn neighbour(ip: IpAddr, mac: Mac, index: u32) -> NeighbourMessage {
-    let mut m = NeighbourMessage::default();
-    m.header.family = family(ip);
-    m.header.ifindex = index;
-    m.header.state = NeighbourState::Permanent;
-    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::from(ip)));
-    m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-    m
-}
-
-fn route_base(ip: IpAddr) -> RouteMessage {
-    let mut m = RouteMessage::default();
-    m.header.address_family = family(ip);
-    m.header.table = RouteHeader::RT_TABLE_MAIN;
-    m.header.protocol = RouteProtocol::Boot;
-    m.header.kind = RouteType::Unicast;
-    m
-}
-
-/// `default via GW dev POD onlink`: the gateway is outside the pod's /32, so it must be declared on-link.
-fn default_route(gateway: IpAddr, pod_idx: u32) -> RouteMessage {
-    let mut m = route_base(gateway);
-    m.header.scope = RouteScope::Universe;
-    m.header.flags = RouteFlags::Onlink;
-    m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
-    m.attributes.push(RouteAttribute::Oif(pod_idx));
-    m
-}
-
-/// `POD_IP/32 dev HOSTVETH scope link` on the node.
-fn host_route(ip: IpAddr, host_idx: u32) -> RouteMessage {
-    let mut m = route_base(ip);
-    m.header.destination_prefix_length = host_len(ip);
-    m.header.scope = if ip.is_ipv4() { RouteScope::Link } else { RouteScope::Universe };
-    m.attributes.push(RouteAttribute::Destination(RouteAddress::from(ip)));
-    m.attributes.push(RouteAttribute::Oif(host_idx));
-    m
-}
-
-type Side = (Vec<(IpAddr, u8)>, Vec<RouteObs>, Vec<NeighObs>);
-
-/// Addresses, main-table routes and neighbours that belong to link `idx`.
-fn side(sock: &mut NlSocket, idx: u32) -> Result<Side, DataplaneError> {
-    let mut addrs = Vec::new();
-    for m in sock.dump(Rt::GetAddress(AddressMessage::default()))? {
-        let Rt::NewAddress(a) = m else { continue };
-        if a.header.index != idx {
-            continue;
-        }
-        for attr in a.attributes {
-            if let AddressAttribute::Address(ip) = attr {
-                addrs.push((ip, a.header.prefix_len));
-            }
-        }
-    }
-    let mut routes = Vec::new();
-    for m in sock.dump(Rt::GetRoute(RouteMessage::default()))? {
-        let Rt::NewRoute(r) = m else { continue };
-        if let Some(obs) = route_obs(r).filter(|o| o.oif == Some(idx)) {
-            routes.push(obs);
-        }
-    }
-    let mut neighbours = Vec::new();
-    for m in sock.dump(Rt::GetNeighbour(NeighbourMessage::default()))? {
-        let Rt::NewNeighbour(n) = m else { continue };
-        if n.header.ifindex != idx {
-            continue;
-        }
-        let mut obs = NeighObs {
-            ip: IpAddr::from([0, 0, 0, 0]),
-            mac: None,
-            ifindex: idx,
-            permanent: n.header.state == NeighbourState::Permanent,
-        };
-        let mut has_ip = false;
-        for attr in n.attributes {
-            match attr {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => (obs.ip, has_ip) = (ip.into(), true),
-                NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => (obs.ip, has_ip) = (ip.into(), true),
-                NeighbourAttribute::LinkLayerAddress(mac) => obs.mac = mac.try_into().ok(),
-                _ => {}
-            }
-        }
-        if has_ip {
-            neighbours.push(obs);
-        }
-    }
-    Ok((addrs, routes, neighbours))
-}
-
-fn route_obs(r: RouteMessage) -> Option<RouteObs> {
-    if r.header.table != RouteHeader::RT_TABLE_MAIN {
-        return None;
-    }
-    let unspecified: IpAddr = match r.header.address_family {
-        AddressFamily::Inet => [0u8, 0, 0, 0].into(),
-        AddressFamily::Inet6 => [0u16; 8].into(),
-        _ => return None,
-    };
-    let mut obs =
-        RouteObs { dst: unspecified, prefix_len: r.header.destination_prefix_length, gateway: None, oif: None };
-    let ip = |a: RouteAddress| match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::from(v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::from(v6)),
-        _ => None,
-    };
-    for attr in r.attributes {
-        match attr {
-            RouteAttribute::Destination(a) => obs.dst = ip(a)?,
-            RouteAttribute::Gateway(a) => obs.gateway = ip(a),
-            RouteAttribute::Oif(i) => obs.oif = Some(i),
-            _ => {}
-        }
-    }
-    Some(obs)
 }

@@ -1,0 +1,178 @@
+//! Request builders: the rtnetlink messages for one attachment, as plain data (no I/O).
+use super::{Mac, PodSpec};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::AddressFamily;
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+
+pub(super) fn veth_message(spec: &PodSpec, pod_netns_fd: RawFd) -> LinkMessage {
+    // The peer cannot be created up: the kernel opens it before the pair is linked (veth_open → ENOTCONN).
+    let mut peer = LinkMessage::default();
+    peer.attributes = vec![
+        LinkAttribute::IfName(spec.pod_ifname.clone()),
+        LinkAttribute::Address(spec.pod_mac.to_vec()),
+        LinkAttribute::Mtu(spec.mtu),
+        LinkAttribute::NetNsFd(pod_netns_fd),
+    ];
+    let mut m = LinkMessage::default();
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    m.attributes = vec![
+        LinkAttribute::IfName(spec.host_ifname.clone()),
+        LinkAttribute::Address(spec.host_mac.to_vec()),
+        LinkAttribute::Mtu(spec.mtu),
+        LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+        ]),
+    ];
+    m
+}
+
+pub(super) fn up(index: u32) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    m
+}
+
+pub(super) fn alias(index: u32, alias: &str) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+    m
+}
+
+fn family(ip: IpAddr) -> AddressFamily {
+    if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+pub(super) fn host_len(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+pub(super) fn address(ip: IpAddr, index: u32) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = family(ip);
+    m.header.prefix_len = host_len(ip);
+    m.header.index = index;
+    if ip.is_ipv4() {
+        m.attributes.push(AddressAttribute::Local(ip));
+    } else {
+        // A /128 that nobody else can hold: duplicate address detection would only delay the pod by ~1 s.
+        m.header.flags = AddressHeaderFlags::Nodad;
+        m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    m.attributes.push(AddressAttribute::Address(ip));
+    m
+}
+
+pub(super) fn neighbour(ip: IpAddr, mac: Mac, index: u32) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = family(ip);
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::from(ip)));
+    m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    m
+}
+
+fn route_base(ip: IpAddr) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family(ip);
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::Boot;
+    m.header.kind = RouteType::Unicast;
+    m
+}
+
+/// `default via GW dev POD onlink`: the gateway is outside the pod's /32, so it must be declared on-link.
+pub(super) fn default_route(gateway: IpAddr, pod_idx: u32) -> RouteMessage {
+    let mut m = route_base(gateway);
+    m.header.scope = RouteScope::Universe;
+    m.header.flags = RouteFlags::Onlink;
+    m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
+    m.attributes.push(RouteAttribute::Oif(pod_idx));
+    m
+}
+
+/// `POD_IP/32 dev HOSTVETH scope link` on the node.
+pub(super) fn host_route(ip: IpAddr, host_idx: u32) -> RouteMessage {
+    let mut m = route_base(ip);
+    m.header.destination_prefix_length = host_len(ip);
+    m.header.scope = if ip.is_ipv4() { RouteScope::Link } else { RouteScope::Universe };
+    m.attributes.push(RouteAttribute::Destination(RouteAddress::from(ip)));
+    m.attributes.push(RouteAttribute::Oif(host_idx));
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod::PodAddr;
+
+    fn spec() -> PodSpec {
+        PodSpec {
+            host_ifname: "wf0000123456789".into(),
+            host_mac: [2, 0, 0, 0, 0, 1],
+            alias: "weft:n:c:eth0".into(),
+            pod_ifname: "eth0".into(),
+            pod_mac: [2, 0, 0, 0, 0, 2],
+            mtu: 1450,
+            addrs: vec![PodAddr { ip: "10.1.0.5".parse().unwrap(), gateway: "10.1.0.1".parse().unwrap() }],
+        }
+    }
+
+    #[test]
+    fn veth_peer_is_created_in_the_pod_netns_and_not_up() {
+        let m = veth_message(&spec(), 7);
+        assert!(m.header.flags.contains(LinkFlags::Up), "host side comes up at creation");
+        assert!(m.attributes.contains(&LinkAttribute::Mtu(1450)));
+        let peer = m
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                    LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) => Some(p.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .expect("veth peer");
+        assert!(!peer.header.flags.contains(LinkFlags::Up), "the kernel would answer ENOTCONN");
+        assert!(peer.attributes.contains(&LinkAttribute::NetNsFd(7)));
+        assert!(peer.attributes.contains(&LinkAttribute::IfName("eth0".into())));
+        assert!(peer.attributes.contains(&LinkAttribute::Address(vec![2, 0, 0, 0, 0, 2])));
+    }
+
+    #[test]
+    fn routes_and_addresses_have_the_routed_veth_shape() {
+        let gw: IpAddr = "10.1.0.1".parse().unwrap();
+        let d = default_route(gw, 3);
+        assert!(d.header.flags.contains(RouteFlags::Onlink));
+        assert_eq!(d.header.destination_prefix_length, 0);
+        let h = host_route("fd00::5".parse().unwrap(), 9);
+        assert_eq!((h.header.destination_prefix_length, h.header.scope), (128, RouteScope::Universe));
+        let h4 = host_route("10.1.0.5".parse().unwrap(), 9);
+        assert_eq!((h4.header.destination_prefix_length, h4.header.scope), (32, RouteScope::Link));
+        let a6 = address("fd00::5".parse().unwrap(), 3);
+        assert_eq!(a6.header.prefix_len, 128);
+        assert!(a6.attributes.contains(&AddressAttribute::Flags(AddressFlags::Nodad)));
+        let n = neighbour(gw, [2, 0, 0, 0, 0, 1], 3);
+        assert_eq!(n.header.state, NeighbourState::Permanent);
+    }
+}

@@ -1,0 +1,112 @@
+//! Reading the kernel back: links, addresses, routes and neighbours of one interface, for CHECK and for the
+//! "is this ours?" questions of create.
+use super::nl::NlSocket;
+use super::{LinkObs, NeighObs, RouteObs};
+use crate::DataplaneError;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage as Rt};
+use std::net::IpAddr;
+
+pub(super) fn link_by_name(sock: &mut NlSocket, name: &str) -> Result<Option<LinkObs>, DataplaneError> {
+    let mut q = LinkMessage::default();
+    q.attributes.push(LinkAttribute::IfName(name.to_string()));
+    Ok(sock.get(Rt::GetLink(q))?.and_then(link_obs))
+}
+
+pub(super) fn link_obs(m: Rt) -> Option<LinkObs> {
+    let Rt::NewLink(m) = m else { return None };
+    let mut l = LinkObs { index: m.header.index, up: m.header.flags.contains(LinkFlags::Up), ..Default::default() };
+    for a in m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n,
+            LinkAttribute::Address(a) => l.mac = a.try_into().ok(),
+            LinkAttribute::Mtu(m) => l.mtu = m,
+            LinkAttribute::Link(p) => l.peer_index = Some(p),
+            LinkAttribute::IfAlias(a) => l.alias = Some(a),
+            LinkAttribute::LinkInfo(infos) => l.kind_veth = infos.contains(&LinkInfo::Kind(InfoKind::Veth)),
+            _ => {}
+        }
+    }
+    Some(l)
+}
+
+pub(super) type Side = (Vec<(IpAddr, u8)>, Vec<RouteObs>, Vec<NeighObs>);
+
+/// Addresses, main-table routes and neighbours that belong to link `idx`.
+pub(super) fn side(sock: &mut NlSocket, idx: u32) -> Result<Side, DataplaneError> {
+    let mut addrs = Vec::new();
+    for m in sock.dump(Rt::GetAddress(AddressMessage::default()))? {
+        let Rt::NewAddress(a) = m else { continue };
+        if a.header.index != idx {
+            continue;
+        }
+        for attr in a.attributes {
+            if let AddressAttribute::Address(ip) = attr {
+                addrs.push((ip, a.header.prefix_len));
+            }
+        }
+    }
+    let mut routes = Vec::new();
+    for m in sock.dump(Rt::GetRoute(RouteMessage::default()))? {
+        let Rt::NewRoute(r) = m else { continue };
+        if let Some(obs) = route_obs(r).filter(|o| o.oif == Some(idx)) {
+            routes.push(obs);
+        }
+    }
+    let mut neighbours = Vec::new();
+    for m in sock.dump(Rt::GetNeighbour(NeighbourMessage::default()))? {
+        let Rt::NewNeighbour(n) = m else { continue };
+        if n.header.ifindex != idx {
+            continue;
+        }
+        let mut obs = NeighObs {
+            ip: IpAddr::from([0, 0, 0, 0]),
+            mac: None,
+            ifindex: idx,
+            permanent: n.header.state == NeighbourState::Permanent,
+        };
+        let mut has_ip = false;
+        for attr in n.attributes {
+            match attr {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => (obs.ip, has_ip) = (ip.into(), true),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => (obs.ip, has_ip) = (ip.into(), true),
+                NeighbourAttribute::LinkLayerAddress(mac) => obs.mac = mac.try_into().ok(),
+                _ => {}
+            }
+        }
+        if has_ip {
+            neighbours.push(obs);
+        }
+    }
+    Ok((addrs, routes, neighbours))
+}
+
+fn route_obs(r: RouteMessage) -> Option<RouteObs> {
+    if r.header.table != RouteHeader::RT_TABLE_MAIN {
+        return None;
+    }
+    let unspecified: IpAddr = match r.header.address_family {
+        AddressFamily::Inet => [0u8, 0, 0, 0].into(),
+        AddressFamily::Inet6 => [0u16; 8].into(),
+        _ => return None,
+    };
+    let mut obs =
+        RouteObs { dst: unspecified, prefix_len: r.header.destination_prefix_length, gateway: None, oif: None };
+    let ip = |a: RouteAddress| match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::from(v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::from(v6)),
+        _ => None,
+    };
+    for attr in r.attributes {
+        match attr {
+            RouteAttribute::Destination(a) => obs.dst = ip(a)?,
+            RouteAttribute::Gateway(a) => obs.gateway = ip(a),
+            RouteAttribute::Oif(i) => obs.oif = Some(i),
+            _ => {}
+        }
+    }
+    Some(obs)
+}
