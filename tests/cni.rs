@@ -67,9 +67,16 @@ fn dual_stack_pods_reach_each_other_and_the_node() {
     let host = node.ns.ip(&["route", "show", &format!("{a4}/32")]);
     assert!(host.contains("scope link"), "{host}");
 
+    // Routed, not bridged: pod-to-pod packets on one node must cross the node's netfilter forward hook.
+    node.ns.exec("nft", &["add table inet wt; add chain inet wt fw { type filter hook forward priority 0; }"]);
+    node.ns.exec("nft", &["add", "rule", "inet", "wt", "fw", "ip", "saddr", &a4, "ip", "daddr", &b4, "counter"]);
+    node.ns.exec("nft", &["add", "rule", "inet", "wt", "fw", "ip6", "saddr", &a6, "ip6", "daddr", &b6, "counter"]);
     for (from, to) in [(&a, &b4), (&a, &b6), (&b, &a4), (&b, &a6)] {
         assert!(ping(from, to), "{} -> {to}", from.name);
     }
+    let counters = node.ns.exec("nft", &["list", "chain", "inet", "wt", "fw"]);
+    assert_eq!(counters.matches("counter packets 0 ").count(), 0, "both rules counted a packet: {counters}");
+    assert_eq!(counters.matches("counter packets").count(), 2, "{counters}");
     for dst in [NODE_IP, NODE_IP6] {
         assert!(ping(&a, dst), "pod -> node {dst}");
     }
