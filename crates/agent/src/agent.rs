@@ -176,6 +176,13 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
                     tracing::warn!(?op, %err, "kernel refused a change; next resync retries");
                 }
                 first = false;
+                if periodic {
+                    if let Ok(c) = dp.nft_counters(crate::firewall::FAMILY, crate::firewall::TABLE).await {
+                        if let Some((_, p, _)) = c.iter().find(|(n, _, _)| n == "vxlan_rejected") {
+                            metrics.vxlan_rejected.set(*p as i64);
+                        }
+                    }
+                }
             }
             Err(e) => {
                 metrics.reconcile_errors.inc();

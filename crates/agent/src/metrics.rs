@@ -1,5 +1,6 @@
 //! Prometheus metrics of the agent (text format on `/metrics`).
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -16,6 +17,9 @@ pub struct Metrics {
     pub lease_renewals: Counter,
     pub lease_renew_failures: Counter,
     pub reconcile_seconds: Histogram,
+    /// Packets dropped by policy, by direction and (for per-policy counters) policy; read from nft counters.
+    pub policy_dropped: Family<Vec<(String, String)>, Gauge>,
+    pub vxlan_rejected: Gauge,
 }
 
 impl Default for Metrics {
@@ -32,6 +36,8 @@ impl Default for Metrics {
             lease_renewals: Counter::default(),
             lease_renew_failures: Counter::default(),
             reconcile_seconds: Histogram::new(exponential_buckets(0.0005, 4.0, 10)),
+            policy_dropped: Family::default(),
+            vxlan_rejected: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("peers", "Peers (other nodes' leases) known", m.peers.clone());
@@ -47,6 +53,16 @@ impl Default for Metrics {
         );
         registry.register("lease_renewals", "Successful lease renewals", m.lease_renewals.clone());
         registry.register("lease_renew_failures", "Failed lease renewals", m.lease_renew_failures.clone());
+        registry.register(
+            "policy_dropped_packets",
+            "Packets dropped by NetworkPolicy (labels: direction, policy; policy=\"\" for all policies)",
+            m.policy_dropped.clone(),
+        );
+        registry.register(
+            "vxlan_rejected_packets",
+            "VXLAN packets from unknown sources dropped",
+            m.vxlan_rejected.clone(),
+        );
         registry.register("reconcile_duration_seconds", "Time of a reconcile pass", m.reconcile_seconds.clone());
         Metrics { registry, ..m }
     }

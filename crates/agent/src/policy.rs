@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use weft_dataplane::Dataplane;
+use weft_policy::nft::CounterKind;
 use weft_policy::{compile, diff_sets, CompileOptions, Model, Namespace, Pod, Ruleset};
 use weft_store::{Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
 
@@ -119,7 +120,19 @@ impl PolicyEngine {
             let t0 = Instant::now();
             let (model, errors) = model_from(pods.values(), nss.values(), pols.values());
             let rs = compile(&model, &self.node, &self.opts);
-            let incremental = if periodic { None } else { last.as_ref().and_then(|old| diff_sets(old, &rs)) };
+            // A periodic pass checks that the table is still there (its counters are) instead of reloading it:
+            // a full load of a large table costs seconds of kernel time (1 000 policies ≈ 2.5 s) and would reset
+            // the drop counters. If someone deleted the table, it is loaded again in full.
+            let mut counters = None;
+            if periodic && last.is_some() {
+                let c = self.dp.nft_counters("inet", &rs.table).await.unwrap_or_default();
+                if c.is_empty() {
+                    tracing::warn!("policy table missing (deleted behind our back?); loading it again");
+                    last = None;
+                }
+                counters = Some(c);
+            }
+            let incremental = last.as_ref().and_then(|old| diff_sets(old, &rs));
             let result = match incremental {
                 Some(cmds) if cmds.is_empty() => Ok("unchanged"),
                 Some(cmds) => match self.dp.nft_script(&cmds.join("\n")).await {
@@ -129,44 +142,70 @@ impl PolicyEngine {
                 None => self.replace(&rs).await.map(|_| "full"),
             };
             let elapsed = t0.elapsed();
-            let _written = WriteStatusOnDrop(&self.state_dir, &self.status);
-            let mut st = self.status.write().expect("status lock");
             let local: Vec<&Pod> = model.pods.iter().filter(|p| p.node == self.node).collect();
             let mut applied: Vec<String> =
                 pols.iter().map(|(k, (_, v))| format!("{k}@{}", weft_types::digest::digest(v))).collect();
             applied.sort();
-            match result {
-                Ok(mode) => {
-                    if mode != "unchanged" {
-                        tracing::debug!(
-                            mode,
-                            rules = rs.rule_count(),
-                            elements = rs.element_count(),
-                            ?elapsed,
-                            "policy applied"
-                        );
+            let ok = result.is_ok();
+            {
+                let mut st = self.status.write().expect("status lock");
+                match result {
+                    Ok(mode) => {
+                        if mode != "unchanged" {
+                            tracing::debug!(
+                                mode,
+                                rules = rs.rule_count(),
+                                elements = rs.element_count(),
+                                ?elapsed,
+                                "policy applied"
+                            );
+                        }
+                        let mode = if mode == "unchanged" { st.policy.last_mode.clone() } else { mode.to_string() };
+                        st.policy = PolicyStatus {
+                            local_pods: local.len(),
+                            ready_pods: local.iter().filter(|p| !p.ips.is_empty()).count(),
+                            policies: applied,
+                            rules: rs.rule_count(),
+                            elements: rs.element_count(),
+                            last_mode: mode,
+                            last_apply_us: elapsed.as_micros() as u64,
+                            applied_at_ms: now_ms(),
+                            errors,
+                            last_error: None,
+                        };
                     }
-                    let mode = if mode == "unchanged" { st.policy.last_mode.clone() } else { mode.to_string() };
-                    st.policy = PolicyStatus {
-                        local_pods: local.len(),
-                        ready_pods: local.iter().filter(|p| !p.ips.is_empty()).count(),
-                        policies: applied,
-                        rules: rs.rule_count(),
-                        elements: rs.element_count(),
-                        last_mode: mode,
-                        last_apply_us: elapsed.as_micros() as u64,
-                        applied_at_ms: now_ms(),
-                        errors,
-                        last_error: None,
-                    };
-                    last = Some(rs);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "applying the policy table failed; retrying at the next resync");
-                    st.policy.last_error = Some(e.to_string());
-                    last = None;
+                    Err(e) => {
+                        tracing::error!(error = %e, "applying the policy table failed; retrying at the next resync");
+                        st.policy.last_error = Some(e.to_string());
+                    }
                 }
             }
+            crate::status::write_file(&self.state_dir, &self.status);
+            if ok {
+                if let Some(c) = counters {
+                    self.export_counters(&rs, &c);
+                }
+                last = Some(rs);
+            } else {
+                last = None;
+            }
+        }
+    }
+
+    /// Puts the table's drop counters into metrics (each resync).
+    fn export_counters(&self, rs: &Ruleset, values: &[(String, u64, u64)]) {
+        for c in &rs.counters {
+            let Some((_, packets, _)) = values.iter().find(|(n, _, _)| *n == c.name) else { continue };
+            let labels = match &c.counts {
+                CounterKind::Dropped(d) => vec![("direction".into(), dir(*d)), ("policy".into(), String::new())],
+                CounterKind::DroppedForPolicy(d, p) => {
+                    vec![("direction".into(), dir(*d)), ("policy".into(), p.to_string())]
+                }
+                CounterKind::DroppedUnready => {
+                    vec![("direction".into(), "unready".into()), ("policy".into(), String::new())]
+                }
+            };
+            self.metrics.policy_dropped.get_or_create(&labels).set(*packets as i64);
         }
     }
 
@@ -175,11 +214,9 @@ impl PolicyEngine {
     }
 }
 
-/// Writes status.json when the policy pass ends (after the status lock is released).
-struct WriteStatusOnDrop<'a>(&'a std::path::Path, &'a SharedStatus);
-
-impl Drop for WriteStatusOnDrop<'_> {
-    fn drop(&mut self) {
-        crate::status::write_file(self.0, self.1);
+fn dir(d: weft_policy::Direction) -> String {
+    match d {
+        weft_policy::Direction::Ingress => "ingress".into(),
+        weft_policy::Direction::Egress => "egress".into(),
     }
 }
