@@ -1,0 +1,135 @@
+//! Whole agents in Kubernetes mode: weftd's library (`weft_agent::run`) with the Kubernetes store, against the
+//! fake API server, on fake kernels (no root needed). This is "kube mode" end to end short of real netlink:
+//! Nodes registered as a kubelet would, one with a podCIDR from the controller manager and two without; the
+//! agents must find each other through Node annotations, program each other, follow a Node's deletion, enforce
+//! a NetworkPolicy from the API, and leave the Node clean on uninstall.
+//!
+//! Run: `cargo test -p weft-store-kube --test agent_kube`.
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use weft_agent::{AgentConfig, Deps};
+use weft_dataplane::fake::FakeDataplane;
+use weft_store_kube::fake::{resources, FakeApiServer, FakeOptions};
+use weft_store_kube::KubeStore;
+
+struct Agent {
+    fake: Arc<FakeDataplane>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), weft_agent::AgentError>>,
+    dir: std::path::PathBuf,
+}
+
+async fn start(api: &FakeApiServer, dir: &std::path::Path, i: u8, extra: &[&str]) -> Agent {
+    let fake = Arc::new(FakeDataplane::new());
+    fake.add_link("eth0", 1500, vec![format!("172.30.{i}.1/24").parse().unwrap()]);
+    let node_dir = dir.join(format!("n{i}"));
+    let mut args = vec![
+        "weftd".to_string(),
+        format!("--node-name=n{i}"),
+        format!("--node-ip=172.30.{i}.1"),
+        format!("--store={}", api.store_url()),
+        format!("--network-config={}", dir.join("network.json").display()),
+        format!("--node-file={}", node_dir.join("node.json").display()),
+        format!("--state-dir={}", node_dir.display()),
+        "--resync-interval=200ms".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let cfg = <AgentConfig as clap::Parser>::parse_from(args);
+    let store = Arc::new(KubeStore::connect(&api.store_url()).await.unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let deps = Deps { store, dataplane: fake.clone(), listener, shutdown: rx };
+    let task = tokio::spawn(weft_agent::run(cfg, deps));
+    Agent { fake, stop, task, dir: node_dir }
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn annotations(api: &FakeApiServer, node: &str) -> serde_json::Value {
+    let nodes = resources::by_plural("", "v1", "nodes").unwrap();
+    api.cluster().get(nodes, None, node).unwrap()["metadata"]["annotations"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_on_the_kubernetes_api() {
+    // Agent logs show on failure only.
+    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+    let opts = FakeOptions { bookmark_interval: Duration::from_millis(200), ..FakeOptions::default() };
+    let api = FakeApiServer::start("127.0.0.1:0".parse().unwrap(), opts).await.unwrap();
+    let c = api.cluster();
+    c.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "weft-system"}})).unwrap();
+    c.add_node("n1", &["10.244.100.0/24"]);
+    c.add_node("n2", &[]);
+    c.add_node("n3", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("network.json"), r#"{"clusterCidr":"10.244.0.0/16","subnetLen":24}"#).unwrap();
+
+    let a = start(&api, dir.path(), 1, &[]).await;
+    let b = start(&api, dir.path(), 2, &[]).await;
+    let z = start(&api, dir.path(), 3, &["--uninstall-on-exit"]).await;
+    for r in [&a, &b, &z] {
+        let f = r.fake.clone();
+        eventually("two peers programmed", move || f.state().routes.len() == 2 && f.state().fdbs.len() == 2).await;
+    }
+    let n1 = weft_types::NodeFile::load(&a.dir.join("node.json")).unwrap();
+    assert_eq!(n1.subnet.to_string(), "10.244.100.0/24", "the podCIDR the controller manager gave");
+    let n2 = weft_types::NodeFile::load(&b.dir.join("node.json")).unwrap();
+    assert_ne!(n2.subnet, n1.subnet);
+    // The VTEP MAC the agent created is what its Node publishes.
+    let mac = weft_dataplane::format_mac(&b.fake.link("weft.1").expect("vxlan device").mac);
+    let data: serde_json::Value =
+        serde_json::from_str(annotations(&api, "n2")["weft.dev/backend-data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["vtepMac"], mac);
+
+    // A NetworkPolicy from the API reaches the policy table of the node that runs the selected pod.
+    c.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "default", "name": "web",
+        "labels": {"app": "web"}}, "spec": {"nodeName": "n1", "containers": [{"name": "c"}]},
+        "status": {"phase": "Running", "podIP": "10.244.100.7", "podIPs": [{"ip": "10.244.100.7"}]}}))
+        .unwrap();
+    c.apply(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"namespace": "default", "name": "deny-web"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}}))
+        .unwrap();
+    let f = a.fake.clone();
+    eventually("policy table names the pod", move || {
+        f.nft_table("inet", "weft-policy").is_some_and(|t| t.contains("10.244.100.7"))
+    })
+    .await;
+
+    // z leaves with uninstall: its annotations and its subnet claim go; a and b drop its routes.
+    z.stop.send(true).unwrap();
+    z.task.await.unwrap().unwrap();
+    assert!(z.fake.state().is_empty());
+    let anns = annotations(&api, "n3");
+    assert!(anns.as_object().is_none_or(|m| m.keys().all(|k| !k.starts_with("weft.dev/"))), "{anns}");
+    let leases = resources::by_plural("coordination.k8s.io", "v1", "leases").unwrap();
+    let holders: Vec<String> = c
+        .list(leases, Some("weft-system"))
+        .0
+        .iter()
+        .map(|l| l["spec"]["holderIdentity"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(holders, ["n2"], "only n2 allocates through weft now");
+    for r in [&a, &b] {
+        let f = r.fake.clone();
+        eventually("released peer removed", move || f.state().routes.len() == 1).await;
+    }
+
+    // A Node deleted from the API (kubectl delete node) is a peer gone.
+    c.remove("Node", None, "n2").unwrap();
+    let f = a.fake.clone();
+    eventually("deleted node's routes removed", move || f.state().routes.is_empty()).await;
+    a.stop.send(true).unwrap();
+    a.task.await.unwrap().unwrap();
+    b.stop.send(true).unwrap();
+    let _ = b.task.await;
+}
