@@ -158,20 +158,17 @@ fn main() -> Result<()> {
         bail!("needs root");
     }
     println!("weftd end to end: N leases in the store → weftd started → N peers in the kernel (embedded store)");
+    let (_, idle) = weft(0)?;
+    println!("weftd resident memory with 0 peers: {:.1} MiB", idle as f64 / 1024.0);
     println!(
-        "{:>6} | {:>14} | {:>13} | {:>6} | {:>12} | {:>12}",
-        "N", "ip -batch ref s", "weftd e2e s", "ratio", "RSS start MiB", "RSS at N MiB"
+        "{:>6} | {:>15} | {:>11} | {:>6} | {:>12}",
+        "N", "ip -batch ref s", "weftd e2e s", "ratio", "RSS at N MiB"
     );
     for n in sizes {
         let dir = TempDir::new("bench-ref");
         let r = reference(n, &dir)?;
-        let (w, rss, base) = weft(n)?;
-        println!(
-            "{n:>6} | {r:>14.3} | {w:>13.3} | {:>6.2} | {:>12.1} | {:>12.1}",
-            w / r,
-            base as f64 / 1024.0,
-            rss as f64 / 1024.0
-        );
+        let (w, rss) = weft(n)?;
+        println!("{n:>6} | {r:>15.3} | {w:>11.3} | {:>6.2} | {:>12.1}", w / r, rss as f64 / 1024.0);
     }
     Ok(())
 }
