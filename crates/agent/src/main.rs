@@ -27,11 +27,16 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// A node may boot before its store: keep trying (and say why) instead of crash-looping without a reason.
-/// A malformed URL is a configuration error and fails at once.
+/// A malformed URL is a configuration error and fails at once. `kube://` URLs go to the Kubernetes store.
 async fn open_store(url: &str) -> anyhow::Result<Arc<dyn weft_store::Store>> {
     let mut backoff = std::time::Duration::from_millis(200);
     loop {
-        match weft_store::open(url).await {
+        let opened = if weft_store_kube::handles(url) {
+            weft_store_kube::open(url).await
+        } else {
+            weft_store::open(url).await
+        };
+        match opened {
             Ok(s) => return Ok(s),
             Err(weft_store::StoreError::Unavailable(e)) => {
                 tracing::warn!(store = url, error = %e, "store unreachable; retrying");
