@@ -9,7 +9,7 @@
 //! `kube::Api` is used nowhere else in the crate.
 use crate::error::KubeError;
 use futures::StreamExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchParams};
+use kube::api::{Api, DeleteParams, GetParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchParams};
 use kube::core::{ObjectList, WatchEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -149,6 +149,16 @@ impl<K: Object> Calls<K> {
     /// None if the object does not exist.
     pub async fn get(&self, name: &str) -> Result<Option<K>, KubeError> {
         match self.run("get", self.api.get(name)).await {
+            Ok(o) => Ok(Some(o)),
+            Err(e) if e.code() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Like [`Calls::get`], but served from the API server's watch cache (`resourceVersion=0`): possibly a
+    /// moment behind, and no etcd read. For frequent checks (renewals) where slightly stale is fine.
+    pub async fn get_cached(&self, name: &str) -> Result<Option<K>, KubeError> {
+        match self.run("get", self.api.get_with(name, &GetParams::any())).await {
             Ok(o) => Ok(Some(o)),
             Err(e) if e.code() == Some(404) => Ok(None),
             Err(e) => Err(e),

@@ -84,6 +84,11 @@ pub fn format_time(ms: u64) -> String {
     k8s_openapi::jiff::Timestamp::from_millisecond(ms as i64).map(|t| t.to_string()).unwrap_or_default()
 }
 
+/// When weft last published on this Node (`weft.dev/renewed-at`), in ms since the epoch.
+pub fn renewed_at(node: &Node) -> Option<u64> {
+    annotation(node, RENEWED_AT).and_then(parse_time)
+}
+
 /// The Node's lease, None if weft has not published one. Err if weft's annotations are malformed.
 pub fn lease_of(node: &Node) -> Result<Option<Lease>, String> {
     let Some(ip) = annotation(node, NODE_IP) else { return Ok(None) };

@@ -20,6 +20,9 @@ use weft_types::{Lease, LeaseRequest, NetworkConfig};
 /// The ConfigMap in `weft-system` holding the cluster network config, and its key.
 pub const CONFIG_MAP: &str = "weft-config";
 pub const CONFIG_KEY: &str = "network.json";
+/// How often a renewal that changes nothing still refreshes `weft.dev/renewed-at`: as often as the kubelet
+/// reports an unchanged node status by default, so weft adds no more Node churn than the kubelet does.
+pub const REFRESH: Duration = Duration::from_secs(300);
 const READ_ONLY: &str = "read-only in Kubernetes mode: the API server is the source of truth";
 
 pub struct KubeStore {
@@ -67,7 +70,7 @@ impl KubeStore {
         Ok(Snapshot { items, revision })
     }
 
-    async fn watch_kind<K: Object, T: Send + 'static>(
+    async fn watch_kind<K: Object, T: serde::Serialize + Send + 'static>(
         &self,
         after: Revision,
         convert: Convert<K, T>,
@@ -196,14 +199,21 @@ impl Store for KubeStore {
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
         let lost = || StoreError::LeaseLost(lease.node.clone());
-        let n = self.node(&lease.node).await?.ok_or_else(lost)?;
-        match node::lease_of(&n) {
-            Ok(Some(cur)) if cur.subnet == lease.subnet => {}
+        let n = self.kube.cluster::<Node>().get_cached(&lease.node).await?.ok_or_else(lost)?;
+        let cur = match node::lease_of(&n) {
+            Ok(Some(cur)) if cur.subnet == lease.subnet => cur,
             _ => return Err(lost()),
+        };
+        // Nodes do not expire, so a renewal writes only when there is news: changed attributes, or a
+        // renewed-at older than REFRESH. Each write is a Node event for every agent in the cluster.
+        let now = node::now_ms();
+        let unchanged =
+            cur.node_ip == lease.node_ip && cur.subnet6 == lease.subnet6 && cur.backend_data == lease.backend_data;
+        if unchanged && node::renewed_at(&n).is_some_and(|t| now.saturating_sub(t) < REFRESH.as_millis() as u64) {
+            return Ok(cur);
         }
         let source =
             if node::pod_cidrs(&n).map_err(StoreError::Other)?.0.is_some() { Source::PodCidr } else { Source::Weft };
-        let now = node::now_ms();
         let next = Lease { expires_at_ms: now + ttl.as_millis() as u64, ..lease.clone() };
         match self.kube.cluster::<Node>().merge_patch(&lease.node, &node::publish_patch(&next, source, now)).await {
             Ok(_) => Ok(next),

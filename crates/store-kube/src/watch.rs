@@ -3,7 +3,9 @@
 //! Why kube's raw `Api::watch` and not `kube::runtime::watcher`/reflector: the store contract hands the
 //! consumer the relist ("Reset, then list again"), and the watcher hides exactly that by relisting itself.
 //! Here the semantics map one to one:
-//! - ADDED/MODIFIED of an object the store shows → `Put`. MODIFIED of one it does not show (a Node whose weft
+//! - ADDED/MODIFIED of an object the store shows → `Put`, unless what the store shows of it did not change
+//!   (kubelet status updates on a Node, container restarts in a Pod: most MODIFIED events are such noise, and
+//!   every agent would otherwise reconcile on each). MODIFIED of one it does not show (a Node whose weft
 //!   annotations were removed, a pod that finished) → `Delete`, once. DELETED → `Delete` if it was shown.
 //! - BOOKMARK → nothing for the consumer, but the resume point moves forward.
 //! - The server ending the watch (its timeout, an API server restart) → watch again from the last
@@ -15,7 +17,9 @@
 use crate::calls::{Calls, EventStream, Object};
 use futures::StreamExt;
 use kube::core::WatchEvent as KubeEvent;
+use serde::Serialize;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use weft_store::{StoreError, WatchEvent, WatchStream};
@@ -23,7 +27,7 @@ use weft_store::{StoreError, WatchEvent, WatchStream};
 /// Turns one Kubernetes object into the store's view of it: its key, and its value if the store shows it.
 pub(crate) type Convert<K, T> = Box<dyn Fn(&K) -> (String, Option<T>) + Send + Sync>;
 
-pub(crate) fn spawn<K: Object, T: Send + 'static>(
+pub(crate) fn spawn<K: Object, T: Serialize + Send + 'static>(
     calls: Calls<K>,
     resource_version: String,
     first: EventStream<K>,
@@ -40,8 +44,9 @@ struct Watch<K, T> {
     /// Resume point: the resourceVersion of the last event (or bookmark) seen.
     rv: String,
     convert: Convert<K, T>,
-    /// Whether each key seen on this stream was last shown (Put) or not: a Delete is sent once per removal.
-    shown: HashMap<String, bool>,
+    /// Per key seen on this stream: a hash of what was last shown (Put), or None if it is not shown. A hash,
+    /// not a copy: a watch of 100k pods should not hold a second copy of every pod.
+    shown: HashMap<String, Option<u64>>,
     tx: mpsc::Sender<Result<WatchEvent<T>, StoreError>>,
 }
 
@@ -55,7 +60,13 @@ fn rv_of<K: kube::Resource>(o: &K) -> Option<String> {
     o.meta().resource_version.clone()
 }
 
-impl<K: Object, T: Send + 'static> Watch<K, T> {
+fn digest<T: Serialize>(v: &T) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(v).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+impl<K: Object, T: Serialize + Send + 'static> Watch<K, T> {
     /// An object appeared or changed. One that is not shown becomes a Delete only if it may have been shown
     /// before: a new Node without weft annotations is nothing to report.
     fn put(&mut self, o: &K, modified: bool) -> Step<T> {
@@ -63,11 +74,14 @@ impl<K: Object, T: Send + 'static> Watch<K, T> {
         let (key, value) = (self.convert)(o);
         match value {
             Some(v) => {
-                self.shown.insert(key, true);
-                Step::Emit(WatchEvent::Put(v))
+                let d = digest(&v);
+                match self.shown.insert(key, Some(d)) {
+                    Some(Some(before)) if before == d => Step::Quiet,
+                    _ => Step::Emit(WatchEvent::Put(v)),
+                }
             }
-            None => match self.shown.insert(key.clone(), false) {
-                Some(false) => Step::Quiet,
+            None => match self.shown.insert(key.clone(), None) {
+                Some(None) => Step::Quiet,
                 None if !modified => Step::Quiet,
                 _ => Step::Emit(WatchEvent::Delete(key)),
             },
@@ -82,7 +96,7 @@ impl<K: Object, T: Send + 'static> Watch<K, T> {
                 self.rv = rv_of(&o).unwrap_or_else(|| self.rv.clone());
                 let (key, value) = (self.convert)(&o);
                 let was = self.shown.remove(&key);
-                if value.is_some() || was == Some(true) {
+                if value.is_some() || matches!(was, Some(Some(_))) {
                     Step::Emit(WatchEvent::Delete(key))
                 } else {
                     Step::Quiet

@@ -17,12 +17,13 @@
 //!
 //! Layout: [`state`] holds the objects and history, [`http`] maps requests to it, [`patch`] the patch formats,
 //! [`resources`] the served types.
+mod control;
 mod http;
 pub mod patch;
 pub mod resources;
 pub mod state;
 
-pub use state::{ApiError, Cluster, ClusterOptions, RequestRecord};
+pub use state::{ApiError, Cluster, ClusterOptions, PatchKind, RequestRecord};
 
 use serde_json::Value;
 use std::net::SocketAddr;

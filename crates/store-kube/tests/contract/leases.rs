@@ -156,6 +156,27 @@ async fn renew_publishes_and_moves_expiry_forward() {
     assert!(matches!(s.renew(&other, LONG).await, Err(StoreError::LeaseLost(_))));
 }
 
+/// Nodes do not expire, so a renewal with nothing new writes nothing: at 5000 nodes renewing every 20 s, a write
+/// each time would be 250 Node events a second for every agent to process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_without_news_writes_nothing() {
+    let k = Kit::with_config("10.244.0.0/16", 24).await;
+    k.nodes(&["n1"]);
+    let s = k.store().await;
+    let l = s.acquire(&req("n1")).await.unwrap();
+    let patches = || k.server.cluster().requests().iter().filter(|r| r.verb == "patch").count();
+    let before = patches();
+    for _ in 0..5 {
+        assert_eq!(s.renew(&l, LONG).await.unwrap(), l, "nothing changed: the published lease as is");
+    }
+    assert_eq!(patches(), before, "no write without news");
+    let mut moved = l.clone();
+    moved.node_ip = "192.0.2.50".parse().unwrap();
+    let m = s.renew(&moved, LONG).await.unwrap();
+    assert_eq!(patches(), before + 1);
+    assert_eq!(s.leases().await.unwrap().items, vec![m]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_removes_annotations_and_claim_and_is_idempotent() {
     let k = Kit::with_config("10.244.0.0/16", 24).await;

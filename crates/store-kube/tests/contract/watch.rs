@@ -5,6 +5,7 @@ use futures::StreamExt;
 use serde_json::json;
 use std::time::Duration;
 use weft_store::{ObjectKind, WatchEvent};
+use weft_store_kube::fake::PatchKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_sees_every_change_after_a_listed_revision() {
@@ -20,8 +21,13 @@ async fn watch_sees_every_change_after_a_listed_revision() {
     assert_eq!(next(&mut w).await, WatchEvent::Put(b.clone()));
     let c = k.store().await.acquire(&req("c")).await.unwrap();
     assert_eq!(next(&mut w).await, WatchEvent::Put(c.clone()));
-    // A Node without weft annotations joining, or a change to other fields, is no lease event.
+    // A Node without weft annotations joining, or a change to other fields (the kubelet's status updates), is
+    // no lease event.
     k.nodes(&["plain"]);
+    let nodes = weft_store_kube::fake::resources::by_plural("", "v1", "nodes").unwrap();
+    let status =
+        json!({"metadata": {"labels": {"zone": "b"}}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    k.server.cluster().patch(nodes, None, "c", PatchKind::Merge, &status).unwrap();
     quiet(&mut w, Duration::from_millis(300)).await;
     // Resuming from a later snapshot replays only what came after it.
     let snap = s.leases().await.unwrap();
