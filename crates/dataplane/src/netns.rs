@@ -76,3 +76,61 @@ where
         .map_err(|_| DataplaneError::Other("thread inside the network namespace panicked".into()))?
     })
 }
+
+/// Runs `f` on the *calling* thread inside `ns`, then moves the thread back home (also if `f` panics).
+///
+/// Cheaper than [`run_in`]: no thread to create and schedule (~0.1 ms on an idle node, milliseconds on a loaded
+/// one — the CNI plugin's hot path). Only for short synchronous code such as opening a socket, never around an
+/// `.await`. If the thread cannot be moved back, the process aborts: going on in the wrong namespace would apply
+/// node configuration to a pod.
+pub fn run_here<T>(ns: &NetnsHandle, f: impl FnOnce() -> T) -> Result<T, DataplaneError> {
+    struct GoHome(NetnsHandle);
+    impl Drop for GoHome {
+        fn drop(&mut self) {
+            if self.0.enter_this_thread().is_err() {
+                std::process::abort();
+            }
+        }
+    }
+    let home = GoHome(NetnsHandle::current()?);
+    ns.enter_this_thread()?;
+    let out = f();
+    drop(home);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn inode(p: &str) -> u64 {
+        std::fs::metadata(p).unwrap().ino()
+    }
+
+    #[test]
+    fn run_here_enters_and_comes_back_even_on_panic() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: needs root");
+            return;
+        }
+        struct Del(String);
+        impl Drop for Del {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
+        let name = format!("wfnsrh{}", std::process::id());
+        assert!(std::process::Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
+        let _del = Del(name.clone());
+        let path = format!("/var/run/netns/{name}");
+        let ns = NetnsHandle::open(Path::new(&path)).unwrap();
+        let home = inode("/proc/thread-self/ns/net");
+        let inside = run_here(&ns, || inode("/proc/thread-self/ns/net")).unwrap();
+        assert_eq!(inside, inode(&path));
+        assert_eq!(inode("/proc/thread-self/ns/net"), home);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_here(&ns, || panic!("boom"))));
+        assert!(r.is_err());
+        assert_eq!(inode("/proc/thread-self/ns/net"), home, "back home after a panic");
+    }
+}

@@ -6,10 +6,9 @@
 //! kernel processes the messages of one datagram in order and acks each one, so a failure is reported against
 //! the exact request that caused it and the others still run.
 //!
-//! A socket is bound to the network namespace it was *created* in, so [`NlSocket::open_in`] creates it on a
-//! short-lived thread inside the pod's namespace ([`crate::netns::run_in`]) and the caller then uses it from
-//! its own thread.
-use crate::netns::{run_in, NetnsHandle};
+//! A socket is bound to the network namespace it was *created* in, so [`NlSocket::open_in`] creates it with the
+//! calling thread briefly inside the pod's namespace ([`crate::netns::run_here`]) and then uses it from home.
+use crate::netns::{run_here, NetnsHandle};
 use crate::DataplaneError;
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
@@ -43,7 +42,7 @@ impl NlSocket {
 
     /// A socket bound to the namespace `ns` (created on a thread that entered it).
     pub fn open_in(ns: &NetnsHandle) -> Result<Self, DataplaneError> {
-        run_in(ns, Self::open)?
+        run_here(ns, Self::open)?
     }
 
     fn next_seq(&mut self) -> u32 {
