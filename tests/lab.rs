@@ -52,6 +52,11 @@ impl Lab {
         Command::new(bin("weftctl")).args(&all).output().expect("weftctl")
     }
 
+    /// `weftctl ARGS --lab NAME` for commands outside `lab` (policy).
+    fn ctl_global(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("weftctl")).args(args).args(["--lab", &self.name]).output().expect("weftctl")
+    }
+
     /// (pod namespace, IPv4) of every pod, in node order.
     fn pods(&self) -> Vec<(String, String, String)> {
         let st = self.state();
@@ -329,4 +334,33 @@ fn vxlan_from_unknown_source_is_dropped() {
     assert!(after >= before + 5, "node1 did not count the rogue VXLAN packets as rejected ({before} → {after})");
     assert!(reached.contains("packets 0 "), "rogue packets reached the pod: {reached}");
     weft_e2e::run("ip", &["-n", &fabric, "link", "del", &port]);
+}
+
+#[test]
+fn lab_vxlan_kube_mode_with_policy() {
+    if !require_root() {
+        return;
+    }
+    // Kubernetes mode against the FAKE API server (weft-fake-apiserver): agents take leases, peers, pods and
+    // policies from the API; pods are created as Pod objects, policies as NetworkPolicy objects.
+    let lab = Lab::up(&["--backend", "vxlan", "--store", "kube"]);
+    all_pairs_and_bulk(&lab);
+    let file = std::env::temp_dir().join(format!("weft-policy-{}.yaml", unique()));
+    std::fs::write(
+        &file,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: default}\n\
+         spec:\n  podSelector: {matchLabels: {app: pod2}}\n  policyTypes: [Ingress]\n",
+    )
+    .unwrap();
+    let out = lab.ctl_global(&["policy", "apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(lab.ctl_global(&["policy", "wait"]).status.success());
+    let pods = lab.pods();
+    // pods[1] is node1-pod2 (app=pod2, now isolated); pods[2] is node2-pod1 (app=pod1, not selected).
+    assert!(!ns_exec(&pods[0].1, &["ping", "-c", "1", "-W", "1", &pods[1].2]).status.success(), "isolated pod reached");
+    assert!(
+        ns_exec(&pods[1].1, &["ping", "-c", "1", "-W", "1", &pods[2].2]).status.success(),
+        "egress is not isolated"
+    );
+    let _ = std::fs::remove_file(file);
 }

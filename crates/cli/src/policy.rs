@@ -15,6 +15,17 @@ pub fn apply(s: &StoreArgs, file: &str) -> Result<()> {
     };
     // Everything is validated before anything is written: a bad document changes nothing.
     let policies = weft_policy::parse_policies_yaml(&text).with_context(|| format!("{file}: invalid NetworkPolicy"))?;
+    if let Some(lab) = s.kube_lab()? {
+        for p in &policies {
+            let mut v = serde_json::to_value(p)?;
+            v["apiVersion"] = "networking.k8s.io/v1".into();
+            v["kind"] = "NetworkPolicy".into();
+            v["metadata"]["namespace"] = p.namespace().into();
+            crate::lab::kube::apply(&lab, &v)?;
+            println!("networkpolicy {}/{} configured (fake API server)", p.namespace(), p.metadata.name);
+        }
+        return Ok(());
+    }
     s.with_store(|store| async move {
         for p in &policies {
             let k = format!("{}/{}", p.namespace(), p.metadata.name);
@@ -26,6 +37,21 @@ pub fn apply(s: &StoreArgs, file: &str) -> Result<()> {
 }
 
 pub fn delete(s: &StoreArgs, namespace: Option<&str>, names: &[String], all: bool) -> Result<()> {
+    if let Some(lab) = s.kube_lab()? {
+        let keys: Vec<String> = if all {
+            s.with_store(|store| async move {
+                Ok(store.objects(ObjectKind::Policy).await?.items.into_iter().map(|(k, _)| k).collect())
+            })?
+        } else {
+            names.iter().map(|n| key(namespace, n)).collect::<Result<_>>()?
+        };
+        for k in keys {
+            let (ns, name) = k.split_once('/').expect("key has a slash");
+            crate::lab::kube::delete(&lab, "NetworkPolicy", Some(ns), name)?;
+            println!("networkpolicy {k} deleted");
+        }
+        return Ok(());
+    }
     let namespace = namespace.map(str::to_string);
     let names = names.to_vec();
     s.with_store(|store| async move {

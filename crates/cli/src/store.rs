@@ -26,8 +26,17 @@ impl StoreArgs {
             return Ok((u.clone(), None));
         }
         let lab = LabState::load(&self.lab).context("no --store given and no lab to take it from")?;
-        let ns = (lab.store == "etcd").then(|| lab.fabric_ns.clone());
+        let ns = matches!(lab.store.as_str(), "etcd" | "kube").then(|| lab.fabric_ns.clone());
         Ok((lab.store_url.clone(), ns))
+    }
+
+    /// The lab, when it runs the Kubernetes store (objects are then written through the API, not the store).
+    pub fn kube_lab(&self) -> Result<Option<LabState>> {
+        if self.store.is_some() {
+            return Ok(None);
+        }
+        let lab = LabState::load(&self.lab)?;
+        Ok((lab.store == "kube").then_some(lab))
     }
 
     /// Runs `f` with the store open, on a thread inside the store's namespace when it has one (sockets made
@@ -41,7 +50,12 @@ impl StoreArgs {
         let (url, ns) = self.url()?;
         let body = move || -> Result<T> {
             runtime().block_on(async {
-                let store = weft_store::open(&url).await.with_context(|| format!("opening store {url}"))?;
+                let store = if weft_store_kube::handles(&url) {
+                    weft_store_kube::open(&url).await
+                } else {
+                    weft_store::open(&url).await
+                };
+                let store = store.with_context(|| format!("opening store {url}"))?;
                 f(store).await
             })
         };

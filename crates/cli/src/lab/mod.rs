@@ -3,6 +3,7 @@
 //! `up` builds it step by step and prints progress, then the node table and the connectivity matrix, and
 //! leaves everything running; `status`, `exec` and `down` find it again through its state file.
 pub mod agents;
+pub mod kube;
 pub mod matrix;
 pub mod pods;
 pub mod state;
@@ -46,8 +47,8 @@ pub fn up(o: &UpOptions) -> Result<LabState> {
     if !matches!(o.backend.as_str(), "vxlan" | "host-gw") {
         bail!("--backend must be vxlan or host-gw");
     }
-    if !matches!(o.store.as_str(), "embedded" | "etcd") {
-        bail!("--store must be embedded or etcd");
+    if !matches!(o.store.as_str(), "embedded" | "etcd" | "kube") {
+        bail!("--store must be embedded, etcd or kube (a fake Kubernetes API server)");
     }
     if o.nodes == 0 || o.nodes > 200 {
         bail!("--nodes must be between 1 and 200");
@@ -68,6 +69,7 @@ pub fn up(o: &UpOptions) -> Result<LabState> {
     let fabric_ip = if underlay == "l2" { topology::FABRIC_IP_L2.to_string() } else { "172.30.1.254".to_string() };
     let store_url = match o.store.as_str() {
         "etcd" => format!("etcd://{fabric_ip}:{}", agents::ETCD_PORT),
+        "kube" => format!("kube+http://{fabric_ip}:{}", kube::API_PORT),
         _ => format!("embedded://{}", dir.join("store.db").display()),
     };
     let mut lab = LabState {
@@ -79,7 +81,7 @@ pub fn up(o: &UpOptions) -> Result<LabState> {
         underlay: underlay.clone(),
         fabric_ns: format!("{prefix}-fab"),
         nodes: vec![],
-        etcd_pid: None,
+        store_pid: None,
         bin_dir: o.bin_dir.clone(),
     };
     lab.save()?;
@@ -117,7 +119,11 @@ fn build(lab: &mut LabState, o: &UpOptions, p: &mut Progress) -> Result<()> {
     std::fs::write(lab.dir().join("lease-ttl"), &o.lease_ttl)?;
     if o.store == "etcd" {
         p.say("store: starting etcd in the fabric namespace");
-        lab.etcd_pid = Some(agents::start_etcd(lab)?);
+        lab.store_pid = Some(agents::start_etcd(lab)?);
+        lab.save()?;
+    } else if o.store == "kube" {
+        p.say("store: starting a FAKE Kubernetes API server (weft-fake-apiserver) in the fabric namespace");
+        lab.store_pid = Some(kube::start_api(lab)?);
         lab.save()?;
     } else {
         p.say(&format!("store: embedded database {}", lab.store_url.trim_start_matches("embedded://")));
@@ -234,7 +240,7 @@ pub fn down(name: &str) -> Result<()> {
                 pods::del_pod(&lab, n, p);
             }
         }
-        let pids: Vec<u32> = lab.nodes.iter().filter_map(|n| n.agent_pid).chain(lab.etcd_pid).collect();
+        let pids: Vec<u32> = lab.nodes.iter().filter_map(|n| n.agent_pid).chain(lab.store_pid).collect();
         for &pid in &pids {
             kill(pid, "-TERM");
         }
@@ -293,7 +299,7 @@ pub fn etcd(name: &str, action: &str) -> Result<()> {
     }
     match action {
         "stop" => {
-            if let Some(pid) = lab.etcd_pid.take() {
+            if let Some(pid) = lab.store_pid.take() {
                 kill(pid, "-KILL");
                 while alive(pid) {
                     std::thread::sleep(Duration::from_millis(20));
@@ -301,10 +307,10 @@ pub fn etcd(name: &str, action: &str) -> Result<()> {
             }
         }
         "start" => {
-            if lab.etcd_pid.is_some_and(alive) {
+            if lab.store_pid.is_some_and(alive) {
                 bail!("etcd is already running");
             }
-            lab.etcd_pid = Some(agents::start_etcd(&lab)?);
+            lab.store_pid = Some(agents::start_etcd(&lab)?);
         }
         _ => bail!("action must be stop or start"),
     }

@@ -19,7 +19,8 @@ pub struct LabState {
     pub fabric_ns: String,
     pub nodes: Vec<NodeState>,
     #[serde(default)]
-    pub etcd_pid: Option<u32>,
+    /// etcd or the fake API server, when the lab runs one.
+    pub store_pid: Option<u32>,
     pub bin_dir: PathBuf,
 }
 

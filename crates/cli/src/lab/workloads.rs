@@ -48,6 +48,15 @@ fn store_of(lab: &LabState) -> StoreArgs {
 
 /// Registers pods (and their namespaces, if not there yet) in the store.
 pub fn register(lab: &LabState, pods: &[(NodeState, PodState, Vec<serde_json::Value>)]) -> Result<()> {
+    if lab.store == "kube" {
+        for (n, p, ports) in pods {
+            let mut labels = BTreeMap::new();
+            labels.insert("kubernetes.io/metadata.name".to_string(), p.namespace.clone());
+            super::kube::apply(lab, &super::kube::namespace_object(&p.namespace, &labels))?;
+            super::kube::apply(lab, &super::kube::pod_object(n, p, ports))?;
+        }
+        return Ok(());
+    }
     let items: Vec<(String, serde_json::Value)> =
         pods.iter().map(|(n, p, ports)| (format!("{}/{}", p.namespace, p.name), endpoint_json(n, p, ports))).collect();
     let namespaces: Vec<String> = pods.iter().map(|(_, p, _)| p.namespace.clone()).collect();
@@ -69,6 +78,9 @@ pub fn register(lab: &LabState, pods: &[(NodeState, PodState, Vec<serde_json::Va
 pub fn add_namespace(lab: &LabState, name: &str, labels: BTreeMap<String, String>) -> Result<()> {
     let mut labels = labels;
     labels.insert("kubernetes.io/metadata.name".into(), name.to_string());
+    if lab.store == "kube" {
+        return super::kube::apply(lab, &super::kube::namespace_object(name, &labels));
+    }
     let v = serde_json::json!({"name": name, "labels": labels});
     let name = name.to_string();
     store_of(lab).with_store(|store| async move {
@@ -124,10 +136,14 @@ pub fn del_pod(name: &str, namespace: &str, pod: &str) -> Result<()> {
     let p = lab.nodes[ni].pods.remove(pi);
     let node = lab.nodes[ni].clone();
     let key = format!("{namespace}/{pod}");
-    store_of(&lab).with_store(|store| async move {
-        store.delete_object(ObjectKind::Endpoint, &key).await?;
-        Ok(())
-    })?;
+    if lab.store == "kube" {
+        super::kube::delete(&lab, "Pod", Some(namespace), pod)?;
+    } else {
+        store_of(&lab).with_store(|store| async move {
+            store.delete_object(ObjectKind::Endpoint, &key).await?;
+            Ok(())
+        })?;
+    }
     super::pods::del_pod(&lab, &node, &p);
     lab.save()
 }
