@@ -13,6 +13,7 @@
 //! | leases / watch_leases      | list / watch Nodes; Nodes without weft annotations are not leases             |
 //! | release                    | remove the weft annotations, delete the node's claims                         |
 //! | expiry                     | none: Nodes do not expire. A lease ends on release or Node deletion           |
+//! | renew                      | check the Node still has the lease; write only if attributes changed or `renewed-at` is older than [`store::REFRESH`] (5 min) |
 //! | Endpoint / Namespace / Policy objects | Pods / Namespaces / NetworkPolicies, list and watch ([`objects`]) |
 //! | put_object / delete_object | refused: read-only, the API server is the source of truth                     |
 //! | Revision                   | the list's resourceVersion ([`rv`] for non-numeric ones)                      |

@@ -11,7 +11,7 @@
 //! | `weft.dev/subnet-source`  | `podCIDR` or `weft`                                        |
 //! | `weft.dev/node-ip`        | underlay address: VXLAN destination, host-gw next hop      |
 //! | `weft.dev/backend-data`   | the backend's opaque JSON (VXLAN: `{"v":1,"vtepMac":..}`)  |
-//! | `weft.dev/renewed-at`     | RFC 3339, last renewal (informational)                     |
+//! | `weft.dev/renewed-at`     | RFC 3339, last write (on change, else every 5 min at most) |
 //! | `weft.dev/expires-at`     | RFC 3339, renewed-at + TTL (informational: nothing expires)|
 //!
 //! A Node has a lease when it has `weft.dev/node-ip` and a subnet. Kubernetes does not expire anything: a

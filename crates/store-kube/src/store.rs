@@ -34,7 +34,7 @@ impl KubeStore {
     /// Connects to the API server a `kube://` or `kube+http://HOST:PORT` URL names. No request is made: an API
     /// server that is down now shows up as `Unavailable` on the first call, which callers retry.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let config = match url.parse::<KubeUrl>()? {
+        let mut config = match url.parse::<KubeUrl>()? {
             KubeUrl::Infer => kube::Config::infer().await.map_err(|e| {
                 StoreError::Other(format!(
                     "no Kubernetes client config: neither the in-cluster service account (KUBERNETES_SERVICE_HOST, \
@@ -46,6 +46,10 @@ impl KubeStore {
                 kube::Config::new(uri)
             }
         };
+        // A watch on a connection that died without a FIN (a partition, a vanished load balancer) would wait
+        // forever. API servers send a bookmark about every minute, so 150 s of silence means the connection is
+        // gone: the read fails, the watch ends, and we watch again from the last resourceVersion.
+        config.read_timeout = Some(Duration::from_secs(150));
         let api_url = config.cluster_url.to_string();
         let client = kube::Client::try_from(config)
             .map_err(|e| StoreError::Other(format!("Kubernetes client for {api_url}: {e}")))?;
