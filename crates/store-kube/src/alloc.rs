@@ -16,6 +16,9 @@
 //! did, so it is in the later Node list unless it was deleted; the other order could see a brand-new node's
 //! claim without its Node and wrongly call it stale.
 //!
+//! Mixing the two ways is refused: while any other Node has a podCIDR, a Node without one waits for its own
+//! (`Unavailable`, retried by the agent) instead of taking a subnet the controller manager may hand out.
+//!
 //! Choosing the subnet is `weft_store::alloc::plan`, shared with the other stores: own claim, then hint, then
 //! a free one from a random offset (so racing agents mostly try different subnets).
 use crate::calls::Kube;
@@ -97,6 +100,17 @@ pub(crate) async fn allocate(
         let held_now = claims(kube).await?;
         let nodes = kube.cluster::<Node>().list().await?.items;
         let names: HashSet<String> = nodes.iter().map(node::name).collect();
+        // In a cluster whose controller manager allocates podCIDRs, a Node without one is a Node it has not
+        // reached yet (it joined a moment ago). Allocating here would give it a second, conflicting subnet.
+        if let Some(other) =
+            nodes.iter().find(|n| node::name(n) != my_name && matches!(node::pod_cidrs(n), Ok((Some(_), _))))
+        {
+            return Err(StoreError::Unavailable(format!(
+                "Node {my_name} has no podCIDR yet while Node {} has one: waiting for kube-controller-manager \
+                 to allocate it (weft allocates subnets itself only when no Node has a podCIDR)",
+                node::name(other)
+            )));
+        }
         let mut taken = HashSet::new();
         for n in nodes.iter().filter(|n| node::name(n) != my_name) {
             // Subnets the controller manager handed out, and any weft published, are not free.

@@ -70,3 +70,21 @@ async fn forbidden_names_the_missing_rbac_rule() {
     let m = other(s.acquire(&req("n1")).await);
     assert!(m.contains("verb \"create\" on leases.coordination.k8s.io in namespace weft-system"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_waits_for_its_pod_cidr_when_the_cluster_allocates() {
+    let k = Kit::with_config("10.244.0.0/16", 24).await;
+    k.server.cluster().add_node("old", &["10.244.1.0/24"]);
+    k.nodes(&["new"]);
+    let s = k.store().await;
+    match s.acquire(&req("new")).await {
+        Err(StoreError::Unavailable(m)) => {
+            assert!(m.contains("Node new has no podCIDR yet") && m.contains("old"), "{m}")
+        }
+        other => panic!("expected Unavailable (retried by the agent), got {other:?}"),
+    }
+    assert!(k.claims().is_empty(), "no subnet of its own was claimed");
+    // The controller manager gets to it: the next try takes its podCIDR.
+    k.server.cluster().add_node("new", &["10.244.2.0/24"]);
+    assert_eq!(s.acquire(&req("new")).await.unwrap().subnet.to_string(), "10.244.2.0/24");
+}

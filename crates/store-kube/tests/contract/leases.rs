@@ -181,9 +181,10 @@ async fn renew_without_news_writes_nothing() {
 async fn release_removes_annotations_and_claim_and_is_idempotent() {
     let k = Kit::with_config("10.244.0.0/16", 24).await;
     k.nodes(&["n1"]);
-    k.server.cluster().add_node("pc", &["10.244.9.0/24"]);
     let s = k.store().await;
     let l = s.acquire(&req("n1")).await.unwrap();
+    // One cluster would not mix the two ways; here they come one after the other to release both kinds.
+    k.server.cluster().add_node("pc", &["10.244.9.0/24"]);
     s.acquire(&req("pc")).await.unwrap();
     s.release("n1").await.unwrap();
     s.release("pc").await.unwrap();

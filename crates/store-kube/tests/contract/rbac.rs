@@ -14,10 +14,10 @@ async fn the_store_calls_exactly_what_api_calls_declares() {
     s.init_network_config(&config("10.9.0.0/29", 30)).await.unwrap();
     s.network_config().await.unwrap();
     k.nodes(&["a", "b", "c"]);
-    k.server.cluster().add_node("pc", &["10.9.0.4/30"]);
     let a = s.acquire(&req("a")).await.unwrap();
-    s.acquire(&req("pc")).await.unwrap();
-    s.renew(&a, crate::LONG).await.unwrap();
+    let mut moved = a.clone();
+    moved.node_ip = "192.0.2.9".parse().unwrap();
+    s.renew(&moved, crate::LONG).await.unwrap();
     // A deleted node's claim is freed by the next agent that needs a subnet (a delete with a precondition).
     k.server.cluster().remove("Node", None, "a").unwrap();
     s.acquire(&req("b")).await.unwrap();
@@ -26,6 +26,9 @@ async fn the_store_calls_exactly_what_api_calls_declares() {
     let mut w = s.watch_leases(snap.revision).await.unwrap();
     s.acquire(&req("c")).await.unwrap();
     next(&mut w).await;
+    // The controller manager's podCIDR path (a cluster uses one way or the other: this comes last).
+    k.server.cluster().add_node("pc", &["10.9.0.4/30"]);
+    s.acquire(&req("pc")).await.unwrap();
     for kind in [ObjectKind::Endpoint, ObjectKind::Namespace, ObjectKind::Policy] {
         let snap = s.objects(kind).await.unwrap();
         drop(s.watch_objects(kind, snap.revision).await.unwrap());
