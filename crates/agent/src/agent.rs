@@ -95,7 +95,8 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
     let hint = NodeFile::load(&cfg.node_file).ok().map(|f| f.subnet);
     let req =
         LeaseRequest { node: node.clone(), node_ip, backend_data: backend_data.clone(), ttl: cfg.lease_ttl, hint };
-    let my_lease = lease::acquire(store.as_ref(), &req, &mut shutdown).await?;
+    let report = |e: &StoreError| status.write().expect("status lock").last_error = Some(e.to_string());
+    let my_lease = lease::acquire(store.as_ref(), &req, &mut shutdown, report).await?;
     tracing::info!(subnet = %my_lease.subnet, subnet6 = ?my_lease.subnet6, %node_ip, mtu, "lease acquired");
     if let Some(spec) = vx_spec.as_mut() {
         spec.address = Some(IpNet::V4(Ipv4Net::new(my_lease.subnet.network(), 32).expect("/32")));

@@ -12,25 +12,37 @@ use tokio::sync::watch;
 use weft_store::{Store, StoreError};
 use weft_types::{BackendData, Lease, LeaseRequest};
 
-/// Acquires, retrying while the store is unavailable (a node that boots before its store is a normal event).
+/// Acquires, retrying while the store is unavailable (a node that boots before its store is a normal event) and,
+/// more slowly, while the cluster is misconfigured (no pod CIDR, a CIDR outside the cluster network, no free
+/// subnet): those are reported through `report` (log line, not-ready status with the reason) and retried,
+/// because an operator fixing the config should not have to restart anything, and a crash loop hides the reason.
 pub async fn acquire(
     store: &dyn Store,
     req: &LeaseRequest,
     shutdown: &mut watch::Receiver<bool>,
+    report: impl Fn(&StoreError),
 ) -> Result<Lease, StoreError> {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match store.acquire(req).await {
+        let err = match store.acquire(req).await {
             Ok(l) => return Ok(l),
-            Err(StoreError::Unavailable(e)) => {
+            Err(e) => e,
+        };
+        let wait = match &err {
+            StoreError::Unavailable(e) => {
                 tracing::warn!(error = %e, "store unavailable; retrying lease acquisition");
-                sleep_or_shutdown(backoff, shutdown).await;
-                if *shutdown.borrow() {
-                    return Err(StoreError::Unavailable(e));
-                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff
             }
-            Err(e) => return Err(e),
+            e => {
+                tracing::error!(error = %e, "cannot acquire a subnet lease; not ready, retrying in 10 s");
+                Duration::from_secs(10)
+            }
+        };
+        report(&err);
+        sleep_or_shutdown(wait, shutdown).await;
+        if *shutdown.borrow() {
+            return Err(err);
         }
     }
 }

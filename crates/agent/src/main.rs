@@ -31,11 +31,8 @@ async fn main() -> anyhow::Result<()> {
 async fn open_store(url: &str) -> anyhow::Result<Arc<dyn weft_store::Store>> {
     let mut backoff = std::time::Duration::from_millis(200);
     loop {
-        let opened = if weft_store_kube::handles(url) {
-            weft_store_kube::open(url).await
-        } else {
-            weft_store::open(url).await
-        };
+        let opened =
+            if weft_store_kube::handles(url) { weft_store_kube::open(url).await } else { weft_store::open(url).await };
         match opened {
             Ok(s) => return Ok(s),
             Err(weft_store::StoreError::Unavailable(e)) => {

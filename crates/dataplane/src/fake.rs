@@ -278,4 +278,14 @@ impl Dataplane for FakeDataplane {
         self.lock().nft.remove(&(family.to_string(), table.to_string()));
         Ok(())
     }
+
+    /// The named counters declared in the stored table, all at zero (the fake forwards no packets); empty when
+    /// the table is missing, as the real one.
+    async fn nft_counters(&self, family: &str, table: &str) -> Result<Vec<(String, u64, u64)>, DataplaneError> {
+        let text = self.nft_table(family, table).unwrap_or_default();
+        Ok(text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("counter ")?.split_whitespace().next().map(|n| (n.to_string(), 0, 0)))
+            .collect())
+    }
 }
