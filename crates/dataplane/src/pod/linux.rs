@@ -4,7 +4,7 @@
 //! exists before the default route that uses it, so the kernel never has to resolve it.
 //! Requests that configure state use NLM_F_CREATE|NLM_F_REPLACE, so a retried ADD converges instead of failing
 //! on EEXIST; only the veth itself is created exclusively (a name clash there means something else owns it).
-use super::msg::{address, alias, default_route, host_route, neighbour, up, veth_message};
+use super::msg::{address, alias, default_route, host_route, link_index, neighbour, up, veth_message};
 use super::nl::{NlSocket, CREATE_EXCL, CREATE_REPLACE};
 use super::observe::{link_by_name, link_obs, side};
 use super::{LinkObs, PodNet, PodObserved, PodSpec};
@@ -76,14 +76,15 @@ impl PodNet for NetlinkPodNet {
         let mut pod = ns.sock.borrow_mut();
         self.with_host(|host| {
             let veth = || Rt::NewLink(veth_message(spec, ns.handle.fd().as_raw_fd()));
-            if let Err(e) = host.batch(vec![(veth(), CREATE_EXCL)])?.remove(0) {
-                if e.raw_os_error() != Some(libc::EEXIST) {
-                    return Err(DataplaneError::Netlink(format!("create veth {}: {e}", spec.host_ifname)));
+            // Each retry follows a clash that make_room resolved (or that went away by itself); three are plenty.
+            for _ in 0..3 {
+                match host.batch(vec![(veth(), CREATE_EXCL)])?.remove(0) {
+                    Ok(()) => return configure(host, &mut pod, spec),
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => make_room(host, &mut pod, spec)?,
+                    Err(e) => return Err(DataplaneError::Netlink(format!("create veth {}: {e}", spec.host_ifname))),
                 }
-                make_room(host, &mut pod, spec)?;
-                host.request(veth(), CREATE_EXCL, "create veth")?;
             }
-            configure(host, &mut pod, spec)
+            Err(DataplaneError::Netlink(format!("create veth {}: name clash does not clear", spec.host_ifname)))
         })
     }
 
@@ -138,6 +139,7 @@ impl PodNet for NetlinkPodNet {
 /// - a host veth with another attachment's alias (a name-hash collision): not ours, refuse;
 /// - CNI_IFNAME in the pod is the pod end of a weft veth that DEL detached and whose reaper has not finished
 ///   (DEL then ADD again in the same namespace): finish the deletion now;
+/// - CNI_IFNAME in the pod vanishes within 250 ms (its pair was being unregistered): retry;
 /// - anything else called CNI_IFNAME in the pod: not ours, refuse.
 fn make_room(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<(), DataplaneError> {
     if let Some(old) = link_by_name(host, &spec.host_ifname)? {
@@ -151,13 +153,22 @@ fn make_room(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
         delete_by_name(host, &spec.host_ifname)?;
         return Ok(());
     }
-    match detached_weft_peer(host, pod, &spec.pod_ifname)? {
-        Some(stale) => delete_index(host, stale.index, &stale.name),
-        None => Err(DataplaneError::Netlink(format!(
-            "interface {} already exists in the pod's network namespace",
-            spec.pod_ifname
-        ))),
+    if let Some(stale) = detached_weft_peer(host, pod, &spec.pod_ifname)? {
+        return delete_index(host, stale.index, &stale.name);
     }
+    // The reaper may be unregistering the old pair right now (the host end is already gone, the pod end not
+    // yet): give CNI_IFNAME a moment to disappear before calling it foreign.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(250);
+    while link_by_name(pod, &spec.pod_ifname)?.is_some() {
+        if std::time::Instant::now() > deadline {
+            return Err(DataplaneError::Netlink(format!(
+                "interface {} already exists in the pod's network namespace",
+                spec.pod_ifname
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(())
 }
 
 /// Everything after the veth exists: pod side (up, addresses, gateway neighbours, default routes), then host side
@@ -179,7 +190,11 @@ fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     }
     expect_all(pod.batch(pod_reqs)?, "configure the pod side")?;
 
-    let mut host_reqs = vec![(Rt::SetLink(alias(host_idx, &spec.alias)), 0)];
+    // The host end was opened first, without carrier, so its qdisc is only activated by the linkwatch worker
+    // once the pod end is up; until then the kernel drops what it sends (under load that worker can lag by
+    // milliseconds and the pod's first packets get no answer). Querying the link makes the kernel finish that
+    // pending linkwatch work synchronously (since 6.8; on older kernels it is a harmless read).
+    let mut host_reqs = vec![(Rt::GetLink(link_index(host_idx)), 0), (Rt::SetLink(alias(host_idx, &spec.alias)), 0)];
     for a in &spec.addrs {
         host_reqs.push((Rt::NewNeighbour(neighbour(a.ip, spec.pod_mac, host_idx)), CREATE_REPLACE));
         host_reqs.push((Rt::NewRoute(host_route(a.ip, host_idx)), CREATE_REPLACE));

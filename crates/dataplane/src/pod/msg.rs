@@ -34,6 +34,13 @@ pub(super) fn veth_message(spec: &PodSpec, pod_netns_fd: RawFd) -> LinkMessage {
     m
 }
 
+/// A link designated by its index only (GET/DEL).
+pub(super) fn link_index(index: u32) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m
+}
+
 pub(super) fn up(index: u32) -> LinkMessage {
     let mut m = LinkMessage::default();
     m.header.index = index;

@@ -94,12 +94,6 @@ impl NlSocket {
         Ok(results.into_iter().map(|r| r.expect("every request acked")).collect())
     }
 
-    /// One request that must succeed; `what` names it in the error.
-    pub fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, what: &str) -> Result<(), DataplaneError> {
-        let mut r = self.batch(vec![(msg, flags)])?;
-        r.pop().expect("one result").map_err(|e| DataplaneError::Netlink(format!("{what}: {e}")))
-    }
-
     /// A GET that answers with one message (e.g. a link by name). `Ok(None)` when the kernel says ENODEV/ENOENT.
     pub fn get(&mut self, msg: RouteNetlinkMessage) -> Result<Option<RouteNetlinkMessage>, DataplaneError> {
         let mut out = Vec::with_capacity(128);
