@@ -1,0 +1,414 @@
+//! The truth-table lab: a 2-node `weftctl lab` with namespaces x, y, z and pods a, b, c in each, every pod
+//! serving TCP and UDP on ports 80 and 81 (weft-probe), spread over both nodes so the matrix holds same-node and
+//! cross-node pairs. Scenarios are applied through `weftctl policy`, exactly as an operator would.
+//!
+//! A probe round runs one `weft-probe matrix` per source (9 pods and the 2 nodes) in parallel, each probing all
+//! its targets at once, so a round costs about one timeout however many cells are denied. Cells observed denied
+//! where the model expects allowed are probed once more with a long timeout before they count as failures (a
+//! busy 2-core machine can delay an answer); cells observed allowed where the model expects denied are never
+//! retried — a packet that got through is a real failure.
+use crate::model::{Pod, World};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use weft_e2e::{bin, unique};
+
+pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];
+pub const PODS: [&str; 3] = ["a", "b", "c"];
+/// (port, protocol) of every probed service, in column order.
+pub const SERVICES: [(u16, &str); 4] = [(80, "TCP"), (81, "TCP"), (80, "UDP"), (81, "UDP")];
+const PROBE_TIMEOUT_MS: u64 = 300;
+const RETRY_TIMEOUT_MS: u64 = 1500;
+
+pub fn weftctl(args: &[&str]) -> std::process::Output {
+    Command::new(bin("weftctl")).args(args).output().expect("running weftctl")
+}
+
+/// Runs weftctl, panicking with its output on failure.
+pub fn ctl(args: &[&str]) -> String {
+    let out = weftctl(args);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "weftctl {}: {text}", args.join(" "));
+    text
+}
+
+fn probe_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_weft-probe")
+}
+
+/// Labels beyond `pod=NAME`, so set-based selectors (Exists, DoesNotExist, NotIn) have something to tell apart.
+fn extra_pod_labels(pod: &str) -> Vec<(String, String)> {
+    match pod {
+        "a" => vec![("tier".into(), "frontend".into())],
+        "b" => vec![("tier".into(), "backend".into())],
+        _ => vec![],
+    }
+}
+
+fn extra_ns_labels(ns: &str) -> Vec<(String, String)> {
+    match ns {
+        "x" => vec![("team".into(), "red".into())],
+        "y" => vec![("team".into(), "blue".into())],
+        _ => vec![],
+    }
+}
+
+/// Named ports: one per service, plus `web`, which names a different port on each pod (80 on a, 81 on b, none
+/// on c), so named ports are proven to resolve per destination.
+fn pod_ports(pod: &str) -> Vec<(String, u16, String)> {
+    let mut v: Vec<(String, u16, String)> =
+        SERVICES.iter().map(|&(p, proto)| (format!("serve-{p}-{}", proto.to_lowercase()), p, proto.into())).collect();
+    match pod {
+        "a" => v.push(("web".into(), 80, "TCP".into())),
+        "b" => v.push(("web".into(), 81, "TCP".into())),
+        _ => {}
+    }
+    v
+}
+
+pub struct LabPod {
+    pub pod: Pod,
+    /// The pod's network namespace.
+    pub netns: String,
+}
+
+/// The lab, its pods' servers and the reference model of what the store holds; torn down on drop.
+pub struct PolicyLab {
+    pub name: String,
+    pub pods: Vec<LabPod>,
+    /// (node name, node namespace, pod subnet).
+    pub nodes: Vec<(String, String, String)>,
+    pub world: World,
+    servers: Vec<Child>,
+    dir: weft_e2e::TempDir,
+    pub rounds: usize,
+    pub retried: usize,
+}
+
+impl PolicyLab {
+    pub fn up(backend: &str) -> PolicyLab {
+        let name = format!("p{}", unique());
+        let dir = weft_e2e::TempDir::new("policy");
+        let mut lab = PolicyLab {
+            name: name.clone(),
+            pods: vec![],
+            nodes: vec![],
+            world: World::default(),
+            servers: vec![],
+            dir,
+            rounds: 0,
+            retried: 0,
+        };
+        let up = &["lab", "up", "--name", &name, "--nodes", "2", "--pods-per-node", "0", "--backend", backend];
+        ctl(up);
+        let state = lab.state();
+        for n in state["nodes"].as_array().expect("nodes") {
+            let node = n["name"].as_str().expect("name").to_string();
+            let st: Value =
+                serde_json::from_slice(&std::fs::read(lab.lab_dir().join(&node).join("status.json")).unwrap())
+                    .expect("status.json");
+            let subnet = st["subnet"].as_str().expect("subnet").to_string();
+            lab.nodes.push((node, n["ns"].as_str().expect("ns").to_string(), subnet));
+        }
+        for ns in NAMESPACES {
+            let mut labels: Vec<(String, String)> = vec![("ns".into(), ns.into())];
+            labels.extend(extra_ns_labels(ns));
+            lab.set_namespace_labels(ns, &labels);
+        }
+        for (i, (ns, pod)) in NAMESPACES.iter().flat_map(|n| PODS.iter().map(move |p| (*n, *p))).enumerate() {
+            lab.add_pod(ns, pod, &format!("node{}", i % 2 + 1));
+        }
+        ctl(&["policy", "wait", "--lab", &name]);
+        lab
+    }
+
+    fn lab_dir(&self) -> PathBuf {
+        PathBuf::from("/run/weft-lab").join(&self.name)
+    }
+
+    fn state(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.lab_dir().join("state.json")).expect("lab state")).expect("json")
+    }
+
+    /// Creates or relabels namespace `ns` in the store and in the model.
+    pub fn set_namespace_labels(&mut self, ns: &str, labels: &[(String, String)]) {
+        let mut args = vec!["lab".to_string(), "ns-add".into(), "--name".into(), self.name.clone(), ns.into()];
+        for (k, v) in labels {
+            args.extend(["--label".to_string(), format!("{k}={v}")]);
+        }
+        ctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        self.world.namespaces.insert(ns.into(), labels.iter().cloned().collect());
+    }
+
+    /// CNI ADD + store registration, then starts the pod's server and waits until it listens.
+    fn add_pod(&mut self, ns: &str, pod: &str, node: &str) {
+        let mut labels = vec![("pod".to_string(), pod.to_string())];
+        labels.extend(extra_pod_labels(pod));
+        let ports = pod_ports(pod);
+        let mut args: Vec<String> = ["lab", "pod-add", "--name", &self.name, "--node", node, "-n", ns, "--pod", pod]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for (k, v) in &labels {
+            args.extend(["--label".into(), format!("{k}={v}")]);
+        }
+        for (n, p, proto) in &ports {
+            args.extend(["--port".into(), format!("{n}={p}/{proto}")]);
+        }
+        let out = ctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        // "pod x/a 10.244.0.2 wlNAME-n1x..."
+        let fields: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(fields.first(), Some(&"pod"), "unexpected pod-add output: {out}");
+        let (ip, netns) = (fields[2].parse().expect("pod IP"), fields[3].to_string());
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", &netns, probe_bin(), "serve", "--tcp", "80,81", "--udp", "80,81"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("weft-probe serve");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().expect("stdout")), &mut line)
+            .expect("server output");
+        self.servers.push(server);
+        assert_eq!(line.trim(), "serving", "weft-probe serve in {netns} did not start");
+        let pod = Pod {
+            namespace: ns.into(),
+            name: pod.into(),
+            labels: labels.into_iter().collect(),
+            ip,
+            node: node.into(),
+            ports,
+        };
+        self.pods.push(LabPod { pod, netns });
+    }
+
+    pub fn pod(&self, key: &str) -> &LabPod {
+        self.pods.iter().find(|p| p.pod.key() == key).unwrap_or_else(|| panic!("no pod {key}"))
+    }
+
+    /// Placeholders in scenario YAML: `{ip:x/a}` (a pod's address), `{net:node1}` (a node's pod subnet).
+    pub fn expand(&self, yaml: &str) -> String {
+        let mut out = yaml.to_string();
+        for p in &self.pods {
+            out = out.replace(&format!("{{ip:{}}}", p.pod.key()), &p.pod.ip.to_string());
+        }
+        for (node, _, subnet) in &self.nodes {
+            out = out.replace(&format!("{{net:{node}}}"), subnet);
+        }
+        assert!(!out.contains("{ip:") && !out.contains("{net:"), "unknown placeholder in:\n{out}");
+        out
+    }
+
+    /// `weftctl policy apply` the YAML and update the model.
+    pub fn apply(&mut self, yaml: &str) {
+        let yaml = self.expand(yaml);
+        let file = self.dir.path().join(format!("{}.yaml", unique()));
+        std::fs::write(&file, &yaml).expect("write policy file");
+        ctl(&["policy", "apply", "--lab", &self.name, "-f", file.to_str().expect("utf-8 path")]);
+        self.world.apply(&yaml);
+    }
+
+    pub fn delete(&mut self, key: &str) {
+        ctl(&["policy", "delete", "--lab", &self.name, key]);
+        self.world.delete(key);
+    }
+
+    pub fn delete_all(&mut self) {
+        ctl(&["policy", "delete", "--lab", &self.name, "--all"]);
+        self.world.policies.clear();
+    }
+
+    /// Blocks until every node's agent enforces exactly the store's policies.
+    pub fn wait(&self) {
+        ctl(&["policy", "wait", "--lab", &self.name]);
+    }
+
+    /// Every source's probes, in parallel: (source label, source netns, targets) → observed results.
+    fn run_probes(&self, jobs: &[(String, String, Vec<String>)], timeout_ms: u64) -> BTreeMap<(String, String), bool> {
+        let children: Vec<_> = jobs
+            .iter()
+            .map(|(label, netns, targets)| {
+                let child = Command::new("ip")
+                    .args(["netns", "exec", netns, probe_bin(), "matrix", "--timeout-ms", &timeout_ms.to_string()])
+                    .args(targets)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("weft-probe matrix");
+                (label, child)
+            })
+            .collect();
+        let mut out = BTreeMap::new();
+        for (label, child) in children {
+            let o = child.wait_with_output().expect("weft-probe matrix");
+            assert!(o.status.success(), "weft-probe matrix from {label}: {}", String::from_utf8_lossy(&o.stderr));
+            let v: Value = serde_json::from_slice(&o.stdout).expect("matrix JSON");
+            for (target, ok) in v.as_object().expect("object") {
+                out.insert((label.clone(), target.clone()), ok.as_bool().expect("bool"));
+            }
+        }
+        out
+    }
+
+    fn target(ip: &std::net::Ipv4Addr, (port, proto): (u16, &str)) -> String {
+        format!("{ip}:{port}/{}", proto.to_lowercase())
+    }
+
+    /// Probes the full matrix (pods × pods × services, plus every node to its own pods) and compares it with the
+    /// model; returns the rendered truth table of the differences, or None when they agree.
+    pub fn check(&mut self) -> Option<String> {
+        let mut jobs = vec![];
+        let mut expected = BTreeMap::new();
+        for src in &self.pods {
+            let mut targets = vec![];
+            for dst in &self.pods {
+                for s in SERVICES {
+                    let t = Self::target(&dst.pod.ip, s);
+                    expected.insert((src.pod.key(), t.clone()), self.world.allowed(&src.pod, &dst.pod, s.0, s.1));
+                    targets.push(t);
+                }
+            }
+            jobs.push((src.pod.key(), src.netns.clone(), targets));
+        }
+        // Kubernetes requires node → local pod (kubelet probes) to pass whatever the policies say.
+        for (node, netns, _) in &self.nodes {
+            let mut targets = vec![];
+            for dst in self.pods.iter().filter(|p| &p.pod.node == node) {
+                for s in SERVICES {
+                    let t = Self::target(&dst.pod.ip, s);
+                    expected.insert((node.clone(), t.clone()), true);
+                    targets.push(t);
+                }
+            }
+            jobs.push((node.clone(), netns.clone(), targets));
+        }
+        self.rounds += 1;
+        let mut observed = self.run_probes(&jobs, PROBE_TIMEOUT_MS);
+        // Expected allowed, seen denied: ask again, patiently, before calling it a failure.
+        let retry: Vec<(String, String, Vec<String>)> = jobs
+            .iter()
+            .filter_map(|(label, netns, targets)| {
+                let t: Vec<String> = targets
+                    .iter()
+                    .filter(|t| {
+                        let k = (label.clone(), (*t).clone());
+                        expected[&k] && !observed[&k]
+                    })
+                    .cloned()
+                    .collect();
+                (!t.is_empty()).then(|| (label.clone(), netns.clone(), t))
+            })
+            .collect();
+        if !retry.is_empty() {
+            self.retried += retry.iter().map(|r| r.2.len()).sum::<usize>();
+            observed.extend(self.run_probes(&retry, RETRY_TIMEOUT_MS));
+        }
+        let wrong: Vec<&(String, String)> = expected.keys().filter(|k| expected[*k] != observed[*k]).collect();
+        if wrong.is_empty() {
+            return None;
+        }
+        Some(self.render(&expected, &observed, wrong.len()))
+    }
+
+    /// Kubernetes-style truth tables, one per service that differs: `.` allowed and expected, `x` denied and
+    /// expected, `A!` allowed but expected denied, `D!` denied but expected allowed; nodes probe only their pods.
+    fn render(
+        &self,
+        expected: &BTreeMap<(String, String), bool>,
+        observed: &BTreeMap<(String, String), bool>,
+        wrong: usize,
+    ) -> String {
+        let mut s = format!("{wrong} cells differ from the reference model\n");
+        let sources: Vec<String> =
+            self.pods.iter().map(|p| p.pod.key()).chain(self.nodes.iter().map(|n| n.0.clone())).collect();
+        for svc in SERVICES {
+            let differs = |src: &String| {
+                self.pods.iter().any(|d| {
+                    let k = (src.clone(), Self::target(&d.pod.ip, svc));
+                    expected.get(&k) != observed.get(&k)
+                })
+            };
+            if !sources.iter().any(differs) {
+                s += &format!("\n{}/{}: as expected\n", svc.0, svc.1);
+                continue;
+            }
+            s += &format!("\n{}/{}   (rows: from, columns: to)\n{:>8}", svc.0, svc.1, "");
+            for d in &self.pods {
+                s += &format!("{:>5}", d.pod.key());
+            }
+            s += "\n";
+            for src in &sources {
+                s += &format!("{src:>8}");
+                for d in &self.pods {
+                    let k = (src.clone(), Self::target(&d.pod.ip, svc));
+                    s += match (expected.get(&k), observed.get(&k)) {
+                        (None, _) | (_, None) => "    -",
+                        (Some(true), Some(true)) => "    .",
+                        (Some(false), Some(false)) => "    x",
+                        (Some(false), Some(true)) => "   A!",
+                        (Some(true), Some(false)) => "   D!",
+                    };
+                }
+                s += "\n";
+            }
+        }
+        let placement: Vec<String> = self.pods.iter().map(|p| format!("{}@{}", p.pod.key(), p.pod.node)).collect();
+        s += &format!("\npods: {}\npolicies:\n", placement.join(" "));
+        for (k, v) in &self.world.policies {
+            s += &format!("  {k}: {v}\n");
+        }
+        s
+    }
+
+    /// `weftctl policy explain` for one cell: true if it says allowed.
+    pub fn explain(&self, src: &str, dst: &str, port: u16, proto: &str) -> bool {
+        let out = weftctl(&[
+            "policy",
+            "explain",
+            "--lab",
+            &self.name,
+            "--from",
+            src,
+            "--to",
+            dst,
+            "--port",
+            &format!("{port}/{proto}"),
+        ]);
+        match out.status.code() {
+            Some(0) => true,
+            Some(1) => false,
+            _ => panic!("policy explain failed: {}", String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for (node, _, _) in &self.nodes {
+            if let Ok(l) = std::fs::read_to_string(self.lab_dir().join(node).join("weftd.log")) {
+                let lines: Vec<&str> = l.lines().collect();
+                s += &format!("--- {node} weftd.log (tail)\n{}\n", lines[lines.len().saturating_sub(20)..].join("\n"));
+            }
+        }
+        s
+    }
+}
+
+impl Drop for PolicyLab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for s in &mut self.servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = weftctl(&["lab", "down", "--name", &self.name]);
+    }
+}
+
+/// Wall-clock of a closure, for the per-scenario timing the tests print.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    (f(), t.elapsed())
+}
