@@ -3,12 +3,13 @@
 //! from the attachment, the reservations are found by the attachment's key).
 //!
 //! Why the veth is deleted *asynchronously*: unregistering a netdevice waits for RCU (`rcu_barrier` in
-//! `netdev_run_todo`), ~17–20 ms on this kind of machine whoever asks — that alone is most of the reference
-//! plugin's 35 ms DEL. Setting the host veth down is immediate and makes the kernel drop its routes and
-//! neighbours, so when DEL returns the pod is unreachable and its addresses can safely be reused (a new pod's
-//! route replaces nothing: the old one is already gone). The unregister itself runs in a detached reaper
-//! process that deletes the link *by ifindex* and only if it still has its name, so it can never hit a newer
-//! veth of the same attachment. If the reaper cannot be started, DEL deletes synchronously. If it dies, the
+//! `netdev_run_todo`), which costs from ~1 ms to ~25 ms depending on what else the kernel has in flight (a
+//! fresh veth's `ip link del` took 17–25 ms here; in the bench the unregister finishes 0.5–25 ms after DEL
+//! returns) — the bulk of the reference plugin's DEL. Setting the host veth down is immediate and makes the
+//! kernel drop its routes and neighbours, so when DEL returns the pod is unreachable and its addresses can
+//! safely be reused (a new pod's route replaces nothing: the old one is already gone). The unregister itself
+//! runs in a detached reaper process that deletes the link *by ifindex* and only if it still has its name, so it
+//! can never hit a newer veth of the same attachment. If the reaper cannot be started, DEL deletes synchronously. If it dies, the
 //! down veth is reclaimed by the next ADD of that attachment or by GC.
 use super::Ctx;
 use crate::command::Attach;
