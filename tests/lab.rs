@@ -262,6 +262,14 @@ fn node_removed_entries_vanish_within_ttl_and_drift_is_repaired() {
     let fdb = String::from_utf8_lossy(&ns_exec(&n1, &["bridge", "fdb", "show", "dev", "weft.1"]).stdout).into_owned();
     let ip3 = lab.state()["nodes"][2]["ip"].as_str().unwrap().to_string();
     assert!(!fdb.contains(&ip3), "FDB entry of the removed node remained: {fdb}");
+    let gw3 = subnet3.split('/').next().unwrap().to_string();
+    let neigh = String::from_utf8_lossy(&ns_exec(&n1, &["ip", "neigh", "show", "dev", "weft.1"]).stdout).into_owned();
+    assert!(
+        !neigh.lines().any(|l| l.starts_with(&format!("{gw3} "))),
+        "neighbour of the removed node remained: {neigh}"
+    );
+    let nh = String::from_utf8_lossy(&ns_exec(&n1, &["ip", "nexthop", "show"]).stdout).into_owned();
+    assert!(!nh.contains(&format!("via {gw3} ")), "nexthop of the removed node remained: {nh}");
 }
 
 #[test]

@@ -139,6 +139,10 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
     let mut resync = tokio::time::interval(cfg.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
+    // Drift = the kernel changed behind our back: the desired state is what it was after the last pass, yet the
+    // diff is not empty (or the device was recreated). Which trigger woke the loop does not matter.
+    let mut last_desired: Option<weft_dataplane::OverlayState> = None;
+    let mut last_vtep: Option<u32> = None;
     loop {
         let periodic = tokio::select! {
             _ = resync.tick() => true,
@@ -163,7 +167,11 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
                         backend_tx.send_replace(data);
                     }
                 }
-                record(&status, &metrics, &rec, &me, &list, &out, periodic && !first, &net);
+                let recreated = matches!((last_vtep, out.vtep), (Some(a), Some(b)) if a != b.ifindex);
+                let drift = recreated || (last_desired.as_ref() == Some(&out.desired) && !out.ops.is_empty());
+                last_vtep = out.vtep.map(|v| v.ifindex);
+                record(&status, &metrics, &rec, &me, &list, &out, drift, &net);
+                last_desired = Some(out.desired.clone());
                 if !out.ops.is_empty() || !out.report.failed.is_empty() {
                     tracing::info!(
                         applied = out.report.applied,
@@ -284,14 +292,14 @@ fn record(
     me: &Lease,
     peers: &[Lease],
     out: &Outcome,
-    drift_check: bool,
+    drift: bool,
     net: &NetworkConfig,
 ) {
     metrics.peers.set(peers.len() as i64);
     metrics.ops_applied.inc_by(out.report.applied as u64);
     metrics.ops_failed.inc_by(out.report.failed.len() as u64);
     let mut st = status.write().expect("status lock");
-    if drift_check && !out.ops.is_empty() {
+    if drift {
         metrics.drift_repaired.inc_by(out.ops.len() as u64);
         st.last_drift = out.ops.iter().map(|o| format!("{o:?}")).collect();
         st.last_drift_at_ms = now_ms();
