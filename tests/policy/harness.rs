@@ -21,6 +21,7 @@ pub const PODS: [&str; 3] = ["a", "b", "c"];
 pub const SERVICES: [(u16, &str); 4] = [(80, "TCP"), (81, "TCP"), (80, "UDP"), (81, "UDP")];
 const PROBE_TIMEOUT_MS: u64 = 300;
 const RETRY_TIMEOUT_MS: u64 = 1500;
+const UDP_PORTS: (u16, u16) = (10_000, 30_000);
 
 pub fn weftctl(args: &[&str]) -> std::process::Output {
     Command::new(bin("weftctl")).args(args).output().expect("running weftctl")
@@ -85,6 +86,9 @@ pub struct PolicyLab {
     dir: weft_e2e::TempDir,
     pub rounds: usize,
     pub retried: usize,
+    /// Next UDP source port to hand out (see weft-probe's `--udp-src-base`): below the kernel's ephemeral range,
+    /// never reused within a lab's lifetime in practice (20 000 ports, at most 36 per source and round).
+    udp_port: u16,
 }
 
 impl PolicyLab {
@@ -100,6 +104,7 @@ impl PolicyLab {
             dir,
             rounds: 0,
             retried: 0,
+            udp_port: UDP_PORTS.0,
         };
         let up = &["lab", "up", "--name", &name, "--nodes", "2", "--pods-per-node", "0", "--backend", backend];
         ctl(up);
@@ -225,12 +230,22 @@ impl PolicyLab {
     }
 
     /// Every source's probes, in parallel: (source label, source netns, targets) → observed results.
-    fn run_probes(&self, jobs: &[(String, String, Vec<String>)], timeout_ms: u64) -> BTreeMap<(String, String), bool> {
+    fn run_probes(
+        &mut self,
+        jobs: &[(String, String, Vec<String>)],
+        timeout_ms: u64,
+    ) -> BTreeMap<(String, String), bool> {
         let children: Vec<_> = jobs
             .iter()
             .map(|(label, netns, targets)| {
+                let base = self.udp_port;
+                self.udp_port += targets.len() as u16;
+                if self.udp_port > UDP_PORTS.1 {
+                    self.udp_port = UDP_PORTS.0;
+                }
                 let child = Command::new("ip")
                     .args(["netns", "exec", netns, probe_bin(), "matrix", "--timeout-ms", &timeout_ms.to_string()])
+                    .args(["--udp-src-base", &base.to_string()])
                     .args(targets)
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())

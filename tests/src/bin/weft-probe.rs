@@ -4,7 +4,10 @@
 //!   Each port binds `[::]` (dual-stack on Linux) and falls back to `0.0.0.0` when IPv6 is unavailable.
 //! - `matrix --timeout-ms 300 IP:PORT/PROTO...`: probes every target at once (a thread each) and prints one JSON
 //!   object `{"IP:PORT/PROTO": true|false}`. A probe passes only with a real answer (`ok`) from the server, so a
-//!   policy that lets SYNs through but drops replies still shows as denied.
+//!   policy that lets SYNs through but drops replies still shows as denied. `--udp-src-base N` sends the i-th
+//!   target's UDP probe from port N+i: the tests hand every round fresh ports, because a UDP probe that reused
+//!   the source port of an earlier, allowed one would match that flow's conntrack entry (`established`) and
+//!   pass after a policy change denied it — a flow that existed, not a new connection.
 //! - `hammer --duration-ms N --timeout-ms 40 --interval-ms 20 IP:PORT/PROTO...`: probes every target over and over until stdin
 //!   closes (at most N ms; the test holds the pipe and closes it when done) and prints one JSON line per time a target was *reached* (`{"target":..,"ms":unix_ms,"how":..}`), then a summary
 //!   line. Reached means any answer from the destination: a connection, a TCP reset (nothing listens yet) or an
@@ -146,7 +149,7 @@ fn serve(a: &Args) -> Result<(), String> {
 }
 
 /// One probe: did the server answer `ok` within `timeout`?
-fn probe(t: &Target, timeout: Duration) -> bool {
+fn probe(t: &Target, timeout: Duration, udp_src_port: u16) -> bool {
     let deadline = Instant::now() + timeout;
     match t.proto {
         Proto::Tcp => {
@@ -157,7 +160,7 @@ fn probe(t: &Target, timeout: Duration) -> bool {
             s.read_exact(&mut buf).is_ok() && &buf == b"ok\n"
         }
         Proto::Udp => {
-            let Ok(sock) = udp_socket(t.addr) else { return false };
+            let Ok(sock) = udp_socket(t.addr, udp_src_port) else { return false };
             // Three sends spread over the timeout: one lost datagram must not read as "denied".
             let step = timeout / 3;
             for _ in 0..3 {
@@ -176,9 +179,16 @@ fn probe(t: &Target, timeout: Duration) -> bool {
     }
 }
 
-fn udp_socket(to: SocketAddr) -> std::io::Result<UdpSocket> {
-    let local: SocketAddr = if to.is_ipv4() { ([0u8; 4], 0).into() } else { ([0u16; 8], 0).into() };
-    let s = UdpSocket::bind(local)?;
+/// A UDP socket connected to `to`, from `src_port` when free (0: any).
+fn udp_socket(to: SocketAddr, src_port: u16) -> std::io::Result<UdpSocket> {
+    let local = |port: u16| -> SocketAddr {
+        if to.is_ipv4() {
+            ([0u8; 4], port).into()
+        } else {
+            ([0u16; 8], port).into()
+        }
+    };
+    let s = UdpSocket::bind(local(src_port)).or_else(|_| UdpSocket::bind(local(0)))?;
     s.connect(to)?;
     Ok(s)
 }
@@ -186,8 +196,19 @@ fn udp_socket(to: SocketAddr) -> std::io::Result<UdpSocket> {
 fn matrix(a: &Args) -> Result<(), String> {
     let timeout = a.ms("timeout-ms", 300)?;
     let targets = a.targets()?;
+    let base: u16 = match a.opts.get("udp-src-base") {
+        None => 0,
+        Some(v) => v.parse().map_err(|e| format!("--udp-src-base {v:?}: {e}"))?,
+    };
     let results: Vec<(String, bool)> = std::thread::scope(|s| {
-        let handles: Vec<_> = targets.iter().map(|t| s.spawn(move || (t.text.clone(), probe(t, timeout)))).collect();
+        let handles: Vec<_> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let port = if base == 0 { 0 } else { base.saturating_add(i as u16) };
+                s.spawn(move || (t.text.clone(), probe(t, timeout, port)))
+            })
+            .collect();
         handles.into_iter().map(|h| h.join().expect("probe thread")).collect()
     });
     let obj: serde_json::Map<String, serde_json::Value> =
@@ -205,7 +226,7 @@ fn reached(t: &Target, timeout: Duration) -> Option<&'static str> {
             Err(_) => None,
         },
         Proto::Udp => {
-            let sock = udp_socket(t.addr).ok()?;
+            let sock = udp_socket(t.addr, 0).ok()?;
             let _ = sock.send(b"probe");
             let _ = sock.set_read_timeout(Some(timeout));
             let mut buf = [0u8; 16];
