@@ -206,9 +206,17 @@ fn host_gw_representative() {
 }
 
 #[test]
-fn never_unprotected_under_pod_churn() {
+fn never_unprotected_under_pod_churn_vxlan() {
     if !require_root() {
         return;
     }
     churn::never_unprotected("vxlan");
+}
+
+#[test]
+fn never_unprotected_under_pod_churn_host_gw() {
+    if !require_root() {
+        return;
+    }
+    churn::never_unprotected("host-gw");
 }
