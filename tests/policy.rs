@@ -10,10 +10,14 @@
 mod churn;
 #[path = "policy/harness.rs"]
 mod harness;
+#[path = "policy/matrix.rs"]
+mod matrix;
 #[path = "policy/model.rs"]
 mod model;
 #[path = "policy/scenarios.rs"]
 mod scenarios;
+#[path = "policy/scenarios_changes.rs"]
+mod scenarios_changes;
 #[path = "policy/scenarios_traffic.rs"]
 mod scenarios_traffic;
 
@@ -46,7 +50,7 @@ fn eventually(lab: &mut PolicyLab, timeout: Duration) -> Option<String> {
 }
 
 /// `weftctl policy explain` must agree with the model too: a few cells per probe, chosen by a hash of the
-/// scenario and step so every run checks the same ones.
+/// scenario and step so every run checks the same ones (explain takes a pod's IPv4 address when it has one).
 fn explain_agrees(lab: &PolicyLab, salt: &str) -> Result<(), String> {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in salt.bytes() {
@@ -58,7 +62,7 @@ fn explain_agrees(lab: &PolicyLab, salt: &str) -> Result<(), String> {
         let j = (i + 1 + ((h >> (k * 8 + 4)) % (n - 1)) as usize) % n as usize;
         let (src, dst) = (&lab.pods[i].pod, &lab.pods[j].pod);
         let (port, proto) = SERVICES[((h >> (40 + k * 2)) % 4) as usize];
-        let want = lab.world.allowed(src, dst, port, proto);
+        let want = lab.world.allowed(src, dst, port, proto, model::Family::V4);
         let said = lab.explain(&src.key(), &dst.key(), port, proto);
         if want != said {
             return Err(format!(
@@ -100,12 +104,12 @@ fn run_one(lab: &mut PolicyLab, sc: &Scenario) -> Result<(), String> {
 }
 
 /// Runs the picked scenarios in one lab; reports every failing scenario, not only the first.
-fn run_scenarios(backend: &str, pick: impl Fn(&Scenario) -> bool) {
+fn run_scenarios(backend: &str, dual_stack: bool, pick: impl Fn(&Scenario) -> bool) {
     if !require_root() {
         return;
     }
     let t0 = Instant::now();
-    let mut lab = PolicyLab::up(backend);
+    let mut lab = PolicyLab::up(backend, dual_stack);
     let setup = t0.elapsed();
     let picked: Vec<Scenario> = scenarios::all().into_iter().filter(|s| pick(s)).collect();
     assert!(!picked.is_empty(), "no scenario picked");
@@ -114,7 +118,7 @@ fn run_scenarios(backend: &str, pick: impl Fn(&Scenario) -> bool) {
         let (result, took) = timed(|| run_one(&mut lab, sc));
         println!("{:>6.2} s  {}{}", took.as_secs_f64(), sc.name, if result.is_err() { "  FAILED" } else { "" });
         if let Err(e) = result {
-            failures.push(format!("=== scenario {:?} ({backend}) {e}", sc.name));
+            failures.push(format!("=== scenario {:?} ({backend}, {:?}) {e}", sc.name, lab.families));
             // A failed relabel step must not leak into the next scenarios.
             for ns in harness::NAMESPACES {
                 let want: model::Labels = default_ns_labels(ns).into_iter().collect();
@@ -128,10 +132,12 @@ fn run_scenarios(backend: &str, pick: impl Fn(&Scenario) -> bool) {
         }
     }
     println!(
-        "{backend}: {} scenarios, {} probe rounds ({} cells each), {} cells re-probed; lab setup {:.1} s, total {:.1} s",
+        "{backend} {:?}: {} scenarios, {} probe rounds ({} cells each), {} cells re-probed; lab setup {:.1} s, \
+         total {:.1} s",
+        lab.families,
         picked.len(),
         lab.rounds,
-        lab.pods.len() * lab.pods.len() * SERVICES.len(),
+        lab.pods.len() * lab.pods.len() * SERVICES.len() * lab.families.len(),
         lab.retried,
         setup.as_secs_f64(),
         t0.elapsed().as_secs_f64()
@@ -148,7 +154,7 @@ fn scenario_table_covers_the_issue() {
     names.dedup();
     assert_eq!(names.len(), all.len(), "scenario names must be unique");
     assert!(all.iter().filter(|s| s.host_gw).count() >= 10, "host-gw subset too small");
-    for g in [Group::Isolation, Group::Selectors, Group::Ports, Group::Egress, Group::Updates] {
+    for g in [Group::Isolation, Group::Selectors, Group::Ports, Group::Egress, Group::Updates, Group::DualStack] {
         assert!(all.iter().any(|s| s.group == g), "no scenario in {g:?}");
     }
     // Every scenario's YAML must be valid for the model (placeholders aside) and end with a check.
@@ -161,11 +167,15 @@ fn scenario_table_covers_the_issue() {
         for step in &s.steps {
             if let Step::Apply(y) = step {
                 let mut y = y.replace("{net:node1}", "10.244.0.0/24").replace("{net:node2}", "10.244.1.0/24");
+                y = y.replace("{net6:node1}", "fd00::/64").replace("{net6:node2}", "fd01::/64");
                 for ns in harness::NAMESPACES {
                     for p in harness::PODS {
                         y = y.replace(&format!("{{ip:{ns}/{p}}}"), "10.244.0.9");
+                        y = y.replace(&format!("{{ip6:{ns}/{p}}}"), "fd00::9");
                     }
                 }
+                let left = ["{ip:", "{ip6:", "{net:", "{net6:"].iter().any(|p| y.contains(p));
+                assert!(!left, "{:?}: unknown placeholder", s.name);
                 for d in model::documents(&y) {
                     assert!(d["kind"] == "NetworkPolicy" && d["metadata"]["namespace"].is_string(), "{:?}", s.name);
                     assert!(d["spec"]["podSelector"].is_object(), "{:?}: no podSelector in {d}", s.name);
@@ -177,32 +187,38 @@ fn scenario_table_covers_the_issue() {
 
 #[test]
 fn vxlan_isolation() {
-    run_scenarios("vxlan", |s| s.group == Group::Isolation);
+    run_scenarios("vxlan", false, |s| s.group == Group::Isolation);
 }
 
 #[test]
 fn vxlan_selectors() {
-    run_scenarios("vxlan", |s| s.group == Group::Selectors);
+    run_scenarios("vxlan", false, |s| s.group == Group::Selectors);
 }
 
 #[test]
 fn vxlan_ports() {
-    run_scenarios("vxlan", |s| s.group == Group::Ports);
+    run_scenarios("vxlan", false, |s| s.group == Group::Ports);
 }
 
 #[test]
 fn vxlan_egress_ipblock_policy_types() {
-    run_scenarios("vxlan", |s| s.group == Group::Egress);
+    run_scenarios("vxlan", false, |s| s.group == Group::Egress);
 }
 
 #[test]
 fn vxlan_updates_and_deletions() {
-    run_scenarios("vxlan", |s| s.group == Group::Updates);
+    run_scenarios("vxlan", false, |s| s.group == Group::Updates);
 }
 
 #[test]
 fn host_gw_representative() {
-    run_scenarios("host-gw", |s| s.host_gw);
+    run_scenarios("host-gw", false, |s| s.host_gw);
+}
+
+/// Dual-stack pods: the representative set and the IPv6-specific scenarios, probed over IPv4 and IPv6.
+#[test]
+fn vxlan_dual_stack() {
+    run_scenarios("vxlan", true, |s| s.host_gw || s.group == Group::DualStack);
 }
 
 #[test]

@@ -104,7 +104,7 @@ fn target_ip(v: &Value) -> Option<Ipv4Addr> {
 }
 
 pub fn never_unprotected(backend: &str) {
-    let mut lab = PolicyLab::up(backend);
+    let mut lab = PolicyLab::up(backend, false);
     lab.set_namespace_labels("open", &[("ns".into(), "open".into())]);
     lab.apply("kind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec: {podSelector: {}}\n");
     lab.wait();
@@ -115,8 +115,8 @@ pub fn never_unprotected(backend: &str) {
     // Targets: every candidate address except the pods outside x (those are open on purpose).
     let open_pods: Vec<Ipv4Addr> = lab.pods.iter().filter(|p| p.pod.namespace != "x").map(|p| p.pod.ip).collect();
     let mut targets = vec![];
-    for (_, _, subnet) in &lab.nodes {
-        let base: Ipv4Addr = subnet.split('/').next().and_then(|s| s.parse().ok()).expect("subnet");
+    for (_, _, subnets) in &lab.nodes {
+        let base: Ipv4Addr = subnets[0].split('/').next().and_then(|s| s.parse().ok()).expect("subnet");
         for host in 2..=LAST_HOST {
             let ip = Ipv4Addr::from(u32::from(base) + u32::from(host));
             if !open_pods.contains(&ip) {

@@ -1,15 +1,10 @@
 //! The truth-table lab: a 2-node `weftctl lab` with namespaces x, y, z and pods a, b, c in each, every pod
 //! serving TCP and UDP on ports 80 and 81 (weft-probe), spread over both nodes so the matrix holds same-node and
-//! cross-node pairs. Scenarios are applied through `weftctl policy`, exactly as an operator would.
-//!
-//! A probe round runs one `weft-probe matrix` per source (9 pods and the 2 nodes) in parallel, each probing all
-//! its targets at once, so a round costs about one timeout however many cells are denied. Cells observed denied
-//! where the model expects allowed are probed once more with a long timeout before they count as failures (a
-//! busy 2-core machine can delay an answer); cells observed allowed where the model expects denied are never
-//! retried — a packet that got through is a real failure.
-use crate::model::{Pod, World};
+//! cross-node pairs, optionally dual-stack. Scenarios are applied through `weftctl policy`, exactly as an
+//! operator would; the model in `world` follows every change. Probing and comparing live in `matrix.rs`.
+use crate::matrix::{families, UDP_PORTS};
+use crate::model::{Family, Pod, World};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,9 +14,6 @@ pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 pub const PODS: [&str; 3] = ["a", "b", "c"];
 /// (port, protocol) of every probed service, in column order.
 pub const SERVICES: [(u16, &str); 4] = [(80, "TCP"), (81, "TCP"), (80, "UDP"), (81, "UDP")];
-const PROBE_TIMEOUT_MS: u64 = 300;
-const RETRY_TIMEOUT_MS: u64 = 1500;
-const UDP_PORTS: (u16, u16) = (10_000, 30_000);
 
 pub fn weftctl(args: &[&str]) -> std::process::Output {
     Command::new(bin("weftctl")).args(args).output().expect("running weftctl")
@@ -35,7 +27,7 @@ pub fn ctl(args: &[&str]) -> String {
     text
 }
 
-fn probe_bin() -> &'static str {
+pub fn probe_bin() -> &'static str {
     env!("CARGO_BIN_EXE_weft-probe")
 }
 
@@ -79,20 +71,20 @@ pub struct LabPod {
 pub struct PolicyLab {
     pub name: String,
     pub pods: Vec<LabPod>,
-    /// (node name, node namespace, pod subnet).
-    pub nodes: Vec<(String, String, String)>,
+    /// (node name, node namespace, pod subnets: IPv4 and, in dual-stack labs, IPv6).
+    pub nodes: Vec<(String, String, Vec<String>)>,
     pub world: World,
+    pub families: Vec<Family>,
     servers: Vec<Child>,
     dir: weft_e2e::TempDir,
     pub rounds: usize,
     pub retried: usize,
-    /// Next UDP source port to hand out (see weft-probe's `--udp-src-base`): below the kernel's ephemeral range,
-    /// never reused within a lab's lifetime in practice (20 000 ports, at most 36 per source and round).
-    udp_port: u16,
+    /// Next UDP source port to hand out (see `matrix.rs`).
+    pub(crate) udp_port: u16,
 }
 
 impl PolicyLab {
-    pub fn up(backend: &str) -> PolicyLab {
+    pub fn up(backend: &str, dual_stack: bool) -> PolicyLab {
         let name = format!("p{}", unique());
         let dir = weft_e2e::TempDir::new("policy");
         let mut lab = PolicyLab {
@@ -100,22 +92,26 @@ impl PolicyLab {
             pods: vec![],
             nodes: vec![],
             world: World::default(),
+            families: families(dual_stack),
             servers: vec![],
             dir,
             rounds: 0,
             retried: 0,
             udp_port: UDP_PORTS.0,
         };
-        let up = &["lab", "up", "--name", &name, "--nodes", "2", "--pods-per-node", "0", "--backend", backend];
-        ctl(up);
+        let mut up = vec!["lab", "up", "--name", &name, "--nodes", "2", "--pods-per-node", "0", "--backend", backend];
+        if dual_stack {
+            up.push("--ipv6");
+        }
+        ctl(&up);
         let state = lab.state();
         for n in state["nodes"].as_array().expect("nodes") {
             let node = n["name"].as_str().expect("name").to_string();
             let st: Value =
                 serde_json::from_slice(&std::fs::read(lab.lab_dir().join(&node).join("status.json")).unwrap())
                     .expect("status.json");
-            let subnet = st["subnet"].as_str().expect("subnet").to_string();
-            lab.nodes.push((node, n["ns"].as_str().expect("ns").to_string(), subnet));
+            let subnets = ["subnet", "subnet6"].iter().filter_map(|k| st[*k].as_str().map(str::to_string)).collect();
+            lab.nodes.push((node, n["ns"].as_str().expect("ns").to_string(), subnets));
         }
         for ns in NAMESPACES {
             let mut labels: Vec<(String, String)> = vec![("ns".into(), ns.into())];
@@ -167,6 +163,13 @@ impl PolicyLab {
         let fields: Vec<&str> = out.split_whitespace().collect();
         assert_eq!(fields.first(), Some(&"pod"), "unexpected pod-add output: {out}");
         let (ip, netns) = (fields[2].parse().expect("pod IP"), fields[3].to_string());
+        let ip6 = self.families.contains(&Family::V6).then(|| {
+            let st = self.state();
+            let p =
+                st["nodes"].as_array().into_iter().flatten().flat_map(|n| n["pods"].as_array().into_iter().flatten());
+            let found = p.into_iter().find(|p| p["ns"] == netns.as_str()).expect("pod in lab state");
+            found["ip6"].as_str().and_then(|s| s.parse().ok()).expect("dual-stack pod has an IPv6 address")
+        });
         let mut server = Command::new("ip")
             .args(["netns", "exec", &netns, probe_bin(), "serve", "--tcp", "80,81", "--udp", "80,81"])
             .stdout(Stdio::piped())
@@ -182,6 +185,7 @@ impl PolicyLab {
             name: pod.into(),
             labels: labels.into_iter().collect(),
             ip,
+            ip6,
             node: node.into(),
             ports,
         };
@@ -192,16 +196,25 @@ impl PolicyLab {
         self.pods.iter().find(|p| p.pod.key() == key).unwrap_or_else(|| panic!("no pod {key}"))
     }
 
-    /// Placeholders in scenario YAML: `{ip:x/a}` (a pod's address), `{net:node1}` (a node's pod subnet).
+    /// Placeholders in scenario YAML: `{ip:x/a}` / `{ip6:x/a}` (a pod's address), `{net:node1}` /
+    /// `{net6:node1}` (a node's pod subnet).
     pub fn expand(&self, yaml: &str) -> String {
         let mut out = yaml.to_string();
         for p in &self.pods {
             out = out.replace(&format!("{{ip:{}}}", p.pod.key()), &p.pod.ip.to_string());
+            if let Some(ip6) = p.pod.ip6 {
+                out = out.replace(&format!("{{ip6:{}}}", p.pod.key()), &ip6.to_string());
+            }
         }
-        for (node, _, subnet) in &self.nodes {
-            out = out.replace(&format!("{{net:{node}}}"), subnet);
+        for (node, _, subnets) in &self.nodes {
+            for (i, tag) in ["net", "net6"].iter().enumerate() {
+                if let Some(subnet) = subnets.get(i) {
+                    out = out.replace(&format!("{{{tag}:{node}}}"), subnet);
+                }
+            }
         }
-        assert!(!out.contains("{ip:") && !out.contains("{net:"), "unknown placeholder in:\n{out}");
+        let left = ["{ip:", "{ip6:", "{net:", "{net6:"].iter().any(|p| out.contains(p));
+        assert!(!left, "unknown placeholder in:\n{out}");
         out
     }
 
@@ -227,153 +240,6 @@ impl PolicyLab {
     /// Blocks until every node's agent enforces exactly the store's policies.
     pub fn wait(&self) {
         ctl(&["policy", "wait", "--lab", &self.name]);
-    }
-
-    /// Every source's probes, in parallel: (source label, source netns, targets) → observed results.
-    fn run_probes(
-        &mut self,
-        jobs: &[(String, String, Vec<String>)],
-        timeout_ms: u64,
-    ) -> BTreeMap<(String, String), bool> {
-        let children: Vec<_> = jobs
-            .iter()
-            .map(|(label, netns, targets)| {
-                let base = self.udp_port;
-                self.udp_port += targets.len() as u16;
-                if self.udp_port > UDP_PORTS.1 {
-                    self.udp_port = UDP_PORTS.0;
-                }
-                let child = Command::new("ip")
-                    .args(["netns", "exec", netns, probe_bin(), "matrix", "--timeout-ms", &timeout_ms.to_string()])
-                    .args(["--udp-src-base", &base.to_string()])
-                    .args(targets)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("weft-probe matrix");
-                (label, child)
-            })
-            .collect();
-        let mut out = BTreeMap::new();
-        for (label, child) in children {
-            let o = child.wait_with_output().expect("weft-probe matrix");
-            assert!(o.status.success(), "weft-probe matrix from {label}: {}", String::from_utf8_lossy(&o.stderr));
-            let v: Value = serde_json::from_slice(&o.stdout).expect("matrix JSON");
-            for (target, ok) in v.as_object().expect("object") {
-                out.insert((label.clone(), target.clone()), ok.as_bool().expect("bool"));
-            }
-        }
-        out
-    }
-
-    fn target(ip: &std::net::Ipv4Addr, (port, proto): (u16, &str)) -> String {
-        format!("{ip}:{port}/{}", proto.to_lowercase())
-    }
-
-    /// Probes the full matrix (pods × pods × services, plus every node to its own pods) and compares it with the
-    /// model; returns the rendered truth table of the differences, or None when they agree.
-    pub fn check(&mut self) -> Option<String> {
-        let mut jobs = vec![];
-        let mut expected = BTreeMap::new();
-        for src in &self.pods {
-            let mut targets = vec![];
-            for dst in &self.pods {
-                for s in SERVICES {
-                    let t = Self::target(&dst.pod.ip, s);
-                    expected.insert((src.pod.key(), t.clone()), self.world.allowed(&src.pod, &dst.pod, s.0, s.1));
-                    targets.push(t);
-                }
-            }
-            jobs.push((src.pod.key(), src.netns.clone(), targets));
-        }
-        // Kubernetes requires node → local pod (kubelet probes) to pass whatever the policies say.
-        for (node, netns, _) in &self.nodes {
-            let mut targets = vec![];
-            for dst in self.pods.iter().filter(|p| &p.pod.node == node) {
-                for s in SERVICES {
-                    let t = Self::target(&dst.pod.ip, s);
-                    expected.insert((node.clone(), t.clone()), true);
-                    targets.push(t);
-                }
-            }
-            jobs.push((node.clone(), netns.clone(), targets));
-        }
-        self.rounds += 1;
-        let mut observed = self.run_probes(&jobs, PROBE_TIMEOUT_MS);
-        // Expected allowed, seen denied: ask again, patiently, before calling it a failure.
-        let retry: Vec<(String, String, Vec<String>)> = jobs
-            .iter()
-            .filter_map(|(label, netns, targets)| {
-                let t: Vec<String> = targets
-                    .iter()
-                    .filter(|t| {
-                        let k = (label.clone(), (*t).clone());
-                        expected[&k] && !observed[&k]
-                    })
-                    .cloned()
-                    .collect();
-                (!t.is_empty()).then(|| (label.clone(), netns.clone(), t))
-            })
-            .collect();
-        if !retry.is_empty() {
-            self.retried += retry.iter().map(|r| r.2.len()).sum::<usize>();
-            observed.extend(self.run_probes(&retry, RETRY_TIMEOUT_MS));
-        }
-        let wrong: Vec<&(String, String)> = expected.keys().filter(|k| expected[*k] != observed[*k]).collect();
-        if wrong.is_empty() {
-            return None;
-        }
-        Some(self.render(&expected, &observed, wrong.len()))
-    }
-
-    /// Kubernetes-style truth tables, one per service that differs: `.` allowed and expected, `x` denied and
-    /// expected, `A!` allowed but expected denied, `D!` denied but expected allowed; nodes probe only their pods.
-    fn render(
-        &self,
-        expected: &BTreeMap<(String, String), bool>,
-        observed: &BTreeMap<(String, String), bool>,
-        wrong: usize,
-    ) -> String {
-        let mut s = format!("{wrong} cells differ from the reference model\n");
-        let sources: Vec<String> =
-            self.pods.iter().map(|p| p.pod.key()).chain(self.nodes.iter().map(|n| n.0.clone())).collect();
-        for svc in SERVICES {
-            let differs = |src: &String| {
-                self.pods.iter().any(|d| {
-                    let k = (src.clone(), Self::target(&d.pod.ip, svc));
-                    expected.get(&k) != observed.get(&k)
-                })
-            };
-            if !sources.iter().any(differs) {
-                s += &format!("\n{}/{}: as expected\n", svc.0, svc.1);
-                continue;
-            }
-            s += &format!("\n{}/{}   (rows: from, columns: to)\n{:>8}", svc.0, svc.1, "");
-            for d in &self.pods {
-                s += &format!("{:>5}", d.pod.key());
-            }
-            s += "\n";
-            for src in &sources {
-                s += &format!("{src:>8}");
-                for d in &self.pods {
-                    let k = (src.clone(), Self::target(&d.pod.ip, svc));
-                    s += match (expected.get(&k), observed.get(&k)) {
-                        (None, _) | (_, None) => "    -",
-                        (Some(true), Some(true)) => "    .",
-                        (Some(false), Some(false)) => "    x",
-                        (Some(false), Some(true)) => "   A!",
-                        (Some(true), Some(false)) => "   D!",
-                    };
-                }
-                s += "\n";
-            }
-        }
-        let placement: Vec<String> = self.pods.iter().map(|p| format!("{}@{}", p.pod.key(), p.pod.node)).collect();
-        s += &format!("\npods: {}\npolicies:\n", placement.join(" "));
-        for (k, v) in &self.world.policies {
-            s += &format!("  {k}: {v}\n");
-        }
-        s
     }
 
     /// `weftctl policy explain` for one cell: true if it says allowed.

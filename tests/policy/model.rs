@@ -7,9 +7,16 @@
 //! ones: ipBlock matches pod addresses too, and a pod always reaches itself (traffic that never leaves the pod).
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub type Labels = BTreeMap<String, String>;
+
+/// Which of a pod's addresses a connection uses (ipBlock peers only match their own family).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
 
 #[derive(Clone, Debug)]
 pub struct Pod {
@@ -17,6 +24,8 @@ pub struct Pod {
     pub name: String,
     pub labels: Labels,
     pub ip: Ipv4Addr,
+    /// Set in dual-stack labs.
+    pub ip6: Option<Ipv6Addr>,
     pub node: String,
     /// Container ports: (name, port, protocol).
     pub ports: Vec<(String, u16, String)>,
@@ -25,6 +34,13 @@ pub struct Pod {
 impl Pod {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    pub fn addr(&self, f: Family) -> Option<IpAddr> {
+        match f {
+            Family::V4 => Some(self.ip.into()),
+            Family::V6 => self.ip6.map(IpAddr::from),
+        }
     }
 }
 
@@ -61,19 +77,19 @@ impl World {
         assert!(self.policies.remove(key).is_some(), "model has no policy {key}");
     }
 
-    /// Would a connection from `src` to `dst` on `port`/`proto` ("TCP", "UDP") be allowed?
-    pub fn allowed(&self, src: &Pod, dst: &Pod, port: u16, proto: &str) -> bool {
+    /// Would a connection from `src` to `dst` on `port`/`proto` ("TCP", "UDP") over family `f` be allowed?
+    pub fn allowed(&self, src: &Pod, dst: &Pod, port: u16, proto: &str, f: Family) -> bool {
         if src.key() == dst.key() {
             return true;
         }
-        self.direction_allows(src, dst, port, proto, "Egress")
-            && self.direction_allows(src, dst, port, proto, "Ingress")
+        let c = Conn { src, dst, port, proto, family: f };
+        self.direction_allows(&c, "Egress") && self.direction_allows(&c, "Ingress")
     }
 
     /// One side of the connection: the source's egress or the destination's ingress. A pod no policy of this
     /// direction selects is not isolated; an isolated pod needs one rule of one selecting policy to allow it.
-    fn direction_allows(&self, src: &Pod, dst: &Pod, port: u16, proto: &str, dir: &str) -> bool {
-        let (subject, peer) = if dir == "Ingress" { (dst, src) } else { (src, dst) };
+    fn direction_allows(&self, c: &Conn, dir: &str) -> bool {
+        let (subject, peer) = if dir == "Ingress" { (c.dst, c.src) } else { (c.src, c.dst) };
         let mut isolated = false;
         for p in self.policies.values() {
             let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
@@ -87,9 +103,9 @@ impl World {
             let (rules, peers_field) = if dir == "Ingress" { ("ingress", "from") } else { ("egress", "to") };
             for rule in p["spec"][rules].as_array().into_iter().flatten() {
                 let peers = rule[peers_field].as_array().filter(|a| !a.is_empty());
-                let peer_ok = peers.is_none_or(|ps| ps.iter().any(|pe| self.peer_matches(pe, ns, peer)));
+                let peer_ok = peers.is_none_or(|ps| ps.iter().any(|pe| self.peer_matches(pe, ns, peer, c.family)));
                 let ports = rule["ports"].as_array().filter(|a| !a.is_empty());
-                let port_ok = ports.is_none_or(|ps| ps.iter().any(|pp| port_matches(pp, dst, port, proto)));
+                let port_ok = ports.is_none_or(|ps| ps.iter().any(|pp| port_matches(pp, c.dst, c.port, c.proto)));
                 if peer_ok && port_ok {
                     return true;
                 }
@@ -98,11 +114,12 @@ impl World {
         !isolated
     }
 
-    fn peer_matches(&self, peer: &Value, policy_ns: &str, pod: &Pod) -> bool {
+    fn peer_matches(&self, peer: &Value, policy_ns: &str, pod: &Pod, f: Family) -> bool {
         if let Some(block) = peer.get("ipBlock") {
+            let Some(ip) = pod.addr(f) else { return false };
             let cidr = block["cidr"].as_str().expect("cidr");
-            let except = block["except"].as_array().into_iter().flatten().filter_map(Value::as_str);
-            return in_cidr(pod.ip, cidr) && !except.into_iter().any(|e| in_cidr(pod.ip, e));
+            let mut except = block["except"].as_array().into_iter().flatten().filter_map(Value::as_str);
+            return in_cidr(ip, cidr) && !except.any(|e| in_cidr(ip, e));
         }
         let ns_ok = match peer.get("namespaceSelector") {
             // Without a namespace selector, pod selectors pick from the policy's own namespace.
@@ -118,6 +135,15 @@ impl World {
         l.insert("kubernetes.io/metadata.name".into(), ns.into());
         l
     }
+}
+
+/// One connection attempt.
+struct Conn<'a> {
+    src: &'a Pod,
+    dst: &'a Pod,
+    port: u16,
+    proto: &'a str,
+    family: Family,
 }
 
 /// API-server defaulting: no policyTypes → Ingress, plus Egress when there are egress rules.
@@ -175,23 +201,29 @@ fn port_matches(pp: &Value, dst: &Pod, port: u16, proto: &str) -> bool {
     }
 }
 
-/// IPv4 CIDR membership (host bits in the CIDR ignored, as Kubernetes does).
-pub fn in_cidr(ip: Ipv4Addr, cidr: &str) -> bool {
+/// CIDR membership (host bits in the CIDR ignored, as Kubernetes does); families never match each other.
+pub fn in_cidr(ip: IpAddr, cidr: &str) -> bool {
     let (net, len) = cidr.split_once('/').expect("CIDR has a /");
-    let net: Ipv4Addr = net.parse().expect("IPv4 CIDR");
+    let net: IpAddr = net.parse().expect("CIDR address");
     let len: u32 = len.parse().expect("prefix length");
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    u32::from(ip) & mask == u32::from(net) & mask
+    let (a, b, bits) = match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        _ => return false,
+    };
+    let shift = bits - len;
+    len == 0 || (a >> shift) == (b >> shift)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Family::V4;
 
     fn pod(ns: &str, name: &str, labels: &[(&str, &str)], ip: [u8; 4]) -> Pod {
         let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let ports = vec![("http".into(), 80, "TCP".into())];
-        Pod { namespace: ns.into(), name: name.into(), labels, ip: ip.into(), node: "n".into(), ports }
+        Pod { namespace: ns.into(), name: name.into(), labels, ip: ip.into(), ip6: None, node: "n".into(), ports }
     }
 
     #[test]
@@ -202,19 +234,32 @@ mod tests {
         let xa = pod("x", "a", &[("pod", "a")], [10, 0, 0, 1]);
         let xb = pod("x", "b", &[("pod", "b")], [10, 0, 0, 2]);
         let ya = pod("y", "a", &[("pod", "a")], [10, 0, 1, 1]);
-        assert!(w.allowed(&ya, &xa, 80, "TCP"), "no policy: open");
+        assert!(w.allowed(&ya, &xa, 80, "TCP", V4), "no policy: open");
         w.apply("metadata: {name: p, namespace: x}\nspec: {podSelector: {matchLabels: {pod: a}}}");
-        assert!(!w.allowed(&ya, &xa, 80, "TCP") && w.allowed(&ya, &xb, 80, "TCP"), "isolates only pod a");
-        assert!(w.allowed(&xa, &xa, 80, "TCP"), "self");
+        assert!(!w.allowed(&ya, &xa, 80, "TCP", V4) && w.allowed(&ya, &xb, 80, "TCP", V4), "isolates only pod a");
+        assert!(w.allowed(&xa, &xa, 80, "TCP", V4), "self");
         w.apply(concat!(
             "metadata: {name: q, namespace: x}\n",
             "spec: {podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}, ",
             "podSelector: {matchExpressions: [{key: pod, operator: In, values: [a]}]}}], ports: [{port: http}]}]}"
         ));
-        assert!(w.allowed(&ya, &xa, 80, "TCP") && !w.allowed(&ya, &xa, 80, "UDP") && !w.allowed(&xb, &xa, 80, "TCP"));
+        assert!(
+            w.allowed(&ya, &xa, 80, "TCP", V4)
+                && !w.allowed(&ya, &xa, 80, "UDP", V4)
+                && !w.allowed(&xb, &xa, 80, "TCP", V4)
+        );
         w.apply("metadata: {name: e, namespace: y}\nspec: {podSelector: {}, egress: [{to: [{ipBlock: {cidr: 10.0.0.0/16, except: [10.0.0.2/32]}}]}]}");
-        assert!(w.allowed(&ya, &xa, 80, "TCP") && !w.allowed(&ya, &xb, 80, "TCP"), "egress ipBlock except");
+        assert!(w.allowed(&ya, &xa, 80, "TCP", V4) && !w.allowed(&ya, &xb, 80, "TCP", V4), "egress ipBlock except");
         w.delete("y/e");
-        assert!(w.allowed(&ya, &xb, 80, "TCP"));
+        assert!(w.allowed(&ya, &xb, 80, "TCP", V4));
+        // ipBlock matches its own family only.
+        let mut ya6 = ya.clone();
+        ya6.ip6 = Some("fd00::1".parse().unwrap());
+        let mut xb6 = xb.clone();
+        xb6.ip6 = Some("fd00::2".parse().unwrap());
+        w.apply("metadata: {name: v4, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}}]}]}");
+        assert!(w.allowed(&ya6, &xb6, 80, "UDP", V4) && !w.allowed(&ya6, &xb6, 80, "UDP", Family::V6));
+        assert!(in_cidr("fd00::1".parse().unwrap(), "fd00::/64") && !in_cidr("fd01::1".parse().unwrap(), "fd00::/16"));
+        assert!(in_cidr("1.2.3.4".parse().unwrap(), "0.0.0.0/0") && !in_cidr("1.2.3.4".parse().unwrap(), "::/0"));
     }
 }

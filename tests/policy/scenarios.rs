@@ -4,7 +4,8 @@
 //!
 //! The cluster: namespaces x (team=red), y (team=blue), z, all labelled ns=<name>; pods a (tier=frontend),
 //! b (tier=backend), c, labelled pod=<name>, alternating over node1 and node2. Placeholders: `{ip:y/b}` is a pod's
-//! address, `{net:node1}` a node's pod subnet (quote them: braces are YAML flow syntax).
+//! address, `{net:node1}` a node's pod subnet, `{ip6:..}` / `{net6:..}` the same in IPv6 (dual-stack scenarios
+//! only); quote them, braces are YAML flow syntax.
 
 /// When the probe after a step must match: at once (the step has a wait handle), or eventually.
 pub enum Step {
@@ -32,6 +33,8 @@ pub enum Group {
     Ports,
     Egress,
     Updates,
+    /// Only meaningful with IPv6 addresses: run in the dual-stack lab alone.
+    DualStack,
 }
 
 /// One NetworkPolicy document; `spec` is YAML flow syntax.
@@ -251,6 +254,7 @@ pub fn all() -> Vec<Scenario> {
     ];
     v.extend(crate::scenarios_traffic::ports());
     v.extend(crate::scenarios_traffic::egress());
-    v.extend(crate::scenarios_traffic::updates());
+    v.extend(crate::scenarios_changes::updates());
+    v.extend(crate::scenarios_changes::dual_stack());
     v
 }

@@ -1,6 +1,6 @@
-//! Scenarios on ports and protocols, egress, ipBlock, policyTypes defaulting, unions, and live updates and
-//! deletions (the isolation and selector scenarios, and the step types, are in `scenarios.rs`).
-use crate::scenarios::{apply_probe, docs, np, Scenario, Step, DENY_BOTH, DENY_IN};
+//! Scenarios on ports and protocols, egress, ipBlock, policyTypes defaulting and unions (the isolation and
+//! selector scenarios, and the step types, are in `scenarios.rs`; changes over time in `scenarios_changes.rs`).
+use crate::scenarios::{apply_probe, docs, np, Scenario};
 
 /// Numeric, named and ranged ports, protocols.
 pub fn ports() -> Vec<Scenario> {
@@ -88,6 +88,29 @@ pub fn ports() -> Vec<Scenario> {
                 "{podSelector: {}, ingress: [{ports: [{port: 81}, {protocol: UDP, port: serve-80-udp}]}]}",
             ),
         ),
+        apply_probe(
+            "several numeric ports of two protocols, shared by two policies",
+            Ports,
+            false,
+            docs(&[
+                np("x", "list-a", "{podSelector: {}, ingress: [{ports: [{protocol: UDP, port: 80}, {port: 81}]}]}"),
+                np(
+                    "y",
+                    "list-b",
+                    "{podSelector: {matchLabels: {pod: a}}, ingress: [{ports: [{port: 81}, {protocol: UDP, port: 80}]}]}",
+                ),
+            ]),
+        ),
+        apply_probe(
+            "egress to a named port resolves on the destination",
+            Ports,
+            true,
+            np(
+                "y",
+                "out-web",
+                "{podSelector: {}, policyTypes: [Egress], egress: [{to: [{namespaceSelector: {}}], ports: [{port: web}]}]}",
+            ),
+        ),
     ]
 }
 
@@ -147,6 +170,28 @@ pub fn egress() -> Vec<Scenario> {
                 "y",
                 "but-one",
                 "{podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.244.0.0/16, except: [\"{ip:x/b}/32\"]}}]}]}",
+            ),
+        ),
+        apply_probe(
+            "egress ipBlock with except: node2's pods but one",
+            Egress,
+            false,
+            np(
+                "z",
+                "out-block",
+                "{podSelector: {}, policyTypes: [Egress], egress: [{to: [{ipBlock: {cidr: \"{net:node2}\", except: \
+                 [\"{ip:x/b}/32\"]}}]}]}",
+            ),
+        ),
+        apply_probe(
+            "ipBlock and selector peers in one rule are ORed",
+            Egress,
+            false,
+            np(
+                "y",
+                "mixed-peers",
+                "{podSelector: {}, ingress: [{from: [{ipBlock: {cidr: \"{ip:x/a}/32\"}}, {namespaceSelector: \
+                 {matchLabels: {ns: z}}, podSelector: {matchLabels: {pod: c}}}]}]}",
             ),
         ),
         apply_probe(
@@ -249,100 +294,5 @@ pub fn egress() -> Vec<Scenario> {
                 ),
             ]),
         ),
-    ]
-}
-
-/// Policy changes and deletions taking effect on the live dataplane.
-pub fn updates() -> Vec<Scenario> {
-    use crate::scenarios::Group::Updates;
-    let from = |ns: &str| {
-        np(
-            "x",
-            "from",
-            &format!(
-                "{{podSelector: {{}}, ingress: [{{from: [{{namespaceSelector: {{matchLabels: {{ns: {ns}}}}}}}]}}]}}"
-            ),
-        )
-    };
-    vec![
-        Scenario {
-            name: "update: the allowed namespace changes from y to z",
-            group: Updates,
-            host_gw: true,
-            steps: vec![Step::Apply(from("y")), Step::Probe, Step::Apply(from("z")), Step::Probe],
-        },
-        Scenario {
-            name: "update: the selected pod moves from a to b",
-            group: Updates,
-            host_gw: false,
-            steps: vec![
-                Step::Apply(np("y", "sel", "{podSelector: {matchLabels: {pod: a}}}")),
-                Step::Probe,
-                Step::Apply(np("y", "sel", "{podSelector: {matchLabels: {pod: b}}}")),
-                Step::Probe,
-            ],
-        },
-        Scenario {
-            name: "update: ports narrowed from all to 80/TCP, then widened to a range",
-            group: Updates,
-            host_gw: false,
-            steps: vec![
-                Step::Apply(np("z", "ports", "{podSelector: {}, ingress: [{}]}")),
-                Step::Probe,
-                Step::Apply(np("z", "ports", "{podSelector: {}, ingress: [{ports: [{port: 80}]}]}")),
-                Step::Probe,
-                Step::Apply(np(
-                    "z",
-                    "ports",
-                    "{podSelector: {}, ingress: [{ports: [{port: 80, endPort: 81}, {protocol: UDP}]}]}",
-                )),
-                Step::Probe,
-            ],
-        },
-        Scenario {
-            name: "deletion: deny all, then deleted",
-            group: Updates,
-            host_gw: true,
-            steps: vec![Step::Apply(np("x", "deny", DENY_BOTH)), Step::Probe, Step::Delete("x/deny"), Step::Probe],
-        },
-        Scenario {
-            name: "deletion: removing the allowing policy of two leaves the deny",
-            group: Updates,
-            host_gw: false,
-            steps: vec![
-                Step::Apply(docs(&[np("x", "deny", DENY_IN), from("y")])),
-                Step::Probe,
-                Step::Delete("x/from"),
-                Step::Probe,
-                Step::Delete("x/deny"),
-                Step::Probe,
-            ],
-        },
-        Scenario {
-            name: "update: egress deny all becomes allow all",
-            group: Updates,
-            host_gw: false,
-            steps: vec![
-                Step::Apply(np("y", "out", "{podSelector: {}, policyTypes: [Egress]}")),
-                Step::Probe,
-                Step::Apply(np("y", "out", "{podSelector: {}, policyTypes: [Egress], egress: [{}]}")),
-                Step::Probe,
-            ],
-        },
-        Scenario {
-            name: "namespace relabelled: the namespaceSelector follows",
-            group: Updates,
-            host_gw: false,
-            steps: vec![
-                Step::Apply(np(
-                    "x",
-                    "blue",
-                    "{podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabels: {team: blue}}}]}]}",
-                )),
-                Step::Probe,
-                Step::Relabel("z", &[("ns", "z"), ("team", "blue")]),
-                Step::Relabel("z", &[("ns", "z")]),
-            ],
-        },
     ]
 }
