@@ -14,6 +14,8 @@ mod harness;
 mod matrix;
 #[path = "policy/model.rs"]
 mod model;
+#[path = "policy/restart.rs"]
+mod restart;
 #[path = "policy/scenarios.rs"]
 mod scenarios;
 #[path = "policy/scenarios_changes.rs"]
@@ -235,4 +237,12 @@ fn never_unprotected_under_pod_churn_host_gw() {
         return;
     }
     churn::never_unprotected("host-gw");
+}
+
+#[test]
+fn never_unprotected_across_agent_restarts() {
+    if !require_root() {
+        return;
+    }
+    restart::never_unprotected_across_restarts("vxlan");
 }

@@ -21,19 +21,19 @@ const LAST_HOST: u8 = 40;
 const CHURN: usize = 40;
 const LIVE_CHURN_PODS: usize = 4;
 
-fn unix_ms() -> u64 {
+pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A running `weft-probe hammer` and the lines it printed so far; stopped (stdin closed) by `finish` or on drop.
-struct Hammer {
+pub struct Hammer {
     child: Option<Child>,
     lines: Arc<Mutex<Vec<Value>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Hammer {
-    fn start(netns: &str, targets: &[String]) -> Hammer {
+    pub fn start(netns: &str, targets: &[String]) -> Hammer {
         let mut child = Command::new("ip")
             .args(["netns", "exec", netns, env!("CARGO_BIN_EXE_weft-probe"), "hammer", "--duration-ms", "60000"])
             .args(["--timeout-ms", "40", "--interval-ms", "20"])
@@ -55,11 +55,11 @@ impl Hammer {
         Hammer { child: Some(child), lines, reader: Some(reader) }
     }
 
-    fn has(&self, f: impl Fn(&Value) -> bool) -> bool {
+    pub fn has(&self, f: impl Fn(&Value) -> bool) -> bool {
         self.lines.lock().expect("lines").iter().any(f)
     }
 
-    fn finish(&mut self) -> Vec<Value> {
+    pub fn finish(&mut self) -> Vec<Value> {
         if let Some(mut c) = self.child.take() {
             drop(c.stdin.take());
             let _ = c.wait();
@@ -99,7 +99,7 @@ fn pod_add(lab: &str, ns: &str, pod: &str, node: &str) -> Ipv4Addr {
     out.split_whitespace().nth(2).and_then(|ip| ip.parse().ok()).unwrap_or_else(|| panic!("pod-add said: {out}"))
 }
 
-fn target_ip(v: &Value) -> Option<Ipv4Addr> {
+pub fn target_ip(v: &Value) -> Option<Ipv4Addr> {
     v["target"].as_str()?.split(':').next()?.parse().ok()
 }
 
