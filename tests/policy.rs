@@ -151,6 +151,15 @@ fn run_scenarios(backend: &str, dual_stack: bool, pick: impl Fn(&Scenario) -> bo
 fn scenario_table_covers_the_issue() {
     let all = scenarios::all();
     assert!(all.len() >= 40, "only {} scenarios", all.len());
+    let steps: usize =
+        all.iter().map(|s| s.steps.iter().filter(|st| !matches!(st, Step::Apply(_) | Step::Delete(_))).count()).sum();
+    println!(
+        "{} scenarios ({} checks), {} on host-gw, {} IPv6-only",
+        all.len(),
+        steps,
+        all.iter().filter(|s| s.host_gw).count(),
+        all.iter().filter(|s| s.group == Group::DualStack).count()
+    );
     let mut names: Vec<&str> = all.iter().map(|s| s.name).collect();
     names.sort_unstable();
     names.dedup();
