@@ -82,6 +82,27 @@ pub fn model_from<'a>(
     (m, errors)
 }
 
+/// One digest of everything policy depends on (pods, namespaces, policies, by key and content), so "this node
+/// enforces what the store holds" can be checked exactly, label changes included (`weftctl policy wait`).
+pub fn model_digest<'a>(
+    pods: impl IntoIterator<Item = &'a Object>,
+    namespaces: impl IntoIterator<Item = &'a Object>,
+    policies: impl IntoIterator<Item = &'a Object>,
+) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for (kind, objs) in [
+        ("pod", pods.into_iter().collect::<Vec<_>>()),
+        ("ns", namespaces.into_iter().collect()),
+        ("pol", policies.into_iter().collect()),
+    ] {
+        let mut v: Vec<String> =
+            objs.iter().map(|(k, o)| format!("{kind}/{k}@{}", weft_types::digest::digest(o))).collect();
+        v.sort();
+        parts.extend(v);
+    }
+    weft_types::digest::digest(&serde_json::Value::from(parts))
+}
+
 impl PolicyEngine {
     pub async fn run(self, store: Arc<dyn Store>, shutdown: watch::Receiver<bool>) {
         let mut rxs = vec![];
@@ -165,6 +186,7 @@ impl PolicyEngine {
                             local_pods: local.len(),
                             ready_pods: local.iter().filter(|p| !p.ips.is_empty()).count(),
                             policies: applied,
+                            model_digest: model_digest(pods.values(), nss.values(), pols.values()),
                             rules: rs.rule_count(),
                             elements: rs.element_count(),
                             last_mode: mode,

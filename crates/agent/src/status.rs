@@ -54,6 +54,9 @@ pub struct PolicyStatus {
     pub ready_pods: usize,
     /// `namespace/name@digest` of every policy compiled into the table.
     pub policies: Vec<String>,
+    /// Digest of every pod, namespace and policy the table was compiled from (see `policy::model_digest`).
+    #[serde(default)]
+    pub model_digest: String,
     pub rules: usize,
     pub elements: usize,
     /// "full" (table replaced) or "incremental" (set elements only).

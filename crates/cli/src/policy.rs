@@ -131,38 +131,29 @@ pub fn explain_cmd(s: &StoreArgs, from: &str, to: &str, port: &str) -> Result<bo
     Ok(v.allowed)
 }
 
-/// Waits until every node of the lab enforces exactly the policies the store holds (by digest).
+/// Waits until every node of the lab enforces exactly what the store holds: the digest of all pods, namespaces
+/// and policies its table was compiled from equals the store's, and it has admitted its pods.
 pub fn wait(s: &StoreArgs, timeout: Duration) -> Result<()> {
     let lab = crate::lab::state::LabState::load(&s.lab)?;
     let deadline = Instant::now() + timeout;
     loop {
-        let want: Vec<String> = s.with_store(|store| async move {
-            let mut v: Vec<String> = store
-                .objects(ObjectKind::Policy)
-                .await?
-                .items
-                .iter()
-                .map(|(k, v)| format!("{k}@{}", weft_types::digest::digest(v)))
-                .collect();
-            v.sort();
-            Ok(v)
+        let want = s.with_store(|store| async move {
+            let pods = store.objects(ObjectKind::Endpoint).await?.items;
+            let nss = store.objects(ObjectKind::Namespace).await?.items;
+            let pols = store.objects(ObjectKind::Policy).await?.items;
+            Ok(weft_agent::policy::model_digest(&pods, &nss, &pols))
         })?;
-        let pods = lab.nodes.iter().map(|n| n.pods.len()).collect::<Vec<_>>();
         let lagging: Vec<&str> = lab
             .nodes
             .iter()
-            .zip(pods)
-            .filter(|(n, npods)| {
+            .filter(|n| {
                 let st = crate::lab::agents::agent_status(n);
                 let pol = st.as_ref().map(|s| &s["policy"]);
-                let have: Vec<String> = pol
-                    .and_then(|p| p["policies"].as_array())
-                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default();
+                let have = pol.and_then(|p| p["modelDigest"].as_str()).unwrap_or_default();
                 let ready = pol.and_then(|p| p["readyPods"].as_u64()).unwrap_or(0) as usize;
-                have != want || ready < *npods
+                have != want || ready < n.pods.len()
             })
-            .map(|(n, _)| n.name.as_str())
+            .map(|n| n.name.as_str())
             .collect();
         if lagging.is_empty() {
             return Ok(());

@@ -73,3 +73,12 @@ pub fn netns_list() -> Vec<String> {
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .collect()
 }
+
+/// SIGKILLs every process inside namespace `ns`.
+pub fn kill_netns_pids(ns: &str) {
+    if let Ok(out) = run("ip", &["netns", "pids", ns]) {
+        for pid in out.split_whitespace().filter_map(|p| p.parse().ok()) {
+            kill(pid, "-KILL");
+        }
+    }
+}

@@ -256,12 +256,8 @@ pub fn down(name: &str) -> Result<()> {
     }
     let mut removed = 0;
     for ns in netns_list().into_iter().filter(|n| n.starts_with(&format!("{prefix}-"))) {
-        // Processes still inside (a crashed lab's agents) die with their namespace's last reference gone.
-        if let Ok(out) = crate::sh::run("ip", &["netns", "pids", &ns]) {
-            for pid in out.split_whitespace().filter_map(|p| p.parse().ok()) {
-                kill(pid, "-KILL");
-            }
-        }
+        // Processes still inside (a crashed lab's agents, servers in pods) are killed first.
+        crate::sh::kill_netns_pids(&ns);
         crate::sh::run("ip", &["netns", "del", &ns])?;
         removed += 1;
     }
@@ -275,7 +271,10 @@ pub fn down(name: &str) -> Result<()> {
 
 /// Restarts (or, with `kill_only`, kills) one node's agent.
 pub fn restart(name: &str, node: &str, kill_only: bool) -> Result<()> {
-    let mut lab = LabState::load(name)?;
+    LabState::update(name, |lab| restart_in(lab, node, kill_only))
+}
+
+fn restart_in(lab: &mut LabState, node: &str, kill_only: bool) -> Result<()> {
     let i = lab.nodes.iter().position(|n| n.name == node).with_context(|| format!("no node {node:?}"))?;
     if let Some(pid) = lab.nodes[i].agent_pid.take() {
         kill(pid, if kill_only { "-KILL" } else { "-TERM" });
@@ -286,14 +285,18 @@ pub fn restart(name: &str, node: &str, kill_only: bool) -> Result<()> {
     }
     if !kill_only {
         let ttl = std::fs::read_to_string(lab.dir().join("lease-ttl")).unwrap_or_else(|_| "10s".into());
-        lab.nodes[i].agent_pid = Some(agents::start_agent(&lab, &lab.nodes[i], ttl.trim())?);
+        lab.nodes[i].agent_pid = Some(agents::start_agent(lab, &lab.nodes[i], ttl.trim())?);
     }
-    lab.save()
+    Ok(())
 }
 
 /// Stops or starts the lab's etcd (same data, same ports).
 pub fn etcd(name: &str, action: &str) -> Result<()> {
-    let mut lab = LabState::load(name)?;
+    LabState::update(name, |lab| etcd_in(lab, action))
+}
+
+fn etcd_in(lab: &mut LabState, action: &str) -> Result<()> {
+    let name = lab.name.clone();
     if lab.store != "etcd" {
         bail!("lab {name:?} runs the embedded store, not etcd");
     }
@@ -310,9 +313,9 @@ pub fn etcd(name: &str, action: &str) -> Result<()> {
             if lab.store_pid.is_some_and(alive) {
                 bail!("etcd is already running");
             }
-            lab.store_pid = Some(agents::start_etcd(&lab)?);
+            lab.store_pid = Some(agents::start_etcd(lab)?);
         }
         _ => bail!("action must be stop or start"),
     }
-    lab.save()
+    Ok(())
 }

@@ -52,7 +52,10 @@ pub fn add_pod(lab: &LabState, node: &NodeState, pod: &mut PodState) -> Result<(
     Ok(())
 }
 
+/// Detaches the pod (CNI DEL), stops whatever still runs in its namespace (servers started with `lab exec`),
+/// and deletes the namespace.
 pub fn del_pod(lab: &LabState, node: &NodeState, pod: &PodState) {
     let _ = cni(lab, node, pod, "DEL");
+    crate::sh::kill_netns_pids(&pod.ns);
     let _ = crate::sh::run("ip", &["netns", "del", &pod.ns]);
 }

@@ -68,6 +68,18 @@ impl LabState {
         std::fs::rename(&tmp, &p).with_context(|| format!("writing {}", p.display()))
     }
 
+    /// Runs `f` on the lab's state under an exclusive lock and saves the result: concurrent `pod-add`,
+    /// `pod-del` and `restart` on one lab each see the others' changes.
+    pub fn update<T>(name: &str, f: impl FnOnce(&mut LabState) -> Result<T>) -> Result<T> {
+        let lock_path = lab_dir(name).join("state.lock");
+        let lock = std::fs::File::create(&lock_path).with_context(|| format!("no lab {name:?}"))?;
+        lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+        let mut lab = Self::load(name)?;
+        let out = f(&mut lab);
+        lab.save()?;
+        out
+    }
+
     pub fn load(name: &str) -> Result<Self> {
         let p = lab_dir(name).join("state.json");
         let b = std::fs::read(&p).with_context(|| format!("no lab {name:?} (missing {})", p.display()))?;

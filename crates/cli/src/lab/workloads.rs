@@ -99,9 +99,12 @@ pub struct NewPod {
 }
 
 pub fn add_pod(lab_name: &str, new: NewPod) -> Result<PodState> {
+    LabState::update(lab_name, |lab| add_pod_in(lab, new))
+}
+
+fn add_pod_in(lab: &mut LabState, new: NewPod) -> Result<PodState> {
     let NewPod { node, namespace, name, labels, ports } = new;
     let namespace = namespace.as_str();
-    let mut lab = LabState::load(lab_name)?;
     let i = lab.nodes.iter().position(|n| n.name == node).with_context(|| format!("no node {node:?}"))?;
     let idx = lab.nodes[i].pods.len() + 1;
     let pname = name.unwrap_or_else(|| format!("{}-pod{idx}", lab.nodes[i].name));
@@ -118,15 +121,18 @@ pub fn add_pod(lab_name: &str, new: NewPod) -> Result<PodState> {
         labels,
     };
     let node_state = lab.nodes[i].clone();
-    super::pods::add_pod(&lab, &node_state, &mut pod)?;
+    super::pods::add_pod(lab, &node_state, &mut pod)?;
     lab.nodes[i].pods.push(pod.clone());
     lab.save()?;
-    register(&lab, &[(node_state, pod.clone(), ports)])?;
+    register(lab, &[(node_state, pod.clone(), ports)])?;
     Ok(pod)
 }
 
 pub fn del_pod(name: &str, namespace: &str, pod: &str) -> Result<()> {
-    let mut lab = LabState::load(name)?;
+    LabState::update(name, |lab| del_pod_in(lab, namespace, pod))
+}
+
+fn del_pod_in(lab: &mut LabState, namespace: &str, pod: &str) -> Result<()> {
     let (ni, pi) = lab
         .nodes
         .iter()
@@ -137,15 +143,15 @@ pub fn del_pod(name: &str, namespace: &str, pod: &str) -> Result<()> {
     let node = lab.nodes[ni].clone();
     let key = format!("{namespace}/{pod}");
     if lab.store == "kube" {
-        super::kube::delete(&lab, "Pod", Some(namespace), pod)?;
+        super::kube::delete(lab, "Pod", Some(namespace), pod)?;
     } else {
-        store_of(&lab).with_store(|store| async move {
+        store_of(lab).with_store(|store| async move {
             store.delete_object(ObjectKind::Endpoint, &key).await?;
             Ok(())
         })?;
     }
-    super::pods::del_pod(&lab, &node, &p);
-    lab.save()
+    super::pods::del_pod(lab, &node, &p);
+    Ok(())
 }
 
 fn short_hash(s: &str) -> String {
