@@ -14,7 +14,6 @@ use crate::peers::{watch_peers, PeerMap};
 use crate::reconcile::{Outcome, Reconciler};
 use crate::status::{now_ms, PeerStatus, Programmed, SharedStatus, Status};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -57,6 +56,9 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         }
     }));
 
+    if cfg.lease_ttl < Duration::from_secs(1) || cfg.resync_interval < Duration::from_millis(100) {
+        return Err(AgentError::Config("--lease-ttl must be at least 1s and --resync-interval at least 100ms".into()));
+    }
     let node = cfg.node_name.clone().or_else(hostname).ok_or_else(|| AgentError::Config("no node name".into()))?;
     let node_ip = cfg
         .node_ip
@@ -88,19 +90,24 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         address: None,
         address6: None,
     });
+    // Before the lease we only know the subnet we had (node file): keep its gateway addresses on the device, since
+    // removing the last IPv4 address from it would flush its neighbour entries and stall tunnel traffic.
+    let previous = NodeFile::load(&cfg.node_file).ok();
+    if let (Some(spec), Some(nf)) = (vx_spec.as_mut(), &previous) {
+        (spec.address, spec.address6) = vxlan_addresses(nf.subnet, nf.subnet6);
+    }
     let backend_data = match &vx_spec {
         Some(spec) => vxlan_backend_data(&dp.ensure_vxlan(spec).await?.mac),
         None => serde_json::json!({"v": 1}),
     };
-    let hint = NodeFile::load(&cfg.node_file).ok().map(|f| f.subnet);
+    let hint = previous.map(|f| f.subnet);
     let req =
         LeaseRequest { node: node.clone(), node_ip, backend_data: backend_data.clone(), ttl: cfg.lease_ttl, hint };
     let report = |e: &StoreError| status.write().expect("status lock").last_error = Some(e.to_string());
     let my_lease = lease::acquire(store.as_ref(), &req, &mut shutdown, report).await?;
     tracing::info!(subnet = %my_lease.subnet, subnet6 = ?my_lease.subnet6, %node_ip, mtu, "lease acquired");
     if let Some(spec) = vx_spec.as_mut() {
-        spec.address = Some(IpNet::V4(Ipv4Net::new(my_lease.subnet.network(), 32).expect("/32")));
-        spec.address6 = my_lease.subnet6.map(|s| IpNet::V6(Ipv6Net::new(s.network(), 128).expect("/128")));
+        (spec.address, spec.address6) = vxlan_addresses(my_lease.subnet, my_lease.subnet6);
     }
     write_node_file(&cfg.node_file, &my_lease, &net, mtu)?;
 
@@ -114,11 +121,12 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
     let local = LocalNode { name: node.clone(), underlay, vxlan_ifindex: None };
     let mut rec = Reconciler::new(dp.clone(), net.clone(), local, vx_spec, firewall);
 
+    let (mut subnet, mut subnet6) = (my_lease.subnet, my_lease.subnet6);
     let (lease_tx, mut lease_rx) = watch::channel(my_lease.clone());
     let (backend_tx, backend_rx) = watch::channel(backend_data);
     let keeper = Keeper { store: store.clone(), req: req.clone(), metrics: metrics.clone() };
     let keeper = tokio::spawn(keeper.run(my_lease, lease_tx, backend_rx, shutdown.clone()));
-    let (peers_tx, mut peers_rx) = watch::channel::<PeerMap>(Arc::new(BTreeMap::new()));
+    let (peers_tx, mut peers_rx) = watch::channel::<Option<PeerMap>>(None);
     let watcher = tokio::spawn(watch_peers(store.clone(), peers_tx, metrics.clone(), shutdown.clone()));
 
     let policy_opts = weft_policy::CompileOptions { log_drops: cfg.log_drops, ..Default::default() };
@@ -153,7 +161,19 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         // Coalesce a burst of watch events (a thousand nodes joining) into one pass.
         tokio::time::sleep(Duration::from_millis(if periodic { 0 } else { 20 })).await;
         let me = lease_rx.borrow_and_update().clone();
-        let peers = peers_rx.borrow_and_update().clone();
+        if (me.subnet, me.subnet6) != (subnet, subnet6) {
+            // The lease was lost and another subnet acquired: new pods must get addresses from it, and the
+            // device must carry its gateway address.
+            (subnet, subnet6) = (me.subnet, me.subnet6);
+            rec.set_vxlan_addresses(vxlan_addresses(subnet, subnet6));
+            if let Err(e) = write_node_file(&cfg.node_file, &me, &net, mtu) {
+                tracing::error!(error = %e, "writing the node file for the new subnet failed");
+            }
+        }
+        let Some(peers) = peers_rx.borrow_and_update().clone() else {
+            // Peers not listed yet (store slow or away): leave the kernel exactly as it is.
+            continue;
+        };
         let list: Vec<Lease> = peers.values().filter(|l| l.node != me.node).cloned().collect();
         let t0 = Instant::now();
         metrics.reconciles.inc();
@@ -202,10 +222,12 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         crate::status::write_file(&cfg.state_dir, &status);
     }
 
-    // The policy engine stops first, so it cannot re-create its table after an uninstall removed it.
+    // Every loop stops first: the policy engine cannot re-create its table after an uninstall removed it, and
+    // the lease keeper cannot re-acquire the lease an uninstall releases.
     if let Some(p) = policy {
         let _ = p.await;
     }
+    let _ = tokio::join!(keeper, watcher);
     if cfg.uninstall_on_exit {
         tracing::info!("uninstalling: removing routes, device, firewall table, node file, lease");
         if let Err(e) = rec.teardown().await {
@@ -218,7 +240,6 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         let _ = std::fs::remove_file(&cfg.node_file);
         let _ = std::fs::remove_file(cfg.state_dir.join("status.json"));
     }
-    let _ = tokio::join!(keeper, watcher);
     let _ = http.await;
     tracing::info!("stopped");
     Ok(())
@@ -334,6 +355,14 @@ fn record(
     st.last_reconcile_at_ms = now_ms();
     st.last_error = out.report.failed.first().map(|(op, e)| format!("{op:?}: {e}"));
     st.ready = true;
+}
+
+/// The gateway addresses a node puts on its VXLAN device: its subnets' network addresses, as host routes.
+fn vxlan_addresses(subnet: Ipv4Net, subnet6: Option<Ipv6Net>) -> (Option<IpNet>, Option<IpNet>) {
+    (
+        Some(IpNet::V4(Ipv4Net::new(subnet.network(), 32).expect("/32"))),
+        subnet6.map(|s| IpNet::V6(Ipv6Net::new(s.network(), 128).expect("/128"))),
+    )
 }
 
 fn hostname() -> Option<String> {

@@ -37,6 +37,8 @@ pub fn render(spec: &FirewallSpec) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "table {FAMILY} {TABLE} {{");
     let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = spec.node_ips.iter().partition(|ip| ip.is_ipv4());
+    // Always declared: counts masqueraded connections, and its presence tells a periodic check the table exists.
+    let _ = writeln!(t, "  counter masqueraded {{ }}");
     set(&mut t, "nodes4", "ipv4_addr", &v4);
     set(&mut t, "nodes6", "ipv6_addr", &v6);
     if let Some(port) = spec.vxlan_port {
@@ -74,7 +76,7 @@ fn set(t: &mut String, name: &str, ty: &str, ips: &[IpAddr]) {
 }
 
 fn masq(t: &mut String, fam: &str, cidr: IpNet) {
-    let _ = writeln!(t, "    {fam} saddr {cidr} {fam} daddr != {cidr} masquerade");
+    let _ = writeln!(t, "    {fam} saddr {cidr} {fam} daddr != {cidr} counter name masqueraded masquerade");
 }
 
 #[cfg(test)]
@@ -97,7 +99,7 @@ mod tests {
         assert!(t.contains("elements = { 192.168.0.1, 192.168.0.2 }"));
         assert!(t.contains("udp dport 8472 ip saddr != @nodes4 counter name vxlan_rejected drop"));
         assert_eq!(t.matches("udp dport 8472 notrack").count(), 2);
-        assert!(t.contains("ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade"));
+        assert!(t.contains("ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 counter name masqueraded masquerade"));
         assert!(!t.contains("ip6 saddr fd"));
     }
 
@@ -108,6 +110,9 @@ mod tests {
         s.cluster_cidr6 = Some("fd00:10:244::/48".parse().unwrap());
         let t = render(&s);
         assert!(!t.contains("8472"));
-        assert!(t.contains("ip6 saddr fd00:10:244::/48 ip6 daddr != fd00:10:244::/48 masquerade"));
+        assert!(
+            t.contains("ip6 saddr fd00:10:244::/48 ip6 daddr != fd00:10:244::/48 counter name masqueraded masquerade")
+        );
+        assert!(t.contains("counter masqueraded { }"));
     }
 }

@@ -14,6 +14,10 @@ use weft_store::{Revision, Snapshot, StoreError, WatchEvent, WatchStream};
 
 pub type Map<T> = Arc<BTreeMap<String, T>>;
 
+/// `None` until the first list succeeded: consumers must not mistake "not listed yet" for "empty" (a restarted
+/// agent would otherwise delete every peer's routes, or compile an empty policy table, before the store answers).
+pub type Listed<T> = Option<Map<T>>;
+
 /// How to list and watch one kind, and how to key its items.
 pub trait Source<T>: Send + Sync {
     fn list(&self) -> BoxFuture<'_, Result<Snapshot<T>, StoreError>>;
@@ -25,7 +29,7 @@ pub trait Source<T>: Send + Sync {
 /// Runs until shutdown, publishing the current map on `tx` whenever it changes (per `same`).
 pub async fn follow<T: Clone + Send + Sync + 'static>(
     src: impl Source<T>,
-    tx: watch::Sender<Map<T>>,
+    tx: watch::Sender<Listed<T>>,
     same: fn(&T, &T) -> bool,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
@@ -86,14 +90,17 @@ pub async fn follow<T: Clone + Send + Sync + 'static>(
     }
 }
 
-fn publish<T: Clone>(tx: &watch::Sender<Map<T>>, map: &BTreeMap<String, T>, same: fn(&T, &T) -> bool) {
-    // Only wake consumers on real changes (lease renewals change nothing but the expiry time).
-    let changed = {
-        let cur = tx.borrow();
-        cur.len() != map.len() || cur.iter().zip(map.iter()).any(|((ka, a), (kb, b))| ka != kb || !same(a, b))
+fn publish<T: Clone>(tx: &watch::Sender<Listed<T>>, map: &BTreeMap<String, T>, same: fn(&T, &T) -> bool) {
+    // Only wake consumers on real changes (lease renewals change nothing but the expiry time); the first list
+    // always wakes them, even when empty.
+    let changed = match &*tx.borrow() {
+        None => true,
+        Some(cur) => {
+            cur.len() != map.len() || cur.iter().zip(map.iter()).any(|((ka, a), (kb, b))| ka != kb || !same(a, b))
+        }
     };
     if changed {
-        tx.send_replace(Arc::new(map.clone()));
+        tx.send_replace(Some(Arc::new(map.clone())));
     }
 }
 

@@ -1,5 +1,5 @@
 //! Other nodes' leases, followed from the store (see [`crate::follow`]).
-use crate::follow::{follow, Map, Source};
+use crate::follow::{follow, Listed, Map, Source};
 use crate::metrics::Metrics;
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ fn same(a: &Lease, b: &Lease) -> bool {
 
 pub async fn watch_peers(
     store: Arc<dyn Store>,
-    tx: watch::Sender<PeerMap>,
+    tx: watch::Sender<Listed<Lease>>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) {

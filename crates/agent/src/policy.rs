@@ -9,7 +9,7 @@
 //! No pod starts unprotected: the compiled table drops forwarded traffic from/to pod interfaces whose address is
 //! not yet in `@ready` (pods this agent has compiled). A pod created a moment ago is therefore isolated until the
 //! agent has taken it into account; it never runs with an allow-all it should not have had.
-use crate::follow::{follow, Map, Source};
+use crate::follow::{follow, Listed, Source};
 use crate::metrics::Metrics;
 use crate::status::{now_ms, PolicyStatus, SharedStatus};
 use futures::future::BoxFuture;
@@ -108,7 +108,7 @@ impl PolicyEngine {
         let mut rxs = vec![];
         let mut tasks = vec![];
         for kind in [ObjectKind::Endpoint, ObjectKind::Namespace, ObjectKind::Policy] {
-            let (tx, rx) = watch::channel::<Map<Object>>(Arc::default());
+            let (tx, rx) = watch::channel::<Listed<Object>>(None);
             rxs.push(rx);
             let src = Objects(store.clone(), kind);
             tasks.push(tokio::spawn(follow(src, tx, same, self.metrics.clone(), shutdown.clone())));
@@ -119,8 +119,9 @@ impl PolicyEngine {
         }
     }
 
-    async fn enforce(&self, mut rxs: Vec<watch::Receiver<Map<Object>>>, mut shutdown: watch::Receiver<bool>) {
+    async fn enforce(&self, mut rxs: Vec<watch::Receiver<Listed<Object>>>, mut shutdown: watch::Receiver<bool>) {
         let mut last: Option<Ruleset> = None;
+        let mut last_good = std::collections::BTreeMap::new();
         let mut tick = tokio::time::interval(self.resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -136,10 +137,14 @@ impl PolicyEngine {
             if !periodic {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let (pods, nss, pols) =
-                (a.borrow_and_update().clone(), b.borrow_and_update().clone(), c.borrow_and_update().clone());
+            let lists = (a.borrow_and_update().clone(), b.borrow_and_update().clone(), c.borrow_and_update().clone());
+            // Compile only once pods, namespaces and policies have all been listed: an empty or partial model
+            // would replace the table with one that admits pods before their policies are known (allow-all).
+            // Until then the table in the kernel (from before a restart, or none) stays as it is.
+            let (Some(pods), Some(nss), Some(pols)) = lists else { continue };
             let t0 = Instant::now();
-            let (model, errors) = model_from(pods.values(), nss.values(), pols.values());
+            let pols_used = self.last_good_policies(&mut last_good, pols.values());
+            let (model, errors) = model_from(pods.values(), nss.values(), pols_used.iter());
             let rs = compile(&model, &self.node, &self.opts);
             // A periodic pass checks that the table is still there (its counters are) instead of reloading it:
             // a full load of a large table costs seconds of kernel time (1 000 policies ≈ 2.5 s) and would reset
@@ -212,6 +217,31 @@ impl PolicyEngine {
                 last = None;
             }
         }
+    }
+
+    /// Policies to compile: each key's current version if it parses, else its last good version (fail closed: a
+    /// broken update must not silently turn the pods that policy isolates into allow-all). Deleted keys go.
+    fn last_good_policies<'a>(
+        &self,
+        last_good: &mut std::collections::BTreeMap<String, serde_json::Value>,
+        current: impl Iterator<Item = &'a Object>,
+    ) -> Vec<Object> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (k, v) in current {
+            seen.insert(k.clone());
+            if weft_policy::parse_policies_json(&v.to_string()).is_ok() {
+                last_good.insert(k.clone(), v.clone());
+                out.push((k.clone(), v.clone()));
+            } else if let Some(good) = last_good.get(k) {
+                tracing::error!(policy = %k, "policy update does not parse; enforcing its last good version");
+                out.push((k.clone(), good.clone()));
+            } else {
+                out.push((k.clone(), v.clone())); // reported as an error by model_from
+            }
+        }
+        last_good.retain(|k, _| seen.contains(k));
+        out
     }
 
     /// Puts the table's drop counters into metrics (each resync).

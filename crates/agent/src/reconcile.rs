@@ -40,8 +40,8 @@ impl Reconciler {
         Self { dp, cfg, local, vxlan, firewall, applied_firewall: None }
     }
 
-    /// One pass. `full` re-applies the firewall table even if we believe it is in place (periodic resync:
-    /// someone may have flushed it).
+    /// One pass. `full` also checks that the firewall table is still in the kernel (periodic resync: someone may
+    /// have deleted it) and loads it again if not.
     pub async fn reconcile(&mut self, me: &Lease, peers: &[Lease], full: bool) -> Result<Outcome, DataplaneError> {
         let mut out = Outcome::default();
         if let Some(spec) = &self.vxlan {
@@ -63,12 +63,24 @@ impl Reconciler {
         fw.node_ips.sort();
         fw.node_ips.dedup();
         let text = firewall::render(&fw);
-        if full || self.applied_firewall.as_deref() != Some(text.as_str()) {
+        // A full (periodic) pass only checks the table is still there (its counters are): replacing it every
+        // resync would cost an nft run each time for nothing.
+        let missing =
+            full && self.dp.nft_counters(firewall::FAMILY, firewall::TABLE).await.unwrap_or_default().is_empty();
+        if missing || self.applied_firewall.as_deref() != Some(text.as_str()) {
             self.dp.apply_nft(firewall::FAMILY, firewall::TABLE, &text).await?;
             self.applied_firewall = Some(text);
             out.firewall_applied = true;
         }
         Ok(out)
+    }
+
+    /// Sets the gateway addresses the VXLAN device must carry (after a subnet change).
+    pub fn set_vxlan_addresses(&mut self, (a4, a6): (Option<ipnet::IpNet>, Option<ipnet::IpNet>)) {
+        if let Some(spec) = self.vxlan.as_mut() {
+            spec.address = a4;
+            spec.address6 = a6;
+        }
     }
 
     /// Removes everything this agent programmed (uninstall).
@@ -149,7 +161,12 @@ mod tests {
         assert!(out.firewall_applied);
         let out = rec.reconcile(&me, &peers(&[2, 3, 4]), false).await.unwrap();
         assert!(out.ops.is_empty());
-        assert!(!out.firewall_applied, "unchanged firewall is not re-applied outside a full resync");
+        assert!(!out.firewall_applied, "unchanged firewall is not re-applied");
+        let out = rec.reconcile(&me, &peers(&[2, 3, 4]), true).await.unwrap();
+        assert!(!out.firewall_applied, "a full pass does not reload a table that is in place");
+        fake.delete_nft_behind_back("inet", "weft");
+        let out = rec.reconcile(&me, &peers(&[2, 3, 4]), true).await.unwrap();
+        assert!(out.firewall_applied, "a full pass reloads a deleted table");
         // A restarted agent (new reconciler, same kernel) finds nothing to do: traffic is not disturbed.
         fake.take_applied();
         let mut restarted = reconciler(fake.clone(), fake.link("eth0").unwrap().ifindex);

@@ -143,3 +143,103 @@ async fn restart_keeps_subnet_and_applies_nothing() {
     a2.stop.send(true).unwrap();
     b.stop.send(true).unwrap();
 }
+
+/// A store whose lease listing is slow (etcd far away, a loaded API server).
+struct SlowLeases(Arc<dyn weft_store::Store>);
+
+#[async_trait::async_trait]
+impl weft_store::Store for SlowLeases {
+    async fn network_config(&self) -> Result<weft_types::NetworkConfig, weft_store::StoreError> {
+        self.0.network_config().await
+    }
+    async fn init_network_config(
+        &self,
+        c: &weft_types::NetworkConfig,
+    ) -> Result<weft_types::NetworkConfig, weft_store::StoreError> {
+        self.0.init_network_config(c).await
+    }
+    async fn acquire(&self, r: &weft_types::LeaseRequest) -> Result<weft_types::Lease, weft_store::StoreError> {
+        self.0.acquire(r).await
+    }
+    async fn renew(&self, l: &weft_types::Lease, t: Duration) -> Result<weft_types::Lease, weft_store::StoreError> {
+        self.0.renew(l, t).await
+    }
+    async fn release(&self, n: &str) -> Result<(), weft_store::StoreError> {
+        self.0.release(n).await
+    }
+    async fn leases(&self) -> Result<weft_store::Snapshot<weft_types::Lease>, weft_store::StoreError> {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        self.0.leases().await
+    }
+    async fn watch_leases(
+        &self,
+        after: weft_store::Revision,
+    ) -> Result<weft_store::WatchStream<weft_types::Lease>, weft_store::StoreError> {
+        self.0.watch_leases(after).await
+    }
+    async fn put_object(
+        &self,
+        k: weft_store::ObjectKind,
+        key: &str,
+        v: &serde_json::Value,
+    ) -> Result<weft_store::Revision, weft_store::StoreError> {
+        self.0.put_object(k, key, v).await
+    }
+    async fn delete_object(&self, k: weft_store::ObjectKind, key: &str) -> Result<(), weft_store::StoreError> {
+        self.0.delete_object(k, key).await
+    }
+    async fn objects(
+        &self,
+        k: weft_store::ObjectKind,
+    ) -> Result<weft_store::Snapshot<weft_store::Object>, weft_store::StoreError> {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        self.0.objects(k).await
+    }
+    async fn watch_objects(
+        &self,
+        k: weft_store::ObjectKind,
+        after: weft_store::Revision,
+    ) -> Result<weft_store::WatchStream<weft_store::Object>, weft_store::StoreError> {
+        self.0.watch_objects(k, after).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_a_slow_store_touches_nothing_before_peers_are_listed() {
+    let d = tempdir();
+    let a = start(d.path(), 1, &[]).await;
+    let b = start(d.path(), 2, &[]).await;
+    let f = a.fake.clone();
+    eventually("peer programmed", move || f.state().routes.len() == 1).await;
+    a.stop.send(true).unwrap();
+    a.task.await.unwrap().unwrap();
+    let fake = a.fake.clone();
+    let policy_table = fake.nft_table("inet", "weft-policy");
+    fake.take_applied();
+
+    let db = format!("embedded://{}", d.path().join("store.db").display());
+    let node_dir = d.path().join("n1");
+    let cfg = <AgentConfig as clap::Parser>::parse_from([
+        "weftd".to_string(),
+        "--node-name=n1".into(),
+        "--node-ip=172.30.1.1".into(),
+        format!("--store={db}"),
+        format!("--node-file={}", node_dir.join("node.json").display()),
+        format!("--state-dir={}", node_dir.display()),
+        "--lease-ttl=3s".into(),
+        "--resync-interval=100ms".into(),
+    ]);
+    let store: Arc<dyn weft_store::Store> = Arc::new(SlowLeases(weft_store::open(&db).await.unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let deps = Deps { store, dataplane: fake.clone(), listener, shutdown: rx };
+    let task = tokio::spawn(weft_agent::run(cfg, deps));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let applied = fake.take_applied();
+    assert!(applied.is_empty(), "restart changed the kernel while the store was slow: {applied:?}");
+    assert_eq!(fake.state().routes.len(), 1);
+    assert_eq!(fake.nft_table("inet", "weft-policy"), policy_table, "policy table replaced before listing");
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    b.stop.send(true).unwrap();
+}

@@ -57,6 +57,15 @@ pub fn spawn_detached(mut cmd: Command, log: &Path) -> Result<u32> {
     Ok(child.id())
 }
 
+/// True when `pid` is alive and its command line mentions `needle`: a pid from a saved state file may have
+/// been reused by an unrelated process after a crash, and must not be signalled then.
+pub fn is_ours(pid: u32, needle: &str) -> bool {
+    alive(pid)
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(needle))
+            .unwrap_or(false)
+}
+
 pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)

@@ -114,6 +114,11 @@ impl FakeDataplane {
         f(&mut self.lock().state)
     }
 
+    /// Deletes an nftables table behind weft's back (an admin's `nft delete table`).
+    pub fn delete_nft_behind_back(&self, family: &str, table: &str) {
+        self.lock().nft.remove(&(family.to_string(), table.to_string()));
+    }
+
     /// Deletes a link behind weft's back (with every entry on it, as the kernel does).
     pub fn remove_link_behind_back(&self, name: &str) {
         self.lock().remove_link(name);

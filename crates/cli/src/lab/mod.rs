@@ -10,7 +10,7 @@ pub mod state;
 pub mod topology;
 pub mod workloads;
 
-use crate::sh::{alive, kill, netns_list};
+use crate::sh::{alive, is_ours, kill, netns_list};
 use anyhow::{bail, Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use state::{lab_dir, prefix_for, LabState, NodeState, PodState};
@@ -58,6 +58,7 @@ pub fn up(o: &UpOptions) -> Result<LabState> {
             bail!("{} not found in {} (build with cargo build, or pass --bin-dir)", b, o.bin_dir.display());
         }
     }
+    state::validate_name(&o.name)?;
     if lab_dir(&o.name).join("state.json").exists() {
         bail!("lab {:?} is already up: `weftctl lab down --name {}` first", o.name, o.name);
     }
@@ -233,6 +234,7 @@ pub fn exec(name: &str, target: &str, cmd: &[String]) -> Result<i32> {
 /// Removes everything: pods through CNI DEL, agents and etcd (SIGTERM, then SIGKILL), namespaces (and with
 /// them every device, route and nftables table the agents made). Works from a half-built or crashed lab: anything with the lab prefix goes.
 pub fn down(name: &str) -> Result<()> {
+    state::validate_name(name)?;
     let prefix = prefix_for(name);
     if let Ok(lab) = LabState::load(name) {
         for n in &lab.nodes {
@@ -240,7 +242,13 @@ pub fn down(name: &str) -> Result<()> {
                 pods::del_pod(&lab, n, p);
             }
         }
-        let pids: Vec<u32> = lab.nodes.iter().filter_map(|n| n.agent_pid).chain(lab.store_pid).collect();
+        let pids: Vec<u32> = lab
+            .nodes
+            .iter()
+            .filter_map(|n| n.agent_pid)
+            .chain(lab.store_pid)
+            .filter(|&p| is_ours(p, "weft") || is_ours(p, "etcd"))
+            .collect();
         for &pid in &pids {
             kill(pid, "-TERM");
         }
@@ -276,11 +284,18 @@ pub fn restart(name: &str, node: &str, kill_only: bool) -> Result<()> {
 
 fn restart_in(lab: &mut LabState, node: &str, kill_only: bool) -> Result<()> {
     let i = lab.nodes.iter().position(|n| n.name == node).with_context(|| format!("no node {node:?}"))?;
-    if let Some(pid) = lab.nodes[i].agent_pid.take() {
+    if let Some(pid) = lab.nodes[i].agent_pid.take().filter(|&p| is_ours(p, "weftd")) {
         kill(pid, if kill_only { "-KILL" } else { "-TERM" });
         let deadline = Instant::now() + Duration::from_secs(10);
         while alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if alive(pid) {
+            // Never run two agents for one node: the old one goes, whatever it was doing.
+            kill(pid, "-KILL");
+            while alive(pid) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
     if !kill_only {
@@ -302,7 +317,7 @@ fn etcd_in(lab: &mut LabState, action: &str) -> Result<()> {
     }
     match action {
         "stop" => {
-            if let Some(pid) = lab.store_pid.take() {
+            if let Some(pid) = lab.store_pid.take().filter(|&p| is_ours(p, "etcd")) {
                 kill(pid, "-KILL");
                 while alive(pid) {
                     std::thread::sleep(Duration::from_millis(20));

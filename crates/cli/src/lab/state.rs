@@ -52,6 +52,15 @@ pub struct PodState {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
+/// Lab names become namespace prefixes and directory names: short letters and digits only, so `wl{name}-` can
+/// never be a prefix of another lab's namespaces and the name can never escape /run/weft-lab.
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 10 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        anyhow::bail!("lab name {name:?} must be 1-10 lowercase letters or digits");
+    }
+    Ok(())
+}
+
 pub fn lab_dir(name: &str) -> PathBuf {
     Path::new(ROOT).join(name)
 }
@@ -71,16 +80,19 @@ impl LabState {
     /// Runs `f` on the lab's state under an exclusive lock and saves the result: concurrent `pod-add`,
     /// `pod-del` and `restart` on one lab each see the others' changes.
     pub fn update<T>(name: &str, f: impl FnOnce(&mut LabState) -> Result<T>) -> Result<T> {
+        validate_name(name)?;
         let lock_path = lab_dir(name).join("state.lock");
         let lock = std::fs::File::create(&lock_path).with_context(|| format!("no lab {name:?}"))?;
         lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
         let mut lab = Self::load(name)?;
-        let out = f(&mut lab);
+        // Saved only when the step succeeded: a failed step has undone its own partial work.
+        let out = f(&mut lab)?;
         lab.save()?;
-        out
+        Ok(out)
     }
 
     pub fn load(name: &str) -> Result<Self> {
+        validate_name(name)?;
         let p = lab_dir(name).join("state.json");
         let b = std::fs::read(&p).with_context(|| format!("no lab {name:?} (missing {})", p.display()))?;
         serde_json::from_slice(&b).with_context(|| format!("reading {}", p.display()))

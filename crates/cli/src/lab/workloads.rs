@@ -122,9 +122,12 @@ fn add_pod_in(lab: &mut LabState, new: NewPod) -> Result<PodState> {
     };
     let node_state = lab.nodes[i].clone();
     super::pods::add_pod(lab, &node_state, &mut pod)?;
+    if let Err(e) = register(lab, &[(node_state.clone(), pod.clone(), ports)]) {
+        // Not registered means never admitted by policy: undo the attachment rather than leave a dead pod.
+        super::pods::del_pod(lab, &node_state, &pod);
+        return Err(e.context(format!("registering pod {namespace}/{pname}")));
+    }
     lab.nodes[i].pods.push(pod.clone());
-    lab.save()?;
-    register(lab, &[(node_state, pod.clone(), ports)])?;
     Ok(pod)
 }
 
@@ -139,7 +142,6 @@ fn del_pod_in(lab: &mut LabState, namespace: &str, pod: &str) -> Result<()> {
         .enumerate()
         .find_map(|(ni, n)| n.pods.iter().position(|p| p.namespace == namespace && p.name == pod).map(|pi| (ni, pi)))
         .with_context(|| format!("no pod {namespace}/{pod}"))?;
-    let p = lab.nodes[ni].pods.remove(pi);
     let node = lab.nodes[ni].clone();
     let key = format!("{namespace}/{pod}");
     if lab.store == "kube" {
@@ -150,6 +152,8 @@ fn del_pod_in(lab: &mut LabState, namespace: &str, pod: &str) -> Result<()> {
             Ok(())
         })?;
     }
+    // Unregistered first (fallible, e.g. store down: then nothing changed and a retry works), detached after.
+    let p = lab.nodes[ni].pods.remove(pi);
     super::pods::del_pod(lab, &node, &p);
     Ok(())
 }
