@@ -4,7 +4,9 @@
 //! Run as root after `cargo build --release --bins`:
 //!   target/release/throughput [--secs 5] [--reps 3]
 //! Prints median Gb/s for 1 and 4 streams and the weft/reference ratio. The `vxlan-csum-off` row turns tx
-//! checksum offload off on both tunnel devices (Flannel's workaround for the checksum bug) to show its cost.
+//! checksum offload off on both tunnel devices (Flannel's workaround for the checksum bug) to show its cost; the
+//! `vxlan-ref-nat` row gives the reference Flannel's masquerade rule (so both sides track connections); the
+//! `vxlan-no-nft` row removes weft's nftables tables (agents stopped) to separate datapath from netfilter cost.
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::process::Command;
@@ -164,7 +166,7 @@ fn main() -> Result<()> {
         "{:<10} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6}",
         "path", "ref P1", "weft P1", "ratio", "ref P4", "weft P4", "ratio"
     );
-    for backend in ["vxlan", "host-gw", "vxlan-csum-off"] {
+    for backend in ["vxlan", "host-gw", "vxlan-ref-nat", "vxlan-csum-off", "vxlan-no-nft"] {
         let mode = if backend == "host-gw" { "hostgw" } else { "vxlan" };
         let mut r = [vec![], vec![]];
         let mut w = [vec![], vec![]];
@@ -178,6 +180,26 @@ fn main() -> Result<()> {
             }
             for ns in [&keep[2].name, &keep[3].name] {
                 sh("ip", &["netns", "exec", ns, "ethtool", "-K", "flannel.1", "tx-checksum-ip-generic", "off"])?;
+            }
+        }
+        if backend == "vxlan-ref-nat" {
+            // The reference as Flannel really runs it: with its masquerade rule, which makes the kernel track
+            // connections as weft's tables do (Flannel installs it with iptables; the same rule in nft here).
+            let rule =
+                "add table ip flannel; add chain ip flannel post { type nat hook postrouting priority srcnat; }; \
+                        add rule ip flannel post ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade";
+            for ns in [&keep[2].name, &keep[3].name] {
+                sh("ip", &["netns", "exec", ns, "nft", rule])?;
+            }
+        }
+        if backend == "vxlan-no-nft" {
+            // Where the rest of the gap comes from: the agents stopped and weft's nftables tables removed, the
+            // datapath alone (routed veth + VXLAN) against the same hand-built path. Not a supported mode: the
+            // tables carry masquerade, VXLAN protection and policy, and make the kernel track connections.
+            for (i, ns) in nodes_of_lab(&lab.0)?.iter().enumerate() {
+                let node = format!("node{}", i + 1);
+                sh(bin("weftctl").to_str().expect("utf8"), &["lab", "restart", "--name", &lab.0, &node, "--kill"])?;
+                sh("ip", &["netns", "exec", ns, "nft", "flush", "ruleset"])?;
             }
         }
         for _ in 0..reps {
