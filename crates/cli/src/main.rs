@@ -33,6 +33,11 @@ enum Cmd {
         /// The agent's --state-dir.
         #[arg(long, default_value = "/run/weft")]
         state_dir: PathBuf,
+        /// A lab node instead (its state dir): `weftctl status --node node1 [--lab NAME]`.
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long, default_value = "lab")]
+        lab: String,
         #[arg(long)]
         json: bool,
     },
@@ -183,7 +188,10 @@ enum LabCmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Status { state_dir, json } => status::show(&state_dir, json),
+        Cmd::Status { state_dir, node, lab, json } => match node {
+            Some(n) => status::show(&lab::state::lab_dir(&lab).join(n), json),
+            None => status::show(&state_dir, json),
+        },
         Cmd::Policy { cmd } => match cmd {
             PolicyCmd::Apply { file, store } => policy::apply(&store, &file),
             PolicyCmd::Delete { names, namespace, all, store } => {

@@ -27,6 +27,16 @@ pub fn show(state_dir: &Path, json: bool) -> Result<()> {
         "programmed {} routes, {} nexthops, {} neighbours, {} FDB entries",
         pr["routes"], pr["nexthops"], pr["neighbours"], pr["fdb"]
     );
+    let pol = &st["policy"];
+    println!(
+        "policy    {} local pods ({} admitted), {} policies, {} rules, {} set elements, last load {}",
+        pol["localPods"],
+        pol["readyPods"],
+        pol["policies"].as_array().map_or(0, Vec::len),
+        pol["rules"],
+        pol["elements"],
+        pol["lastMode"].as_str().unwrap_or("-")
+    );
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(["peer", "node IP", "subnet", "VTEP MAC", "path"]);
