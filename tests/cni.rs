@@ -247,3 +247,28 @@ fn add_right_after_del_in_the_same_namespace() {
     assert!(node.reservations().is_empty());
     assert!(node.wait_no_links());
 }
+
+#[test]
+fn pods_cannot_spoof_another_pods_ipv4_address() {
+    if !require_root() {
+        return;
+    }
+    let node = Node::new("s");
+    let conf = node.static_conf("1.1.0", false);
+    let (a, b, c) = (node.pod(1), node.pod(2), node.pod(3));
+    let ra = node.weft("ADD", "ctr-a", Some(&a), &conf).expect_ok();
+    let rb = node.weft("ADD", "ctr-b", Some(&b), &conf).expect_ok();
+    let rc = node.weft("ADD", "ctr-c", Some(&c), &conf).expect_ok();
+    let (a4, b4, c4) = (ra.ip(false), rb.ip(false), rc.ip(false));
+    // c counts echo requests that claim to come from b; b itself never pings c in this test.
+    c.exec("nft", &["add table inet t; add chain inet t c { type filter hook prerouting priority -300; }"]);
+    c.exec("nft", &["add", "rule", "inet", "t", "c", "ip", "saddr", &b4, "icmp", "type", "echo-request", "counter"]);
+    // a takes b's address as a second address and sends from it.
+    a.ip(&["addr", "add", &format!("{b4}/32"), "dev", "eth0"]);
+    let _ = a.try_exec("busybox", &["ping", "-c", "3", "-W", "1", "-I", &b4, &c4]);
+    let counted = c.exec("nft", &["list", "chain", "inet", "t", "c"]);
+    assert!(counted.contains("counter packets 0 "), "spoofed packets reached c: {counted}");
+    assert_eq!(node.sysctl(&format!("net.ipv4.conf.{}.rp_filter", node.weft_links()[0])), "1");
+    // Control: with its own address, a reaches c (the filter is not simply dropping everything).
+    assert!(ping(&a, &c4), "a -> c with its own address {a4}");
+}

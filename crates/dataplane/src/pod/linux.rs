@@ -79,7 +79,13 @@ impl PodNet for NetlinkPodNet {
             // Each retry follows a clash that make_room resolved (or that went away by itself); three are plenty.
             for _ in 0..3 {
                 match host.batch(vec![(veth(), CREATE_EXCL)])?.remove(0) {
-                    Ok(()) => return configure(host, &mut pod, spec),
+                    Ok(()) => {
+                        configure(host, &mut pod, spec)?;
+                        // Anti-spoofing for IPv4: strict reverse-path filtering on the host side. The only route
+                        // back to a pod's address is its /32 via this veth, so a packet from the pod with any
+                        // other source (another pod's address) is dropped before it is routed or policed.
+                        return ensure_sysctl(&format!("/proc/sys/net/ipv4/conf/{}/rp_filter", spec.host_ifname));
+                    }
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => make_room(host, &mut pod, spec)?,
                     Err(e) => return Err(DataplaneError::Netlink(format!("create veth {}: {e}", spec.host_ifname))),
                 }
