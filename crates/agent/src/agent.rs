@@ -6,7 +6,7 @@
 //! Nothing is torn down on exit unless uninstall was asked: a restarting agent leaves the kernel as it is and
 //! its first pass diffs to nothing, so established flows lose no packet.
 use crate::config::{default_source_ip, AgentConfig};
-use crate::desired::{gateway4, gateway6, path_to, vtep_mac, vxlan_backend_data, LocalNode, PeerPath};
+use crate::desired::{path_to, vtep_mac, vxlan_backend_data, LocalNode, PeerPath};
 use crate::firewall::FirewallSpec;
 use crate::lease::{self, Keeper};
 use crate::metrics::Metrics;
@@ -367,9 +367,4 @@ fn vxlan_addresses(subnet: Ipv4Net, subnet6: Option<Ipv6Net>) -> (Option<IpNet>,
 
 fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
-}
-
-/// Re-exported for status consumers: the gateway addresses a node puts on its VXLAN device.
-pub fn gateways(lease: &Lease) -> (std::net::IpAddr, Option<std::net::IpAddr>) {
-    (gateway4(lease.subnet), lease.subnet6.map(gateway6))
 }

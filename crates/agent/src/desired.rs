@@ -14,8 +14,7 @@
 //!
 //! host-gw, and VXLAN "direct routing" for peers on our own L2 segment: a route to the peer subnet via the peer
 //! node IP on the underlay link, no tunnel, no encapsulation overhead.
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use std::net::IpAddr;
+use ipnet::{IpNet, Ipv4Net};
 use weft_dataplane::{Fdb, Mac, Neigh, Nexthop, OverlayState, Route, RouteTarget, UnderlayInfo};
 use weft_types::network::BackendKind;
 use weft_types::{Lease, NetworkConfig};
@@ -51,14 +50,6 @@ pub fn vxlan_backend_data(mac: &Mac) -> serde_json::Value {
 fn nexthop_id(cfg: &NetworkConfig, subnet: Ipv4Net, v6: bool) -> Option<u32> {
     let idx = u32::try_from(cfg.index_of(subnet)?).ok()?;
     Some(NEXTHOP_ID_BASE + idx * 2 + u32::from(v6))
-}
-
-/// Network address of a subnet: the gateway address its node puts on the VXLAN device.
-pub fn gateway4(s: Ipv4Net) -> IpAddr {
-    IpAddr::V4(s.network())
-}
-pub fn gateway6(s: Ipv6Net) -> IpAddr {
-    IpAddr::V6(s.network())
 }
 
 /// Decides the path to a peer: direct when the backend is host-gw, or VXLAN with direct routing and the peer's

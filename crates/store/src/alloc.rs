@@ -42,6 +42,23 @@ pub fn is_node_subnet(cfg: &NetworkConfig, subnet: Ipv4Net) -> bool {
 
 /// Chooses a subnet for a node. `own` is the node's current live lease, `taken` every live lease's subnet
 /// (the node's own included or not, either works), `start` the scan offset (any number; taken modulo the count).
+/// The lease a request gets on `subnet`: the IPv6 subnet is paired by index (both stores must agree on it).
+pub fn lease_for(
+    cfg: &weft_types::NetworkConfig,
+    req: &weft_types::LeaseRequest,
+    subnet: ipnet::Ipv4Net,
+    expires_at_ms: u64,
+) -> weft_types::Lease {
+    weft_types::Lease {
+        node: req.node.clone(),
+        subnet,
+        subnet6: cfg.index_of(subnet).and_then(|i| cfg.subnet6(i)),
+        node_ip: req.node_ip,
+        backend_data: req.backend_data.clone(),
+        expires_at_ms,
+    }
+}
+
 pub fn plan(
     cfg: &NetworkConfig,
     own: Option<Ipv4Net>,

@@ -176,14 +176,7 @@ pub fn acquire(conn: &mut Connection, ctx: Ctx, req: &LeaseRequest) -> Result<Le
         }
         Plan::Exhausted => return Err(StoreError::Exhausted(cfg.cluster_cidr.to_string())),
     };
-    let lease = Lease {
-        node: req.node.clone(),
-        subnet,
-        subnet6: cfg.index_of(subnet).and_then(|i| cfg.subnet6(i)),
-        node_ip: req.node_ip,
-        backend_data: req.backend_data.clone(),
-        expires_at_ms: expiry(ctx, req.ttl),
-    };
+    let lease = crate::alloc::lease_for(&cfg, req, subnet, expiry(ctx, req.ttl));
     let json = lease_json(&lease)?;
     tx.execute(
         "INSERT INTO leases (subnet, node, value, expires_at_ms) VALUES (?1, ?2, ?3, ?4)

@@ -126,14 +126,7 @@ async fn try_acquire(
         }
         Plan::Exhausted => return Err(StoreError::Exhausted(cfg.cluster_cidr.to_string())),
     };
-    let lease = Lease {
-        node: req.node.clone(),
-        subnet,
-        subnet6: cfg.index_of(subnet).and_then(|i| cfg.subnet6(i)),
-        node_ip: req.node_ip,
-        backend_data: req.backend_data.clone(),
-        expires_at_ms: now_ms() + crate::clock::ttl_ms(req.ttl),
-    };
+    let lease = crate::alloc::lease_for(cfg, req, subnet, now_ms() + crate::clock::ttl_ms(req.ttl));
     let json = serde_json::to_vec(&lease).map_err(|e| StoreError::Other(format!("lease: {e}")))?;
     ops.push(TxnOp::put(s.keys.lease(subnet), json, Some(PutOptions::new().with_lease(id))));
     let txn = Txn::new().when(when).and_then(ops);
