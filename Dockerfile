@@ -7,10 +7,7 @@
 # (crates/store-kube/tests/manifests.rs) checks deploy/weft.yaml, not this file.
 
 FROM rust:1-bookworm AS build
-# etcd-client compiles protobuf definitions at build time.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler \
- && rm -rf /var/lib/apt/lists/*
+# No system protoc: etcd-client's build script runs the vendored one (.cargo/config.toml, scripts/protoc).
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
