@@ -234,3 +234,35 @@ fn lab_builds_the_policy_model_relabels_in_place_and_explains_denials() {
     assert!(said.contains("IPv4: 42/72 pod pairs connected, 16 denied by policy, 14 broken"), "{said}");
     assert!(said.matches("FAIL").count() > 14, "{said}");
 }
+
+#[test]
+fn kube_mode_relabels_through_the_api() {
+    if !require_root() {
+        return;
+    }
+    // Against the FAKE API server: relabels are Pod/Namespace updates the agents see through their watch.
+    let lab = Lab { name: format!("k{}", unique()) };
+    let out = lab.ctl(&["lab", "up", "--store", "kube", "--nodes", "2", "--pods-per-node", "1", "--lease-ttl", "4s"]);
+    assert!(out.status.success(), "lab up failed:\n{}", text(&out));
+    let policy = "kind: NetworkPolicy\nmetadata: {name: clients, namespace: default}\nspec:\n  \
+                  podSelector: {matchLabels: {node: node2}}\n  ingress:\n  \
+                  - from: [{podSelector: {matchLabels: {role: client}}}]\n";
+    let file = std::env::temp_dir().join(format!("weft-labcli-{}.yaml", unique()));
+    std::fs::write(&file, policy).unwrap();
+    lab.ok(&["policy", "apply", "-f", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    lab.wait_policy();
+    assert!(!lab.pings("node1-pod1", "default/node2-pod1"), "isolated pod reached");
+    let before = lab.pod("default/node1-pod1");
+    assert!(lab.ok(&["lab", "label", "pod", "node1-pod1", "role=client"]).contains("pod default/node1-pod1 labeled"));
+    lab.wait_policy();
+    assert!(
+        wait_until(Duration::from_secs(15), || lab.pings("default/node1-pod1", "default/node2-pod1")),
+        "relabelled pod not admitted in kube mode"
+    );
+    assert_eq!(lab.pod("default/node1-pod1"), before, "relabelling changed the pod");
+    // A namespace relabel keeps its other labels (the API object is merged, not replaced).
+    lab.ok(&["lab", "label", "ns", "default", "team=blue"]);
+    let e = lab.refused(&["lab", "ns-add", "default"]);
+    assert!(e.contains("kubernetes.io/metadata.name=default") && e.contains("team=blue"), "{e}");
+}

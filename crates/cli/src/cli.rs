@@ -170,6 +170,7 @@ pub enum LabCmd {
     },
     /// Create a namespace with labels (an existing one is refused: change labels with `lab label ns`).
     NsAdd {
+        /// Namespace name (a DNS label: lowercase letters, digits and '-').
         namespace: String,
         /// A namespace label, key=value (repeat for more), e.g. --label team=red.
         #[arg(long = "label", value_name = "KEY=VALUE")]

@@ -14,8 +14,15 @@ use clap::Parser;
 use cli::{Cli, Cmd, LabCmd, LabelKind, PolicyCmd};
 use std::path::PathBuf;
 
-fn main() -> Result<()> {
-    let Cli { lab: lab_name, cmd } = Cli::parse();
+fn main() {
+    // One line per cause ("…: …"), not anyhow's Debug form with a backtrace: this is what an operator reads.
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("weftctl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(Cli { lab: lab_name, cmd }: Cli) -> Result<()> {
     let with_lab = |mut s: store::StoreArgs| {
         s.lab = lab_name.clone();
         s

@@ -81,8 +81,8 @@ impl Matrix {
 
     pub fn legend(&self) -> String {
         let mut s = String::from(
-            "legend: ok = answered; deny(Pn) = no answer, denied by policy Pn (expected); \
-             FAIL = no answer although policy allows it (broken); LEAK(Pn) = answered although policy Pn denies it",
+            "legend: ok = answered   deny(Pn) = no answer, as policy Pn says (expected)\n        \
+             FAIL = no answer although policy allows it (broken)   LEAK(Pn) = answered although policy Pn denies it",
         );
         for (i, p) in self.policies.iter().enumerate() {
             s += &format!("\n  P{} = denied by policy {p}", i + 1);
@@ -112,6 +112,9 @@ pub fn measure(lab: &LabState, v6: bool, model: &Result<weft_policy::Model, Stri
             (format!("{}/{}", p.namespace, p.name), p.ns.clone(), ip.and_then(|s| s.parse().ok()))
         })
         .collect();
+    // Rows and columns in namespace/pod order (x/a, x/b, … y/a): the model reads as a grid, whatever the nodes.
+    let mut pods = pods;
+    pods.sort_by(|a, b| a.0.cmp(&b.0));
     let n = pods.len();
     let view = model.as_ref().ok().map(PolicyView::new);
     let expect = |i: usize, j: usize| match (&view, pods[i].2, pods[j].2) {
