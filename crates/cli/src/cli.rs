@@ -177,7 +177,9 @@ pub enum LabCmd {
         labels: Vec<String>,
     },
     /// Change labels in place, as `kubectl label`: `lab label pod x/a k=v k2-`, `lab label ns x k=v`.
-    /// The pod keeps its address and processes; policies follow the new labels.
+    ///
+    /// Only the store object changes: the pod keeps its address and processes, and every agent's policy
+    /// follows the new labels.
     Label {
         /// ns or pod.
         kind: LabelKind,
