@@ -178,3 +178,43 @@ pub fn wait(s: &StoreArgs, timeout: Duration) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_policy::{Model, Pod};
+
+    fn model() -> Model {
+        let pod = |ns: &str, name: &str, ip: &str| Pod {
+            namespace: ns.into(),
+            name: name.into(),
+            ips: vec![ip.parse().unwrap()],
+            ..Default::default()
+        };
+        Model {
+            pods: vec![pod("x", "a", "10.0.0.1"), pod("y", "a", "10.0.0.2"), pod("y", "b", "10.0.0.3")],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn endpoints_are_names_unique_names_or_addresses() {
+        let m = model();
+        assert_eq!(endpoint(&m, "y/a").unwrap(), Endpoint::Pod { namespace: "y".into(), name: "a".into() });
+        assert_eq!(endpoint(&m, "b").unwrap(), Endpoint::Pod { namespace: "y".into(), name: "b".into() });
+        assert_eq!(endpoint(&m, "10.9.9.9").unwrap(), Endpoint::Ip("10.9.9.9".parse().unwrap()));
+        let e = endpoint(&m, "a").unwrap_err().to_string();
+        assert!(e.contains("x/a, y/a"), "{e}");
+        assert!(endpoint(&m, "z/a").is_err());
+    }
+
+    #[test]
+    fn addresses_print_as_pod_names_and_protocols_upper_case() {
+        let m = model();
+        assert_eq!(name_of(&m, "10.0.0.2".parse().unwrap()), "y/a (10.0.0.2)");
+        assert_eq!(name_of(&m, "10.9.9.9".parse().unwrap()), "10.9.9.9");
+        assert_eq!(port_proto("80/tcp").unwrap(), (80, Protocol::Tcp));
+        assert_eq!(format!("{}", port_proto("53/udp").unwrap().1), "UDP");
+        assert!(port_proto("80/icmp").is_err());
+    }
+}

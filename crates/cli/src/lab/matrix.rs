@@ -154,12 +154,7 @@ pub fn measure(lab: &LabState, v6: bool, model: &Result<weft_policy::Model, Stri
     };
     let mut cells = vec![vec![CellState::Diagonal; n]; n];
     for (i, j, e) in &pairs {
-        cells[*i][*j] = match (rtt[*i][*j], e) {
-            (Some(ms), Expect::Allowed) => CellState::Ok(ms),
-            (Some(_), Expect::Denied(ps)) => CellState::Leak(index(ps)),
-            (None, Expect::Denied(ps)) => CellState::Denied(index(ps)),
-            (None, Expect::Allowed) => CellState::Fail,
-        };
+        cells[*i][*j] = classify(rtt[*i][*j], e, &mut index);
     }
     Matrix {
         names: pods.into_iter().map(|p| p.0).collect(),
@@ -169,9 +164,29 @@ pub fn measure(lab: &LabState, v6: bool, model: &Result<weft_policy::Model, Stri
     }
 }
 
+/// A cell from the ping's answer and what policy expects; `index` numbers the policies for the legend.
+fn classify(rtt: Option<f64>, e: &Expect, index: &mut impl FnMut(&[PolicyRef]) -> Vec<usize>) -> CellState {
+    match (rtt, e) {
+        (Some(ms), Expect::Allowed) => CellState::Ok(ms),
+        (Some(_), Expect::Denied(ps)) => CellState::Leak(index(ps)),
+        (None, Expect::Denied(ps)) => CellState::Denied(index(ps)),
+        (None, Expect::Allowed) => CellState::Fail,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn silence_is_fail_only_where_policy_allows() {
+        let p = vec![PolicyRef { namespace: "x".into(), name: "deny-all".into() }];
+        let mut index = |ps: &[PolicyRef]| vec![0; ps.len()];
+        assert_eq!(classify(None, &Expect::Denied(p.clone()), &mut index), CellState::Denied(vec![0]));
+        assert_eq!(classify(None, &Expect::Allowed, &mut index), CellState::Fail);
+        assert_eq!(classify(Some(0.1), &Expect::Allowed, &mut index), CellState::Ok(0.1));
+        assert_eq!(classify(Some(0.1), &Expect::Denied(p), &mut index), CellState::Leak(vec![0]));
+    }
 
     #[test]
     fn renders_names_denials_and_failures_apart() {

@@ -192,3 +192,32 @@ fn short_hash(s: &str) -> String {
     }
     format!("{:06x}", h & 0xff_ffff)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn container_ports_are_checked_as_kubernetes_does() {
+        let p = ports(&args(&["http=80/TCP", "dns=53/udp", "metrics=9090"])).unwrap();
+        assert_eq!(p[1], serde_json::json!({"name": "dns", "port": 53, "protocol": "UDP"}));
+        assert_eq!(p[2]["protocol"], "TCP");
+        for bad in [
+            &["Bad_Name=80/TCP"][..],
+            &["http=80/TCP", "http=81/TCP"],
+            &["http=0/TCP"],
+            &["http=70000/TCP"],
+            &["http=80/ICMP"],
+            &["http"],
+            &["toolongportname1=80"],
+        ] {
+            assert!(ports(&args(bad)).is_err(), "{bad:?}");
+        }
+        let e = ports(&args(&["Bad_Name=80/TCP"])).unwrap_err().to_string();
+        assert!(e.contains("invalid port name \"Bad_Name\""), "{e}");
+    }
+}
