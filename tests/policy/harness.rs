@@ -135,9 +135,21 @@ impl PolicyLab {
 
     /// Creates or relabels namespace `ns` in the store and in the model.
     pub fn set_namespace_labels(&mut self, ns: &str, labels: &[(String, String)]) {
-        let mut args = vec!["lab".to_string(), "ns-add".into(), "--name".into(), self.name.clone(), ns.into()];
-        for (k, v) in labels {
-            args.extend(["--label".to_string(), format!("{k}={v}")]);
+        // `ns-add` creates; an existing namespace is relabelled in place (`lab label ns`, kubectl semantics).
+        let mut args = vec!["lab".to_string()];
+        match self.world.namespaces.get(ns) {
+            None => {
+                args.extend(["ns-add".into(), "--lab".into(), self.name.clone(), ns.into()]);
+                for (k, v) in labels {
+                    args.extend(["--label".to_string(), format!("{k}={v}")]);
+                }
+            }
+            Some(old) => {
+                args.extend(["label".into(), "ns".into(), "--lab".into(), self.name.clone(), ns.into()]);
+                args.push("--overwrite".into());
+                args.extend(labels.iter().map(|(k, v)| format!("{k}={v}")));
+                args.extend(old.keys().filter(|k| !labels.iter().any(|(l, _)| l == *k)).map(|k| format!("{k}-")));
+            }
         }
         ctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
         self.world.namespaces.insert(ns.into(), labels.iter().cloned().collect());

@@ -84,13 +84,22 @@ pub fn list(s: &StoreArgs) -> Result<()> {
     Ok(())
 }
 
-fn endpoint(s: &str) -> Result<Endpoint> {
+/// `NAMESPACE/POD`, a bare `POD` when only one namespace has it, or an IP address.
+fn endpoint(model: &weft_policy::Model, s: &str) -> Result<Endpoint> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(Endpoint::Ip(ip));
     }
-    let k = key(None, s)?;
-    let (namespace, name) = k.split_once('/').expect("key has a slash");
-    Ok(Endpoint::Pod { namespace: namespace.into(), name: name.into() })
+    let i = crate::target::resolve(model.pods.iter().map(|p| (p.namespace.as_str(), p.name.as_str())), s)
+        .map_err(|e| anyhow::anyhow!("{e} in the store"))?;
+    Ok(Endpoint::Pod { namespace: model.pods[i].namespace.clone(), name: model.pods[i].name.clone() })
+}
+
+/// `x/a (10.244.1.3)` for a pod's address, the bare address otherwise.
+fn name_of(model: &weft_policy::Model, ip: IpAddr) -> String {
+    match model.pods.iter().find(|p| p.ips.contains(&ip)) {
+        Some(p) => format!("{}/{} ({ip})", p.namespace, p.name),
+        None => ip.to_string(),
+    }
 }
 
 fn port_proto(s: &str) -> Result<(u16, Protocol)> {
@@ -121,11 +130,16 @@ fn describe(v: &DirectionVerdict) -> String {
 
 /// Prints the verdict; returns whether the connection is allowed.
 pub fn explain_cmd(s: &StoreArgs, from: &str, to: &str, port: &str) -> Result<bool> {
-    let (from, to) = (endpoint(from)?, endpoint(to)?);
     let (port, proto) = port_proto(port)?;
     let model = s.with_store(|store| async move { load_model(store.as_ref()).await })?;
+    let (from, to) = (endpoint(&model, from)?, endpoint(&model, to)?);
     let v = explain(&model, &from, &to, port, proto)?;
-    println!("{} → {} {port}/{proto:?}: {}", v.src, v.dst, if v.allowed { "ALLOWED" } else { "DENIED" });
+    println!(
+        "{} → {} {port}/{proto}: {}",
+        name_of(&model, v.src),
+        name_of(&model, v.dst),
+        if v.allowed { "ALLOWED" } else { "DENIED" }
+    );
     println!("  egress  (source side):      {}", describe(&v.egress));
     println!("  ingress (destination side): {}", describe(&v.ingress));
     Ok(v.allowed)
@@ -162,5 +176,45 @@ pub fn wait(s: &StoreArgs, timeout: Duration) -> Result<()> {
             bail!("nodes {lagging:?} do not enforce the store's policies after {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_policy::{Model, Pod};
+
+    fn model() -> Model {
+        let pod = |ns: &str, name: &str, ip: &str| Pod {
+            namespace: ns.into(),
+            name: name.into(),
+            ips: vec![ip.parse().unwrap()],
+            ..Default::default()
+        };
+        Model {
+            pods: vec![pod("x", "a", "10.0.0.1"), pod("y", "a", "10.0.0.2"), pod("y", "b", "10.0.0.3")],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn endpoints_are_names_unique_names_or_addresses() {
+        let m = model();
+        assert_eq!(endpoint(&m, "y/a").unwrap(), Endpoint::Pod { namespace: "y".into(), name: "a".into() });
+        assert_eq!(endpoint(&m, "b").unwrap(), Endpoint::Pod { namespace: "y".into(), name: "b".into() });
+        assert_eq!(endpoint(&m, "10.9.9.9").unwrap(), Endpoint::Ip("10.9.9.9".parse().unwrap()));
+        let e = endpoint(&m, "a").unwrap_err().to_string();
+        assert!(e.contains("x/a, y/a"), "{e}");
+        assert!(endpoint(&m, "z/a").is_err());
+    }
+
+    #[test]
+    fn addresses_print_as_pod_names_and_protocols_upper_case() {
+        let m = model();
+        assert_eq!(name_of(&m, "10.0.0.2".parse().unwrap()), "y/a (10.0.0.2)");
+        assert_eq!(name_of(&m, "10.9.9.9".parse().unwrap()), "10.9.9.9");
+        assert_eq!(port_proto("80/tcp").unwrap(), (80, Protocol::Tcp));
+        assert_eq!(format!("{}", port_proto("53/udp").unwrap().1), "UDP");
+        assert!(port_proto("80/icmp").is_err());
     }
 }

@@ -10,8 +10,8 @@ pub struct StoreArgs {
     /// Store URL (embedded:///path, etcd://host:port).
     #[arg(long, env = "WEFT_STORE")]
     pub store: Option<String>,
-    /// Use this lab's store.
-    #[arg(long, default_value = "lab")]
+    /// The lab whose store to use: the global `--lab NAME` / `WEFT_LAB` (filled in by main).
+    #[arg(skip)]
     pub lab: String,
 }
 

@@ -1,18 +1,60 @@
-//! The pod-to-pod connectivity matrix: every pod pings every other pod (in parallel), printed as a table.
+//! The pod-to-pod connectivity matrix: every pod pings every other pod (in parallel), rows and columns named
+//! `namespace/pod`. Each cell is read against what policy says (`verdict.rs`), so a pair that policy denies
+//! shows as `deny(P1)` (expected) and only a pair policy allows but that does not answer is `FAIL` (broken).
 use super::state::LabState;
+use super::verdict::{Expect, PolicyView};
 use crate::sh::ns_command;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Table};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use weft_policy::PolicyRef;
+
+/// Pings in flight at once: enough to finish a 9-pod deny-all matrix in a few seconds, few enough for a 2-core
+/// machine.
+const PARALLEL: usize = 32;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CellState {
+    Diagonal,
+    Ok(f64),
+    /// Silent, as policy says (indexes into `Matrix::policies`).
+    Denied(Vec<usize>),
+    /// Silent although policy allows it (or the pod has no address of this family).
+    Fail,
+    /// Answered although policy denies it: enforcement is missing (or not compiled yet).
+    Leak(Vec<usize>),
+}
 
 pub struct Matrix {
     pub names: Vec<String>,
-    /// `rtt[i][j]`: milliseconds of pod i → pod j, None if unanswered; diagonal is None.
-    pub rtt: Vec<Vec<Option<f64>>>,
+    pub cells: Vec<Vec<CellState>>,
+    /// Policies named in the cells, shown as P1, P2, … in the legend.
+    pub policies: Vec<PolicyRef>,
+    /// Why cells could not be read against policy (store unreachable), if so.
+    pub policy_error: Option<String>,
 }
 
 impl Matrix {
+    fn count(&self, f: impl Fn(&CellState) -> bool) -> usize {
+        self.cells.iter().flatten().filter(|c| f(c)).count()
+    }
+
+    /// Broken pairs: FAIL and LEAK.
     pub fn failures(&self) -> usize {
-        let n = self.names.len();
-        (0..n).flat_map(|i| (0..n).map(move |j| (i, j))).filter(|&(i, j)| i != j && self.rtt[i][j].is_none()).count()
+        self.count(|c| matches!(c, CellState::Fail | CellState::Leak(_)))
+    }
+
+    pub fn connected(&self) -> usize {
+        self.count(|c| matches!(c, CellState::Ok(_) | CellState::Leak(_)))
+    }
+
+    pub fn denied(&self) -> usize {
+        self.count(|c| matches!(c, CellState::Denied(_)))
+    }
+
+    fn tags(ps: &[usize]) -> String {
+        ps.iter().map(|p| format!("P{}", p + 1)).collect::<Vec<_>>().join(",")
     }
 
     pub fn render(&self) -> String {
@@ -21,23 +63,39 @@ impl Matrix {
         let mut header = vec![Cell::new("from \\ to")];
         header.extend(self.names.iter().map(Cell::new));
         t.set_header(header);
-        for (i, row) in self.rtt.iter().enumerate() {
+        for (i, row) in self.cells.iter().enumerate() {
             let mut cells = vec![Cell::new(&self.names[i])];
-            for (j, v) in row.iter().enumerate() {
-                cells.push(Cell::new(match (i == j, v) {
-                    (true, _) => "-".to_string(),
-                    (false, Some(ms)) => format!("ok {ms:.2}ms"),
-                    (false, None) => "FAIL".to_string(),
-                }));
-            }
+            cells.extend(row.iter().map(|c| {
+                Cell::new(match c {
+                    CellState::Diagonal => "-".to_string(),
+                    CellState::Ok(ms) => format!("ok {ms:.2}ms"),
+                    CellState::Denied(ps) => format!("deny({})", Self::tags(ps)),
+                    CellState::Fail => "FAIL".to_string(),
+                    CellState::Leak(ps) => format!("LEAK({})", Self::tags(ps)),
+                })
+            }));
             t.add_row(cells);
         }
         t.to_string()
     }
+
+    pub fn legend(&self) -> String {
+        let mut s = String::from(
+            "legend: ok = answered   deny(Pn) = no answer, as policy Pn says (expected)\n        \
+             FAIL = no answer although policy allows it (broken)   LEAK(Pn) = answered although policy Pn denies it",
+        );
+        for (i, p) in self.policies.iter().enumerate() {
+            s += &format!("\n  P{} = denied by policy {p}", i + 1);
+        }
+        if let Some(e) = &self.policy_error {
+            s += &format!("\n  (policy unknown, every silent pair counts as FAIL: {e})");
+        }
+        s
+    }
 }
 
-fn ping(ns: &str, ip: &str) -> Option<f64> {
-    let out = ns_command(ns, "ping").args(["-c", "1", "-W", "2", "-n", ip]).output().ok()?;
+fn ping(ns: &str, ip: &str, wait_s: u32) -> Option<f64> {
+    let out = ns_command(ns, "ping").args(["-c", "1", "-W", &wait_s.to_string(), "-n", ip]).output().ok()?;
     if !out.status.success() {
         return None;
     }
@@ -45,32 +103,105 @@ fn ping(ns: &str, ip: &str) -> Option<f64> {
     s.split("time=").nth(1)?.split_whitespace().next()?.parse().ok()
 }
 
-pub fn measure(lab: &LabState, v6: bool) -> Matrix {
-    let pods: Vec<(String, String, Option<String>)> = lab
+/// Pings every pair; `model` is the store's policy model (`Err` when it could not be read).
+pub fn measure(lab: &LabState, v6: bool, model: &Result<weft_policy::Model, String>) -> Matrix {
+    let pods: Vec<(String, String, Option<IpAddr>)> = lab
         .pods()
-        .map(|(_, p)| (p.name.clone(), p.ns.clone(), if v6 { p.ip6.clone() } else { p.ip.clone() }))
+        .map(|(_, p)| {
+            let ip = if v6 { p.ip6.as_deref() } else { p.ip.as_deref() };
+            (format!("{}/{}", p.namespace, p.name), p.ns.clone(), ip.and_then(|s| s.parse().ok()))
+        })
         .collect();
+    // Rows and columns in namespace/pod order (x/a, x/b, … y/a): the model reads as a grid, whatever the nodes.
+    let mut pods = pods;
+    pods.sort_by(|a, b| a.0.cmp(&b.0));
     let n = pods.len();
-    let mut rtt = vec![vec![None; n]; n];
+    let view = model.as_ref().ok().map(PolicyView::new);
+    let expect = |i: usize, j: usize| match (&view, pods[i].2, pods[j].2) {
+        (Some(v), Some(s), Some(d)) => v.ping(s, d),
+        _ => Expect::Allowed,
+    };
+    let pairs: Vec<(usize, usize, Expect)> = (0..n)
+        .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+        .map(|(i, j)| (i, j, expect(i, j)))
+        .collect();
+    let rtt = Mutex::new(vec![vec![None; n]; n]);
+    let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let pods = &pods;
-                s.spawn(move || {
-                    (0..n)
-                        .map(|j| {
-                            if i == j {
-                                return None;
-                            }
-                            pods[j].2.as_deref().and_then(|ip| ping(&pods[i].1, ip))
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for (i, h) in handles.into_iter().enumerate() {
-            rtt[i] = h.join().unwrap_or_else(|_| vec![None; n]);
+        for _ in 0..PARALLEL.min(pairs.len()) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some((i, j, e)) = pairs.get(k) else { break };
+                // A denied pair is expected to stay silent: a shorter wait keeps a deny-all matrix quick.
+                let wait = if matches!(e, Expect::Denied(_)) { 1 } else { 2 };
+                let r = pods[*j].2.and_then(|ip| ping(&pods[*i].1, &ip.to_string(), wait));
+                rtt.lock().expect("rtt lock")[*i][*j] = r;
+            });
         }
     });
-    Matrix { names: pods.into_iter().map(|p| p.0).collect(), rtt }
+    let rtt = rtt.into_inner().expect("rtt lock");
+    let mut policies: Vec<PolicyRef> = vec![];
+    let mut index = |ps: &[PolicyRef]| -> Vec<usize> {
+        ps.iter()
+            .map(|p| match policies.iter().position(|q| q == p) {
+                Some(i) => i,
+                None => {
+                    policies.push(p.clone());
+                    policies.len() - 1
+                }
+            })
+            .collect()
+    };
+    let mut cells = vec![vec![CellState::Diagonal; n]; n];
+    for (i, j, e) in &pairs {
+        cells[*i][*j] = classify(rtt[*i][*j], e, &mut index);
+    }
+    Matrix {
+        names: pods.into_iter().map(|p| p.0).collect(),
+        cells,
+        policies,
+        policy_error: model.as_ref().err().cloned(),
+    }
+}
+
+/// A cell from the ping's answer and what policy expects; `index` numbers the policies for the legend.
+fn classify(rtt: Option<f64>, e: &Expect, index: &mut impl FnMut(&[PolicyRef]) -> Vec<usize>) -> CellState {
+    match (rtt, e) {
+        (Some(ms), Expect::Allowed) => CellState::Ok(ms),
+        (Some(_), Expect::Denied(ps)) => CellState::Leak(index(ps)),
+        (None, Expect::Denied(ps)) => CellState::Denied(index(ps)),
+        (None, Expect::Allowed) => CellState::Fail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_is_fail_only_where_policy_allows() {
+        let p = vec![PolicyRef { namespace: "x".into(), name: "deny-all".into() }];
+        let mut index = |ps: &[PolicyRef]| vec![0; ps.len()];
+        assert_eq!(classify(None, &Expect::Denied(p.clone()), &mut index), CellState::Denied(vec![0]));
+        assert_eq!(classify(None, &Expect::Allowed, &mut index), CellState::Fail);
+        assert_eq!(classify(Some(0.1), &Expect::Allowed, &mut index), CellState::Ok(0.1));
+        assert_eq!(classify(Some(0.1), &Expect::Denied(p), &mut index), CellState::Leak(vec![0]));
+    }
+
+    #[test]
+    fn renders_names_denials_and_failures_apart() {
+        let m = Matrix {
+            names: vec!["x/a".into(), "y/a".into()],
+            cells: vec![
+                vec![CellState::Diagonal, CellState::Fail],
+                vec![CellState::Denied(vec![0]), CellState::Diagonal],
+            ],
+            policies: vec![PolicyRef { namespace: "x".into(), name: "deny-all".into() }],
+            policy_error: None,
+        };
+        let t = m.render();
+        assert!(t.contains("x/a") && t.contains("y/a") && t.contains("deny(P1)") && t.contains("FAIL"), "{t}");
+        assert!(m.legend().contains("P1 = denied by policy x/deny-all"), "{}", m.legend());
+        assert_eq!((m.failures(), m.denied(), m.connected()), (1, 1, 0));
+    }
 }

@@ -4,10 +4,12 @@
 //! leaves everything running; `status`, `exec` and `down` find it again through its state file.
 pub mod agents;
 pub mod kube;
+pub mod label;
 pub mod matrix;
 pub mod pods;
 pub mod state;
 pub mod topology;
+pub mod verdict;
 pub mod workloads;
 
 use crate::sh::{alive, is_ours, kill, netns_list};
@@ -60,7 +62,7 @@ pub fn up(o: &UpOptions) -> Result<LabState> {
     }
     state::validate_name(&o.name)?;
     if lab_dir(&o.name).join("state.json").exists() {
-        bail!("lab {:?} is already up: `weftctl lab down --name {}` first", o.name, o.name);
+        bail!("lab {:?} is already up: `weftctl lab down --lab {}` first", o.name, o.name);
     }
     let underlay = o.underlay.clone().unwrap_or_else(|| if o.backend == "host-gw" { "l2" } else { "routed" }.into());
     let mut p = Progress { t0: Instant::now(), step: 0, total: 6 };
@@ -90,7 +92,7 @@ pub fn up(o: &UpOptions) -> Result<LabState> {
     lab.save()?;
     if let Err(e) = result {
         eprintln!(
-            "lab up failed: {e:#}\n(the partial lab is left for inspection: `weftctl lab down --name {}`)",
+            "lab up failed: {e:#}\n(the partial lab is left for inspection: `weftctl lab down --lab {}`)",
             o.name
         );
         return Err(e);
@@ -179,7 +181,7 @@ pub fn print_nodes(lab: &LabState) {
         let running = n.agent_pid.is_some_and(alive);
         let peers = st.as_ref().and_then(|s| s["peers"].as_array().map(Vec::len)).unwrap_or(0);
         let pods: Vec<String> =
-            n.pods.iter().map(|p| format!("{} {}", p.name, p.ip.clone().unwrap_or_default())).collect();
+            n.pods.iter().map(|p| format!("{}/{} {}", p.namespace, p.name, p.ip.clone().unwrap_or_default())).collect();
         t.add_row([
             n.name.clone(),
             n.ip.clone(),
@@ -193,17 +195,32 @@ pub fn print_nodes(lab: &LabState) {
     println!("{t}");
 }
 
-/// Prints the matrix; returns the number of failed pairs.
+/// Prints the matrix (read against the store's policies) and its legend; returns the number of broken pairs
+/// (FAIL or LEAK; pairs denied by policy are expected, not broken).
 pub fn print_matrix(lab: &LabState) -> usize {
-    let m = matrix::measure(lab, false);
-    println!("{}", m.render());
-    let mut fails = m.failures();
-    let pairs = m.names.len() * m.names.len().saturating_sub(1);
-    println!("IPv4: {}/{} pod pairs connected", pairs - fails, pairs);
-    if lab.pods().any(|(_, p)| p.ip6.is_some()) {
-        let m6 = matrix::measure(lab, true);
-        println!("IPv6: {}/{} pod pairs connected", pairs - m6.failures(), pairs);
-        fails += m6.failures();
+    let model = workloads::store_of(lab)
+        .with_store(|store| async move { crate::store::load_model(store.as_ref()).await })
+        .map_err(|e| format!("{e:#}"));
+    let mut fails = 0;
+    let families: &[bool] = if lab.pods().any(|(_, p)| p.ip6.is_some()) { &[false, true] } else { &[false] };
+    for &v6 in families {
+        let m = matrix::measure(lab, v6, &model);
+        if !v6 {
+            println!("{}", m.render());
+            println!("{}", m.legend());
+        }
+        let pairs = m.names.len() * m.names.len().saturating_sub(1);
+        println!(
+            "{}: {}/{pairs} pod pairs connected, {} denied by policy, {} broken",
+            if v6 { "IPv6" } else { "IPv4" },
+            m.connected(),
+            m.denied(),
+            m.failures()
+        );
+        if v6 && m.failures() > 0 {
+            println!("{}", m.render());
+        }
+        fails += m.failures();
     }
     fails
 }
@@ -215,18 +232,26 @@ pub fn status(name: &str) -> Result<usize> {
     Ok(print_matrix(&lab))
 }
 
+/// Runs `cmd` in a pod's namespace (`NAMESPACE/POD`, or a bare `POD` when unambiguous) or a node's (`node1`).
 pub fn exec(name: &str, target: &str, cmd: &[String]) -> Result<i32> {
     let lab = LabState::load(name)?;
-    let ns = match lab.find_pod(target) {
-        Some((_, p)) => p.ns.clone(),
-        None => match lab.nodes.iter().find(|n| n.name == target) {
-            Some(n) => n.ns.clone(),
-            None => bail!("no pod or node {target:?} in lab {name:?}"),
-        },
-    };
     if cmd.is_empty() {
-        bail!("usage: weftctl lab exec POD -- CMD [ARGS]");
+        bail!("usage: weftctl lab exec NAMESPACE/POD -- CMD [ARGS] (or a node: weftctl lab exec node1 -- CMD)");
     }
+    let node = lab.nodes.iter().find(|n| n.name == target);
+    let ns = match node {
+        Some(n) if lab.pods().any(|(_, p)| p.name == target) => {
+            bail!("{target:?} is both node {} and a pod: say NAMESPACE/POD for the pod", n.name)
+        }
+        Some(n) => n.ns.clone(),
+        None => {
+            let (ni, pi) = lab.resolve_pod(target).map_err(|e| {
+                let nodes: Vec<&str> = lab.nodes.iter().map(|n| n.name.as_str()).collect();
+                anyhow::anyhow!("{e:#} (exec takes NAMESPACE/POD or a node: {})", nodes.join(", "))
+            })?;
+            lab.nodes[ni].pods[pi].ns.clone()
+        }
+    };
     let status = crate::sh::ns_command(&ns, &cmd[0]).args(&cmd[1..]).status()?;
     Ok(status.code().unwrap_or(1))
 }

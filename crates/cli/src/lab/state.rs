@@ -102,8 +102,17 @@ impl LabState {
         self.nodes.iter().flat_map(|n| n.pods.iter().map(move |p| (n, p)))
     }
 
-    pub fn find_pod(&self, name: &str) -> Option<(&NodeState, &PodState)> {
-        self.pods().find(|(_, p)| p.name == name || p.ns == name)
+    /// (node index, pod index) of the pod `target` names: `NAMESPACE/POD`, or a bare `POD` when only one
+    /// namespace has a pod of that name.
+    pub fn resolve_pod(&self, target: &str) -> Result<(usize, usize)> {
+        let index: Vec<(usize, usize)> =
+            self.nodes.iter().enumerate().flat_map(|(ni, n)| (0..n.pods.len()).map(move |pi| (ni, pi))).collect();
+        let names = index.iter().map(|&(ni, pi)| {
+            let p = &self.nodes[ni].pods[pi];
+            (p.namespace.as_str(), p.name.as_str())
+        });
+        let i = crate::target::resolve(names, target).map_err(|e| anyhow::anyhow!("{e} in lab {:?}", self.name))?;
+        Ok(index[i])
     }
 }
 

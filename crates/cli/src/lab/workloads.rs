@@ -1,33 +1,32 @@
 //! Lab workloads as Kubernetes would describe them: namespaces with labels, pods with labels and named container
 //! ports, registered in the store (that is how policy learns about them) right after the CNI plugin attached them.
 use super::state::{LabState, NodeState, PodState};
+use crate::labels::NAMESPACE_NAME_LABEL;
 use crate::store::StoreArgs;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use weft_store::ObjectKind;
 
-/// Parses `k=v` labels.
-pub fn labels(items: &[String]) -> Result<BTreeMap<String, String>> {
-    items
-        .iter()
-        .map(|s| match s.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => bail!("label {s:?} is not key=value"),
-        })
-        .collect()
-}
-
-/// Parses `name=port/PROTO` container ports (`http=80/TCP`, `dns=53/UDP`; protocol defaults to TCP).
+/// Parses `name=port/PROTO` container ports (`http=80/TCP`, `dns=53/UDP`; protocol defaults to TCP). Names are
+/// IANA_SVC_NAMEs and unique in the pod, as the API server requires: a policy's named port must mean one thing.
 pub fn ports(items: &[String]) -> Result<Vec<serde_json::Value>> {
+    let mut seen = std::collections::BTreeSet::new();
     items
         .iter()
         .map(|s| {
             let (name, rest) = s.split_once('=').with_context(|| format!("port {s:?} is not name=port/PROTO"))?;
+            crate::names::port_name(name)?;
+            if !seen.insert(name.to_string()) {
+                bail!("port name {name:?} given twice");
+            }
             let (port, proto) = rest.split_once('/').unwrap_or((rest, "TCP"));
-            let port: u16 = port.parse().with_context(|| format!("bad port in {s:?}"))?;
+            let port: u16 = port.parse().with_context(|| format!("bad port number in {s:?}"))?;
+            if port == 0 {
+                bail!("bad port number in {s:?} (1-65535)");
+            }
             let proto = proto.to_ascii_uppercase();
             if !matches!(proto.as_str(), "TCP" | "UDP" | "SCTP") {
-                bail!("bad protocol in {s:?}");
+                bail!("bad protocol in {s:?} (TCP, UDP or SCTP)");
             }
             Ok(serde_json::json!({"name": name, "port": port, "protocol": proto}))
         })
@@ -42,32 +41,29 @@ pub fn endpoint_json(node: &NodeState, pod: &PodState, ports: &[serde_json::Valu
     })
 }
 
-fn store_of(lab: &LabState) -> StoreArgs {
+pub fn store_of(lab: &LabState) -> StoreArgs {
     StoreArgs { store: None, lab: lab.name.clone() }
 }
 
-/// Registers pods (and their namespaces, if not there yet) in the store.
+/// Registers pods (and their namespaces, if not there yet: an existing namespace keeps its labels) in the store.
 pub fn register(lab: &LabState, pods: &[(NodeState, PodState, Vec<serde_json::Value>)]) -> Result<()> {
+    let mut namespaces: Vec<&str> = pods.iter().map(|(_, p, _)| p.namespace.as_str()).collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    for ns in namespaces {
+        if namespace_labels(lab, ns)?.is_none() {
+            put_namespace(lab, ns, &[(NAMESPACE_NAME_LABEL.to_string(), ns.to_string())].into())?;
+        }
+    }
     if lab.store == "kube" {
         for (n, p, ports) in pods {
-            let mut labels = BTreeMap::new();
-            labels.insert("kubernetes.io/metadata.name".to_string(), p.namespace.clone());
-            super::kube::apply(lab, &super::kube::namespace_object(&p.namespace, &labels))?;
             super::kube::apply(lab, &super::kube::pod_object(n, p, ports))?;
         }
         return Ok(());
     }
     let items: Vec<(String, serde_json::Value)> =
         pods.iter().map(|(n, p, ports)| (format!("{}/{}", p.namespace, p.name), endpoint_json(n, p, ports))).collect();
-    let namespaces: Vec<String> = pods.iter().map(|(_, p, _)| p.namespace.clone()).collect();
     store_of(lab).with_store(|store| async move {
-        let have: Vec<String> = store.objects(ObjectKind::Namespace).await?.items.into_iter().map(|(k, _)| k).collect();
-        for ns in namespaces {
-            if !have.contains(&ns) {
-                let v = serde_json::json!({"name": ns, "labels": {"kubernetes.io/metadata.name": ns}});
-                store.put_object(ObjectKind::Namespace, &ns, &v).await?;
-            }
-        }
         for (k, v) in items {
             store.put_object(ObjectKind::Endpoint, &k, &v).await?;
         }
@@ -75,11 +71,42 @@ pub fn register(lab: &LabState, pods: &[(NodeState, PodState, Vec<serde_json::Va
     })
 }
 
+/// Creates a namespace. An existing one is refused rather than relabelled: replacing its labels would silently
+/// drop the ones not repeated here, and merging would make `ns-add` mean two things; `lab label ns` changes
+/// labels with kubectl's rules.
 pub fn add_namespace(lab: &LabState, name: &str, labels: BTreeMap<String, String>) -> Result<()> {
+    crate::names::namespace(name)?;
+    if let Some(have) = namespace_labels(lab, name)? {
+        let shown: Vec<String> = have.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        bail!(
+            "namespace {name:?} exists already (labels {}); change its labels with `weftctl lab label ns {name} k=v k2-`",
+            shown.join(", ")
+        );
+    }
     let mut labels = labels;
-    labels.insert("kubernetes.io/metadata.name".into(), name.to_string());
+    if labels.get(NAMESPACE_NAME_LABEL).is_some_and(|v| v != name) {
+        bail!("{NAMESPACE_NAME_LABEL} is always the namespace's name");
+    }
+    labels.insert(NAMESPACE_NAME_LABEL.into(), name.to_string());
+    put_namespace(lab, name, &labels)
+}
+
+/// The namespace's labels in the store, `None` when it does not exist.
+pub fn namespace_labels(lab: &LabState, name: &str) -> Result<Option<BTreeMap<String, String>>> {
+    let name = name.to_string();
+    store_of(lab).with_store(|store| async move {
+        let items = store.objects(ObjectKind::Namespace).await?.items;
+        Ok(items
+            .into_iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| serde_json::from_value(v["labels"].clone()).unwrap_or_default()))
+    })
+}
+
+/// Writes a namespace object (create or replace), through the API in kube mode.
+pub fn put_namespace(lab: &LabState, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
     if lab.store == "kube" {
-        return super::kube::apply(lab, &super::kube::namespace_object(name, &labels));
+        return super::kube::apply(lab, &super::kube::namespace_object(name, labels));
     }
     let v = serde_json::json!({"name": name, "labels": labels});
     let name = name.to_string();
@@ -105,9 +132,11 @@ pub fn add_pod(lab_name: &str, new: NewPod) -> Result<PodState> {
 fn add_pod_in(lab: &mut LabState, new: NewPod) -> Result<PodState> {
     let NewPod { node, namespace, name, labels, ports } = new;
     let namespace = namespace.as_str();
+    crate::names::namespace(namespace)?;
     let i = lab.nodes.iter().position(|n| n.name == node).with_context(|| format!("no node {node:?}"))?;
     let idx = lab.nodes[i].pods.len() + 1;
     let pname = name.unwrap_or_else(|| format!("{}-pod{idx}", lab.nodes[i].name));
+    crate::names::pod(&pname)?;
     if lab.pods().any(|(_, p)| p.namespace == namespace && p.name == pname) {
         bail!("pod {namespace}/{pname} exists already");
     }
@@ -131,21 +160,18 @@ fn add_pod_in(lab: &mut LabState, new: NewPod) -> Result<PodState> {
     Ok(pod)
 }
 
-pub fn del_pod(name: &str, namespace: &str, pod: &str) -> Result<()> {
-    LabState::update(name, |lab| del_pod_in(lab, namespace, pod))
+/// Deletes the pod `target` names (`NAMESPACE/POD`, or a bare `POD` when unambiguous).
+pub fn del_pod(name: &str, target: &str) -> Result<()> {
+    LabState::update(name, |lab| del_pod_in(lab, target))
 }
 
-fn del_pod_in(lab: &mut LabState, namespace: &str, pod: &str) -> Result<()> {
-    let (ni, pi) = lab
-        .nodes
-        .iter()
-        .enumerate()
-        .find_map(|(ni, n)| n.pods.iter().position(|p| p.namespace == namespace && p.name == pod).map(|pi| (ni, pi)))
-        .with_context(|| format!("no pod {namespace}/{pod}"))?;
+fn del_pod_in(lab: &mut LabState, target: &str) -> Result<()> {
+    let (ni, pi) = lab.resolve_pod(target)?;
     let node = lab.nodes[ni].clone();
+    let (namespace, pod) = (node.pods[pi].namespace.clone(), node.pods[pi].name.clone());
     let key = format!("{namespace}/{pod}");
     if lab.store == "kube" {
-        super::kube::delete(lab, "Pod", Some(namespace), pod)?;
+        super::kube::delete(lab, "Pod", Some(&namespace), &pod)?;
     } else {
         store_of(lab).with_store(|store| async move {
             store.delete_object(ObjectKind::Endpoint, &key).await?;
@@ -165,4 +191,33 @@ fn short_hash(s: &str) -> String {
         h = h.wrapping_mul(0x0100_0193);
     }
     format!("{:06x}", h & 0xff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn container_ports_are_checked_as_kubernetes_does() {
+        let p = ports(&args(&["http=80/TCP", "dns=53/udp", "metrics=9090"])).unwrap();
+        assert_eq!(p[1], serde_json::json!({"name": "dns", "port": 53, "protocol": "UDP"}));
+        assert_eq!(p[2]["protocol"], "TCP");
+        for bad in [
+            &["Bad_Name=80/TCP"][..],
+            &["http=80/TCP", "http=81/TCP"],
+            &["http=0/TCP"],
+            &["http=70000/TCP"],
+            &["http=80/ICMP"],
+            &["http"],
+            &["toolongportname1=80"],
+        ] {
+            assert!(ports(&args(bad)).is_err(), "{bad:?}");
+        }
+        let e = ports(&args(&["Bad_Name=80/TCP"])).unwrap_err().to_string();
+        assert!(e.contains("invalid port name \"Bad_Name\""), "{e}");
+    }
 }

@@ -1,0 +1,246 @@
+//! The command line, as clap types: parsing produces one of these enums before anything acts.
+//!
+//! The lab's name is one global flag, `--lab NAME` (or `WEFT_LAB`), accepted before or after any subcommand,
+//! so `lab`, `policy` and `status` spell it the same way. `--name` stays as a hidden alias: scripts written for
+//! `lab up --name` keep working.
+use crate::store::StoreArgs;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "weftctl", version, about = "weft: lab clusters in namespaces, node status, policies")]
+pub struct Cli {
+    /// The lab to act on (lab, policy and status commands).
+    #[arg(long, global = true, env = "WEFT_LAB", default_value = "lab", value_name = "NAME", alias = "name")]
+    pub lab: String,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// A whole weft cluster in network namespaces on this machine.
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+    /// NetworkPolicy in the store: apply, delete, list, explain, wait.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// What this node's agent holds and programmed.
+    Status {
+        /// The agent's --state-dir.
+        #[arg(long, default_value = "/run/weft")]
+        state_dir: PathBuf,
+        /// A lab node instead (its state dir): `weftctl status --node node1 [--lab NAME]`.
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Apply Kubernetes NetworkPolicy YAML (several documents per file; `-` for stdin).
+    Apply {
+        #[arg(short = 'f', long)]
+        file: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete policies by name (`NAME` in -n NAMESPACE, or NAMESPACE/NAME), or --all.
+    Delete {
+        names: Vec<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List policies.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Would FROM reach TO on PORT? Which policy and rule decide?
+    Explain {
+        /// NAMESPACE/POD, a POD name unique across namespaces, or an IP address.
+        #[arg(long)]
+        from: String,
+        /// NAMESPACE/POD, a POD name unique across namespaces, or an IP address.
+        #[arg(long)]
+        to: String,
+        /// PORT[/TCP|UDP|SCTP] (TCP when omitted).
+        #[arg(long)]
+        port: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Wait until every lab node enforces exactly the store's policies.
+    Wait {
+        #[arg(long, default_value = "30")]
+        timeout_secs: u64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LabelKind {
+    /// A namespace: `lab label ns x team=red`.
+    #[value(alias = "namespace")]
+    Ns,
+    /// A pod: `lab label pod x/a role=db`.
+    Pod,
+}
+
+#[derive(Subcommand)]
+pub enum LabCmd {
+    /// Build the lab, show nodes and the connectivity matrix, leave it running.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value_t = 2)]
+        pods_per_node: usize,
+        /// vxlan or host-gw.
+        #[arg(long, default_value = "vxlan")]
+        backend: String,
+        /// embedded, etcd, or kube (a fake Kubernetes API server).
+        #[arg(long, default_value = "embedded")]
+        store: String,
+        /// l2 (one segment) or routed (a segment per node); default: routed for vxlan, l2 for host-gw.
+        #[arg(long)]
+        underlay: Option<String>,
+        /// Dual-stack pods (IPv6 pod subnets too).
+        #[arg(long)]
+        ipv6: bool,
+        /// Agents' lease TTL (a node that dies without goodbye disappears after it).
+        #[arg(long, default_value = "10s")]
+        lease_ttl: String,
+        /// Where weft and weftd are (default: next to weftctl).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Remove the lab (also after a crash).
+    Down,
+    /// Nodes, agents and a fresh connectivity matrix (policy denials shown as deny(P), breakage as FAIL).
+    Status,
+    /// Restart a node's agent (SIGTERM, start again): the kernel state stays, traffic keeps flowing.
+    Restart {
+        node: String,
+        /// Stop it without starting it again (SIGKILL: no goodbye, its lease lapses after the TTL).
+        #[arg(long)]
+        kill: bool,
+    },
+    /// Stop or start the lab's etcd (store outage drills).
+    Etcd {
+        /// stop or start
+        action: String,
+    },
+    /// Add a pod (through the CNI plugin) with labels and named ports, registered for policy.
+    PodAdd {
+        /// Node to run the pod on (node1, node2, …).
+        #[arg(long)]
+        node: String,
+        /// Namespace of the pod (default: "default"; or give --pod NAMESPACE/POD).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Pod name, or NAMESPACE/POD (default: NODE-podN in "default").
+        #[arg(long)]
+        pod: Option<String>,
+        /// A pod label, key=value (repeat for more), e.g. --label app=web.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// A named container port, name=port[/PROTO] (repeat), e.g. --port http=80/TCP; names as in Kubernetes
+        /// (at most 15 lowercase letters, digits, '-').
+        #[arg(long = "port", value_name = "NAME=PORT/PROTO")]
+        ports: Vec<String>,
+    },
+    /// Delete a pod (CNI DEL, unregistered).
+    PodDel {
+        /// Namespace of the pod (or give NAMESPACE/POD).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// NAMESPACE/POD, or a POD name unique across namespaces.
+        pod: String,
+    },
+    /// Create a namespace with labels (an existing one is refused: change labels with `lab label ns`).
+    NsAdd {
+        /// Namespace name (a DNS label: lowercase letters, digits and '-').
+        namespace: String,
+        /// A namespace label, key=value (repeat for more), e.g. --label team=red.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// Change labels in place, as `kubectl label`: `lab label pod x/a k=v k2-`, `lab label ns x k=v`.
+    ///
+    /// Only the store object changes: the pod keeps its address and processes, and every agent's policy
+    /// follows the new labels.
+    Label {
+        /// ns or pod.
+        kind: LabelKind,
+        /// The namespace, or NAMESPACE/POD (a POD name unique across namespaces also works).
+        target: String,
+        /// k=v adds a label (or changes it, with --overwrite); k- removes it.
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        changes: Vec<String>,
+        /// Allow changing the value of a label that is already set.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Run a command in a pod's (or node's) namespace: `weftctl lab exec x/a -- ping 10.244.2.2`.
+    Exec {
+        /// NAMESPACE/POD, a POD name unique across namespaces, or a node (node1).
+        target: String,
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("weftctl").chain(args.iter().copied())).expect("parses")
+    }
+
+    #[test]
+    fn lab_is_one_flag_everywhere() {
+        for args in [
+            &["lab", "status", "--lab", "np"][..],
+            &["--lab", "np", "lab", "status"],
+            &["lab", "ns-add", "--lab", "np", "x"],
+            &["policy", "list", "--lab", "np"],
+            &["policy", "list", "--name", "np"],
+            &["lab", "up", "--name", "np"],
+            &["status", "--node", "node1", "--lab", "np"],
+        ] {
+            assert_eq!(parse(args).lab, "np", "{args:?}");
+        }
+        assert_eq!(parse(&["lab", "down"]).lab, "lab");
+    }
+
+    #[test]
+    fn label_takes_removals_and_overwrite() {
+        let c = parse(&["lab", "label", "pod", "x/a", "app=web", "tier-", "--overwrite"]);
+        match c.cmd {
+            Cmd::Lab { cmd: LabCmd::Label { kind, target, changes, overwrite } } => {
+                assert_eq!((kind, target.as_str(), overwrite), (LabelKind::Pod, "x/a", true));
+                assert_eq!(changes, ["app=web", "tier-"]);
+            }
+            _ => panic!("not lab label"),
+        }
+        assert!(Cli::try_parse_from(["weftctl", "lab", "label", "ns", "x"]).is_err(), "no change given");
+    }
+}
