@@ -134,6 +134,12 @@ pub(crate) async fn allocate(
                     Err(e) if e.code() == Some(409) => {
                         taken.insert(c.subnet);
                     }
+                    // deploy/weft.yaml's admission policy lets an agent release only its own claims: the garbage
+                    // collector removes this one (its ownerReference names the deleted Node). Until then it stays taken.
+                    Err(e) if e.code() == Some(403) => {
+                        tracing::debug!(claim = %c.name, holder = %c.holder, "claim of a deleted node left to the GC");
+                        taken.insert(c.subnet);
+                    }
                     Err(e) => return Err(e.into()),
                 }
             } else {
