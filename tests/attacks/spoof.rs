@@ -181,10 +181,14 @@ fn metric(node_ns: &str, name: &str) -> Option<u64> {
 
 #[test]
 fn pod_cannot_send_with_another_pods_source_address() {
+    spoofing_is_dropped("vxlan");
+}
+
+fn spoofing_is_dropped(backend: &str) {
     if !require_root() {
         return;
     }
-    let lab = Lab::up(&["--nodes", "2", "--ipv6"]);
+    let lab = Lab::up(&["--nodes", "2", "--ipv6", "--backend", backend]);
     let a = lab.add_pod("node1", "attacker", "role=attacker");
     let b = lab.add_pod("node1", "friend", "role=friend");
     let c = lab.add_pod("node2", "target", "role=target");
