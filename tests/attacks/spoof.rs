@@ -143,6 +143,11 @@ fn arrivals(ns: &str, i: usize) -> u64 {
     j["nftables"][1]["counter"]["packets"].as_u64().expect("counter in the target pod")
 }
 
+/// Polls until counter `i` in pod `ns` reaches `n` (packets are still in flight when the sender returns).
+fn arrives(ns: &str, i: usize, n: u64) -> bool {
+    wait_until(Duration::from_secs(10), || arrivals(ns, i) >= n)
+}
+
 fn probe() -> &'static str {
     env!("CARGO_BIN_EXE_weft-probe")
 }
@@ -205,7 +210,7 @@ fn spoofing_is_dropped(backend: &str) {
     // Control: b, with its own addresses, reaches c in both families (the policy admits it; arrivals are seen).
     send_from(&b.netns, &b.ip, &[&c.ip], 3);
     send_from(&b.netns, &b6, &[&c6], 3);
-    assert!(arrivals(&c.netns, 0) >= 6 && arrivals(&c.netns, 1) >= 6, "b's own packets did not reach c");
+    assert!(arrives(&c.netns, 0, 6) && arrives(&c.netns, 1, 6), "b's own packets did not reach c");
     // Control: the policy is in force (a, with its own address, is not admitted; nor counted as spoofed).
     let spoofed0 = Lab::counter(&n1, "spoofed");
     send_from(&a.netns, &a.ip, &[&c.ip], 3);
@@ -257,7 +262,7 @@ fn spoofing_is_dropped(backend: &str) {
     // And b itself still reaches c afterwards (a's forged copies did not disturb it).
     let v6 = arrivals(&c.netns, 1);
     send_from(&b.netns, &b6, &[&c6], 2);
-    assert!(arrivals(&c.netns, 1) >= v6 + 4, "b lost its connectivity");
+    assert!(arrives(&c.netns, 1, v6 + 4), "b lost its connectivity");
 }
 
 /// The link-local address of the host side of pod `pod_ns`'s veth, in node namespace `node_ns`.
