@@ -212,3 +212,23 @@ impl<K: Object> Calls<K> {
         Ok(stream.map(move |r| r.map_err(|e| KubeError::from_kube(e, &url, "watch", &resource, &scope))).boxed())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_map_to_admission_operations_and_reads_to_none() {
+        let op = |verb| ApiCall { group: "", resource: "nodes", verb, namespace: None }.admission_operation();
+        assert_eq!(op("patch"), Some("UPDATE"));
+        assert_eq!(op("create"), Some("CREATE"));
+        assert_eq!(op("delete"), Some("DELETE"));
+        for read in ["get", "list", "watch"] {
+            assert_eq!(op(read), None);
+        }
+        // Every verb weft uses is one of the above: a new verb must be classified before it can be declared.
+        for c in API_CALLS {
+            assert!(["get", "list", "watch", "patch", "create", "delete"].contains(&c.verb), "{c:?}");
+        }
+    }
+}
