@@ -48,6 +48,8 @@ pub struct Deps {
 pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
     let Deps { store, dataplane: dp, listener, mut shutdown } = deps;
     let metrics = Arc::new(Metrics::default());
+    // The port actually bound (tests bind port 0): the firewall closes it to pods.
+    let agent_port = listener.local_addr().ok().map(|a| a.port());
     let status: SharedStatus = Arc::new(RwLock::new(Status::default()));
     let http = tokio::spawn(crate::http::serve(listener, status.clone(), metrics.clone(), {
         let mut s = shutdown.clone();
@@ -117,6 +119,7 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         vxlan_port: vx_spec.as_ref().map(|s| s.port),
         node_ips: vec![],
         masquerade: !cfg.no_masquerade,
+        agent_port,
     };
     let local = LocalNode { name: node.clone(), underlay, vxlan_ifindex: None };
     let mut rec = Reconciler::new(dp.clone(), net.clone(), local, vx_spec, firewall);
@@ -207,9 +210,10 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
                 first = false;
                 if periodic {
                     if let Ok(c) = dp.nft_counters(crate::firewall::FAMILY, crate::firewall::TABLE).await {
-                        if let Some((_, p, _)) = c.iter().find(|(n, _, _)| n == "vxlan_rejected") {
-                            metrics.vxlan_rejected.set(*p as i64);
-                        }
+                        metrics.set_firewall_counters(&c);
+                        let mut st = status.write().expect("status lock");
+                        st.spoofed_dropped = metrics.spoofed_dropped.get() as u64;
+                        st.agent_port_rejected = metrics.agent_port_rejected.get() as u64;
                     }
                 }
             }

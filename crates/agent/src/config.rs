@@ -34,7 +34,9 @@ pub struct AgentConfig {
     /// VXLAN device name.
     #[arg(long, default_value = "weft.1")]
     pub vxlan_device: String,
-    /// Metrics (/metrics), health (/healthz, /readyz) and status (/status) listener.
+    /// Metrics (/metrics), health (/healthz, /readyz) and status (/status) listener. Loopback by default: /status
+    /// names every node IP, VTEP MAC and policy. On another address the agent's firewall still drops pods' packets
+    /// to this port (crates/agent/src/firewall.rs).
     #[arg(long, env = "WEFT_LISTEN", default_value = "127.0.0.1:9473")]
     pub listen: SocketAddr,
     /// On SIGTERM remove the device, routes, nftables table, node file and release the lease.

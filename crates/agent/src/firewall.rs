@@ -1,4 +1,5 @@
-//! The agent's own nftables table `inet weft`: masquerade, VXLAN port protection, and the checksum workaround.
+//! The agent's own nftables table `inet weft`: pod source check, agent port protection, masquerade, VXLAN port
+//! protection, and the checksum workaround.
 //!
 //! Rendered as text and applied by replacing the whole table atomically (`nft -f`), so there is never a moment
 //! with half a ruleset. Pure: the rendering is unit-tested; the agent only hands the text to the dataplane.
@@ -15,6 +16,20 @@
 //!   throughput here (13 → 4 Gb/s). What is actually needed is only that NAT never touches the *outer* packets:
 //!   `notrack` on the VXLAN port (raw priority, before conntrack) takes them out of conntrack and therefore out of
 //!   every NAT table, whoever installed it, and keeps offload on. It also saves a conntrack entry per flow.
+//! - **A pod sends only from its own addresses** (both families), checked where its packets enter the node, before
+//!   conntrack and long before the policy table's forward chain: otherwise a pod that takes another pod's address
+//!   is admitted by every policy that admits that pod. IPv4 also has strict rp_filter on the host veth (set by the
+//!   plugin); IPv6 has no rp_filter at all. The check is a reverse-path lookup: the host routes each pod's `/32`
+//!   and `/128` through that pod's veth, so "the route back to the source leaves through the interface the
+//!   packet came in on" holds for exactly the pod's own addresses (and its link-local ones, `fe80::/64` on the
+//!   veth, which neighbour discovery needs), and fails for another local pod, a remote pod, a node address or
+//!   anything else. The one packet without a routable source is the unspecified `::` of duplicate address
+//!   detection and MLD, which may go to link-scope multicast only. Drops are counted (`spoofed`).
+//! - **Pods never reach the agent's HTTP port** (status: every node IP, VTEP MAC, subnet, policy names;
+//!   metrics), whatever address the agent listens on: dropped when a local pod sends to any address of this node
+//!   or to a node IP of a peer (a pod's packets to a peer's underlay address are masqueraded, so the peer could
+//!   not tell them from the node's own), and when a packet from the cluster network arrives for a local address
+//!   (a remote pod through the tunnel or a direct route). Counted (`agent_port_rejected`).
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -31,7 +46,12 @@ pub struct FirewallSpec {
     /// Underlay addresses allowed to send to the VXLAN port (peer node IPs and our own).
     pub node_ips: Vec<IpAddr>,
     pub masquerade: bool,
+    /// TCP port of the agent's HTTP endpoints, closed to pods (see the module comment).
+    pub agent_port: Option<u16>,
 }
+
+/// The host side of every pod veth (`weft_cni::names`); nothing else weft or the kernel creates starts so.
+const POD_IFACES: &str = "\"wf*\"";
 
 pub fn render(spec: &FirewallSpec) -> String {
     let mut t = String::new();
@@ -41,6 +61,7 @@ pub fn render(spec: &FirewallSpec) -> String {
     let _ = writeln!(t, "  counter masqueraded {{ }}");
     set(&mut t, "nodes4", "ipv4_addr", &v4);
     set(&mut t, "nodes6", "ipv6_addr", &v6);
+    pods(&mut t, spec);
     if let Some(port) = spec.vxlan_port {
         let _ = writeln!(t, "  counter vxlan_rejected {{ }}");
         let _ = writeln!(t, "  chain raw_prerouting {{\n    type filter hook prerouting priority raw; policy accept;");
@@ -64,6 +85,44 @@ pub fn render(spec: &FirewallSpec) -> String {
     }
     let _ = writeln!(t, "}}");
     t
+}
+
+/// What pods may send to the node: only from their own addresses, and never to the agent's port. Priority: before
+/// conntrack (raw), so a spoofed packet creates no connection entry either.
+fn pods(t: &mut String, spec: &FirewallSpec) {
+    let _ = writeln!(t, "  counter spoofed {{ }}");
+    if spec.agent_port.is_some() {
+        let _ = writeln!(t, "  counter agent_port_rejected {{ }}");
+    }
+    let _ = writeln!(t, "  chain pods {{\n    type filter hook prerouting priority raw - 10; policy accept;");
+    let _ = writeln!(t, "    iifname {POD_IFACES} ip6 saddr :: ip6 daddr ff02::/16 accept");
+    let _ = writeln!(t, "    iifname {POD_IFACES} fib saddr . iif oif missing counter name spoofed drop");
+    if let Some(port) = spec.agent_port {
+        let _ = writeln!(
+            t,
+            "    iifname {POD_IFACES} tcp dport {port} fib daddr type local counter name agent_port_rejected drop"
+        );
+        let _ = writeln!(
+            t,
+            "    iifname {POD_IFACES} ip daddr @nodes4 tcp dport {port} counter name agent_port_rejected drop"
+        );
+        let _ = writeln!(
+            t,
+            "    iifname {POD_IFACES} ip6 daddr @nodes6 tcp dport {port} counter name agent_port_rejected drop"
+        );
+        let c4 = spec.cluster_cidr;
+        let _ = writeln!(
+            t,
+            "    iifname != \"lo\" ip saddr {c4} tcp dport {port} fib daddr type local counter name agent_port_rejected drop"
+        );
+        if let Some(c6) = spec.cluster_cidr6 {
+            let _ = writeln!(
+                t,
+                "    iifname != \"lo\" ip6 saddr {c6} tcp dport {port} fib daddr type local counter name agent_port_rejected drop"
+            );
+        }
+    }
+    let _ = writeln!(t, "  }}");
 }
 
 fn set(t: &mut String, name: &str, ty: &str, ips: &[IpAddr]) {
@@ -90,7 +149,67 @@ mod tests {
             vxlan_port: Some(8472),
             node_ips: vec!["192.168.0.1".parse().unwrap(), "192.168.0.2".parse().unwrap()],
             masquerade: true,
+            agent_port: Some(9473),
         }
+    }
+
+    /// The rendered table, loaded with `nft --check` when nft is installed (syntax and the kernel's view of it).
+    fn nft_accepts(t: &str) {
+        let Ok(mut child) = std::process::Command::new("nft")
+            .args(["--check", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        else {
+            return;
+        };
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), t.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Without CAP_NET_ADMIN nft cannot even check; that says nothing about the text.
+        if !err.contains("Operation not permitted") {
+            assert!(out.status.success(), "nft refuses the table: {err}\n{t}");
+        }
+    }
+
+    #[test]
+    fn pods_send_only_from_their_own_addresses() {
+        let t = render(&spec());
+        // Reverse-path check on every pod veth, both families in one rule (inet), before conntrack.
+        assert!(t.contains("type filter hook prerouting priority raw - 10;"));
+        let spoof = "iifname \"wf*\" fib saddr . iif oif missing counter name spoofed drop";
+        assert!(t.contains(spoof), "{t}");
+        assert!(t.contains("counter spoofed { }"));
+        // Duplicate address detection (source ::) goes to link-scope multicast only, and is let through first.
+        let dad = t.find("ip6 saddr :: ip6 daddr ff02::/16 accept").expect("DAD exemption");
+        assert!(dad < t.find(spoof).unwrap());
+        nft_accepts(&t);
+        let mut hg = spec();
+        hg.vxlan_port = None;
+        hg.masquerade = false;
+        assert!(render(&hg).contains(spoof), "the check does not depend on the backend");
+    }
+
+    #[test]
+    fn pods_never_reach_the_agent_port() {
+        let mut s = spec();
+        s.cluster_cidr6 = Some("fd00:10:244::/56".parse().unwrap());
+        s.node_ips.push("fd00::1".parse().unwrap());
+        let t = render(&s);
+        for rule in [
+            "iifname \"wf*\" tcp dport 9473 fib daddr type local counter name agent_port_rejected drop",
+            "iifname \"wf*\" ip daddr @nodes4 tcp dport 9473 counter name agent_port_rejected drop",
+            "iifname \"wf*\" ip6 daddr @nodes6 tcp dport 9473 counter name agent_port_rejected drop",
+            "iifname != \"lo\" ip saddr 10.244.0.0/16 tcp dport 9473 fib daddr type local counter name agent_port_rejected drop",
+            "iifname != \"lo\" ip6 saddr fd00:10:244::/56 tcp dport 9473 fib daddr type local counter name agent_port_rejected drop",
+        ] {
+            assert!(t.contains(rule), "missing {rule}:\n{t}");
+        }
+        // The counter is declared before the chain that names it.
+        assert!(t.find("counter agent_port_rejected { }").unwrap() < t.find("chain pods").unwrap());
+        nft_accepts(&t);
+        s.agent_port = None;
+        assert!(!render(&s).contains("agent_port_rejected"));
     }
 
     #[test]

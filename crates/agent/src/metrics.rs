@@ -20,6 +20,9 @@ pub struct Metrics {
     /// Packets dropped by policy, by direction and (for per-policy counters) policy; read from nft counters.
     pub policy_dropped: Family<Vec<(String, String)>, Gauge>,
     pub vxlan_rejected: Gauge,
+    /// Packets from pods with a source address that is not theirs, and packets from pods to the agent's port.
+    pub spoofed_dropped: Gauge,
+    pub agent_port_rejected: Gauge,
 }
 
 impl Default for Metrics {
@@ -38,6 +41,8 @@ impl Default for Metrics {
             reconcile_seconds: Histogram::new(exponential_buckets(0.0005, 4.0, 10)),
             policy_dropped: Family::default(),
             vxlan_rejected: Gauge::default(),
+            spoofed_dropped: Gauge::default(),
+            agent_port_rejected: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("peers", "Peers (other nodes' leases) known", m.peers.clone());
@@ -63,15 +68,59 @@ impl Default for Metrics {
             "VXLAN packets from unknown sources dropped",
             m.vxlan_rejected.clone(),
         );
+        registry.register(
+            "spoofed_dropped_packets",
+            "Packets from pods whose source address is not the pod's own, dropped",
+            m.spoofed_dropped.clone(),
+        );
+        registry.register(
+            "agent_port_rejected_packets",
+            "Packets from pods to the agent's HTTP port, dropped",
+            m.agent_port_rejected.clone(),
+        );
         registry.register("reconcile_duration_seconds", "Time of a reconcile pass", m.reconcile_seconds.clone());
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
+    /// Takes the `inet weft` counters the metrics export from a counter listing (name, packets, bytes).
+    pub fn set_firewall_counters(&self, counters: &[(String, u64, u64)]) {
+        for (name, packets, _) in counters {
+            let gauge = match name.as_str() {
+                "vxlan_rejected" => &self.vxlan_rejected,
+                "spoofed" => &self.spoofed_dropped,
+                "agent_port_rejected" => &self.agent_port_rejected,
+                _ => continue,
+            };
+            gauge.set(*packets as i64);
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn firewall_counters_are_exported() {
+        let m = Metrics::default();
+        let c = |n: &str, p| (n.to_string(), p, p * 100);
+        m.set_firewall_counters(&[
+            c("masqueraded", 9),
+            c("spoofed", 3),
+            c("vxlan_rejected", 2),
+            c("agent_port_rejected", 1),
+        ]);
+        let text = m.encode();
+        assert!(text.contains("weft_spoofed_dropped_packets 3\n"), "{text}");
+        assert!(text.contains("weft_vxlan_rejected_packets 2\n"));
+        assert!(text.contains("weft_agent_port_rejected_packets 1\n"));
     }
 }

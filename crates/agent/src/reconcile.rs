@@ -143,6 +143,7 @@ mod tests {
             vxlan_port: Some(8472),
             node_ips: vec![],
             masquerade: true,
+            agent_port: None,
         };
         let local = LocalNode { name: "n1".into(), underlay, vxlan_ifindex: None };
         Reconciler::new(fake, cfg(), local, Some(spec), fw)

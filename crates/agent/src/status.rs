@@ -43,6 +43,12 @@ pub struct Status {
     pub ready: bool,
     #[serde(default)]
     pub policy: PolicyStatus,
+    /// Packets from local pods dropped for a source address that is not theirs (`inet weft` counter `spoofed`).
+    #[serde(default)]
+    pub spoofed_dropped: u64,
+    /// Packets from pods to the agent's HTTP port, dropped (`agent_port_rejected`).
+    #[serde(default)]
+    pub agent_port_rejected: u64,
 }
 
 /// What the policy engine enforces on this node.

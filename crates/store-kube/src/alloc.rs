@@ -134,6 +134,14 @@ pub(crate) async fn allocate(
                     Err(e) if e.code() == Some(409) => {
                         taken.insert(c.subnet);
                     }
+                    // deploy/weft.yaml's admission policy lets an agent release only its own claims: the garbage
+                    // collector removes this one (its ownerReference names the deleted Node). Until then it stays taken.
+                    Err(e) if e.code() == Some(403) => {
+                        tracing::warn!(claim = %c.name, holder = %c.holder, error = %e,
+                            "may not free the subnet of a deleted node (admission policy or RBAC); it stays taken \
+                             until the garbage collector removes the claim");
+                        taken.insert(c.subnet);
+                    }
                     Err(e) => return Err(e.into()),
                 }
             } else {

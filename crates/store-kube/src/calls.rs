@@ -29,6 +29,20 @@ pub struct ApiCall {
     pub namespace: Option<&'static str>,
 }
 
+impl ApiCall {
+    /// The admission operation a write becomes (`patch` is an UPDATE), None for reads. Every write is one the
+    /// ValidatingAdmissionPolicy in deploy/weft.yaml limits to the agent's own node: RBAC grants the verb on
+    /// every object of the kind, the policy narrows it to the caller's Node and claims (tests/admission.rs).
+    pub const fn admission_operation(&self) -> Option<&'static str> {
+        match self.verb.as_bytes() {
+            b"patch" | b"update" => Some("UPDATE"),
+            b"create" => Some("CREATE"),
+            b"delete" => Some("DELETE"),
+            _ => None,
+        }
+    }
+}
+
 const fn cluster(group: &'static str, resource: &'static str, verb: &'static str) -> ApiCall {
     ApiCall { group, resource, verb, namespace: None }
 }
@@ -39,7 +53,8 @@ const fn system(group: &'static str, resource: &'static str, verb: &'static str)
 
 /// Every call the Kubernetes store makes. Nodes: read all (peers, taken subnets), patch (own annotations).
 /// Pods, Namespaces, NetworkPolicies: list and watch for the policy model. ConfigMap: the network config.
-/// coordination Leases: per-subnet claims, the compare-and-swap of weft's own allocation.
+/// coordination Leases: per-subnet claims, the compare-and-swap of weft's own allocation. RBAC grants each write
+/// on every object of its kind; the admission policy keeps it to the agent's own Node and claims.
 pub const API_CALLS: &[ApiCall] = &[
     cluster("", "nodes", "get"),
     cluster("", "nodes", "list"),
@@ -195,5 +210,25 @@ impl<K: Object> Calls<K> {
         let stream = self.run("watch", self.api.watch(&wp, resource_version)).await?;
         let (url, resource, scope) = (self.kube.url.clone(), Self::resource(), self.scope());
         Ok(stream.map(move |r| r.map_err(|e| KubeError::from_kube(e, &url, "watch", &resource, &scope))).boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_map_to_admission_operations_and_reads_to_none() {
+        let op = |verb| ApiCall { group: "", resource: "nodes", verb, namespace: None }.admission_operation();
+        assert_eq!(op("patch"), Some("UPDATE"));
+        assert_eq!(op("create"), Some("CREATE"));
+        assert_eq!(op("delete"), Some("DELETE"));
+        for read in ["get", "list", "watch"] {
+            assert_eq!(op(read), None);
+        }
+        // Every verb weft uses is one of the above: a new verb must be classified before it can be declared.
+        for c in API_CALLS {
+            assert!(["get", "list", "watch", "patch", "create", "delete"].contains(&c.verb), "{c:?}");
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! deploy/weft.yaml is what operators apply, and nothing runs it on our machines, so this test reads it as the
 //! API server would: every document parses into its k8s-openapi type; the DaemonSet has what a CNI DaemonSet
-//! needs; its environment names only flags weftd has; RBAC equals `API_CALLS` exactly.
+//! needs; its environment names only flags weftd has; RBAC equals `API_CALLS` exactly; the admission policy
+//! matches exactly the writes in `API_CALLS` (its CEL rules are evaluated in tests/admission.rs).
 //!
 //! Run: `cargo test -p weft-store-kube --test manifests`.
 use clap::CommandFactory;
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -22,6 +24,8 @@ struct Manifest {
     role_binding: RoleBinding,
     config_map: ConfigMap,
     daemon_set: DaemonSet,
+    admission_policy: ValidatingAdmissionPolicy,
+    admission_binding: ValidatingAdmissionPolicyBinding,
 }
 
 fn deploy_dir() -> PathBuf {
@@ -50,8 +54,10 @@ fn load() -> Manifest {
         role_binding: typed(&take("RoleBinding")),
         config_map: typed(&take("ConfigMap")),
         daemon_set: typed(&take("DaemonSet")),
+        admission_policy: typed(&take("ValidatingAdmissionPolicy")),
+        admission_binding: typed(&take("ValidatingAdmissionPolicyBinding")),
     };
-    assert_eq!(by_kind.len(), 8, "unexpected documents: {:?}", by_kind.keys().collect::<Vec<_>>());
+    assert_eq!(by_kind.len(), 10, "unexpected documents: {:?}", by_kind.keys().collect::<Vec<_>>());
     m
 }
 
@@ -192,14 +198,17 @@ fn daemon_set_has_what_a_cni_needs() {
     assert_eq!(vol.config_map.as_ref().map(|c| c.name.as_str()), Some(CONFIG_MAP));
     assert!(net.ends_with(CONFIG_KEY));
 
-    // Probes on the agent's health endpoints, on the port it listens on.
+    // The agent listens on the node's loopback only (pods must not read /status), and the probes go there
+    // (hostNetwork: the kubelet's 127.0.0.1 is the agent's).
     let listen: std::net::SocketAddr = env(agent, "WEFT_LISTEN").value.as_ref().unwrap().parse().unwrap();
+    assert!(listen.ip().is_loopback(), "weftd listens on {listen}: pods could read /status and /metrics");
     for (probe, path) in [(&agent.readiness_probe, "/readyz"), (&agent.liveness_probe, "/healthz")] {
         let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("httpGet probe");
         assert_eq!(get.path.as_deref(), Some(path));
-        assert_eq!(get.port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(9473));
+        assert_eq!(get.host.as_deref(), Some(listen.ip().to_string().as_str()), "probe {path} misses the listener");
+        assert_eq!(get.port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i32::from(listen.port())));
     }
-    assert_eq!(listen.port(), 9473);
+    assert!(agent.ports.is_none(), "a containerPort suggests the agent is reachable on the pod (node) address");
 
     // The capabilities it needs and no more.
     let sc = agent.security_context.as_ref().expect("securityContext");
@@ -221,4 +230,39 @@ fn daemon_set_env_names_only_flags_weftd_has() {
     for e in pod.containers[0].env.iter().flatten() {
         assert!(known.contains(&e.name), "weftd has no flag reading {} (known: {known:?})", e.name);
     }
+}
+
+/// The admission policy matches exactly the writes weft makes (each `API_CALLS` write, as its admission
+/// operation), only requests of weft's service account, fails closed, and is bound with Deny.
+#[test]
+fn admission_policy_matches_exactly_the_writes() {
+    let m = load();
+    let spec = m.admission_policy.spec.as_ref().expect("policy spec");
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"), "an unevaluable rule must deny, not allow");
+    let mut matched = BTreeSet::new();
+    for r in spec.match_constraints.as_ref().and_then(|c| c.resource_rules.as_ref()).expect("resourceRules") {
+        for g in r.api_groups.iter().flatten() {
+            for res in r.resources.iter().flatten() {
+                for op in r.operations.iter().flatten() {
+                    assert!(g != "*" && res != "*" && op != "*", "wildcards match more than weft writes: {r:?}");
+                    matched.insert((g.clone(), res.clone(), op.clone()));
+                }
+            }
+        }
+    }
+    let writes: BTreeSet<(String, String, String)> = API_CALLS
+        .iter()
+        .filter_map(|c| Some((c.group.to_string(), c.resource.to_string(), c.admission_operation()?.to_string())))
+        .collect();
+    assert_eq!(matched, writes, "admission policy vs the writes in API_CALLS");
+    let sa = &m.service_account.metadata;
+    let user = format!("system:serviceaccount:{}:{}", sa.namespace.as_deref().unwrap(), sa.name.as_deref().unwrap());
+    let conditions = spec.match_conditions.as_ref().expect("matchConditions");
+    assert!(conditions.iter().any(|c| c.expression.contains(&format!("'{user}'"))), "not keyed on {user}");
+    assert!(spec.validations.as_ref().is_some_and(|v| !v.is_empty()));
+
+    let binding = m.admission_binding.spec.as_ref().expect("binding spec");
+    assert_eq!(binding.policy_name.as_deref(), m.admission_policy.metadata.name.as_deref());
+    assert_eq!(binding.validation_actions.as_deref(), Some(&["Deny".to_string()][..]));
+    assert!(binding.param_ref.is_none() && spec.param_kind.is_none(), "the policy takes no parameters");
 }

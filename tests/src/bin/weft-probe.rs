@@ -13,6 +13,10 @@
 //!   line. Reached means any answer from the destination: a connection, a TCP reset (nothing listens yet) or an
 //!   ICMP port unreachable (UDP). That is what the "never unprotected" test needs: a pod that has just been
 //!   created runs no server, yet any answer proves packets reached it.
+//! - `send --src IP --count N IP:PORT/udp...`: fire-and-forget UDP datagrams from source address IP (bound, so the
+//!   kernel uses it even when it is not the address routing would pick; the address must be on an interface of
+//!   the namespace) and prints `{"sent": N}`. The spoofing attack tests forge a source with it: whatever answers
+//!   goes to the real owner of that address, so success is measured at the receiver, never here.
 //!
 //! Why a purpose-built binary instead of nc/curl: one process probes a whole matrix row in parallel with exact,
 //! short timeouts, and its output is machine-readable; denied TCP is dropped (not reset), so every denied probe
@@ -95,9 +99,10 @@ fn main() {
             "serve" => serve(&a),
             "matrix" => matrix(&a),
             "hammer" => hammer(&a),
+            "send" => send(&a),
             other => Err(format!("unknown command {other:?}")),
         }),
-        None => Err("usage: weft-probe serve|matrix|hammer ...".into()),
+        None => Err("usage: weft-probe serve|matrix|hammer|send ...".into()),
     };
     if let Err(e) = result {
         eprintln!("weft-probe: {e}");
@@ -284,5 +289,27 @@ fn hammer(a: &Args) -> Result<(), String> {
         let _ = h.join();
     }
     println!("{}", serde_json::json!({"done": unix_ms() as u64, "attempts": attempts.load(Ordering::Relaxed)}));
+    Ok(())
+}
+
+fn send(a: &Args) -> Result<(), String> {
+    let src: std::net::IpAddr =
+        a.opts.get("src").ok_or("send needs --src IP")?.parse().map_err(|e| format!("--src: {e}"))?;
+    let count: u32 = a.opts.get("count").map_or(Ok(3), |v| v.parse()).map_err(|e| format!("--count: {e}"))?;
+    let interval = a.ms("interval-ms", 20)?;
+    let targets = a.targets()?;
+    let mut sent = 0u32;
+    for t in &targets {
+        if t.proto != Proto::Udp {
+            return Err(format!("send: {} is not a UDP target", t.text));
+        }
+        let sock = UdpSocket::bind(SocketAddr::new(src, 0)).map_err(|e| format!("bind {src}: {e}"))?;
+        for i in 0..count {
+            sock.send_to(format!("spoof {i}").as_bytes(), t.addr).map_err(|e| format!("send to {}: {e}", t.text))?;
+            sent += 1;
+            std::thread::sleep(interval);
+        }
+    }
+    println!("{}", serde_json::json!({"sent": sent}));
     Ok(())
 }

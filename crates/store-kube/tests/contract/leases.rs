@@ -130,6 +130,23 @@ async fn a_deleted_nodes_claim_is_taken_back() {
     assert_eq!(holders, HashSet::from(["b".to_string(), "c".to_string()]));
 }
 
+/// With deploy/weft.yaml's admission policy an agent may not delete another node's claim (403): the claim of a
+/// deleted Node then stays taken until the garbage collector removes it, and allocation goes on around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_nodes_claim_the_admission_policy_protects_stays_taken() {
+    let k = Kit::with_config("10.9.0.0/28", 30).await;
+    k.nodes(&["a", "b", "c"]);
+    let s = k.store().await;
+    let a = s.acquire(&req("a")).await.unwrap();
+    s.acquire(&req("b")).await.unwrap();
+    k.server.cluster().remove("Node", None, "a").unwrap();
+    k.server.cluster().deny("coordination.k8s.io", "leases", "delete");
+    let c = s.acquire(&req("c")).await.expect("allocation goes on around a claim it may not delete");
+    assert_ne!(c.subnet, a.subnet);
+    let holders: HashSet<_> = k.claims().into_iter().map(|c| c.1).collect();
+    assert_eq!(holders, HashSet::from(["a".to_string(), "b".to_string(), "c".to_string()]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renew_publishes_and_moves_expiry_forward() {
     let k = Kit::with_config("10.244.0.0/16", 24).await;
