@@ -5,6 +5,7 @@ use crate::error::CniError;
 use crate::ipam::Pool;
 use crate::names;
 use crate::spec::{CniResult, Dns, Interface, IpConfig, Route};
+use crate::subnet::{pod_subnet_v4, pod_subnet_v6};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
 use std::path::Path;
@@ -38,14 +39,19 @@ impl Subnets {
                     }
                     other => CniError::Io(other.to_string()),
                 })?;
-                if nf.subnet.prefix_len() > 30 || nf.subnet6.is_some_and(|s| s.prefix_len() > 126) {
-                    return Err(CniError::Io(format!("node file {}: pod subnet too small", path.display())));
+                // The node file is input too (anyone who can write its path writes the pods' routes): the same
+                // rules as for the config, reported as an I/O failure of the node file (5; STATUS says 50).
+                let bad = |e: String| CniError::Io(format!("node file {}: subnet {e}", path.display()));
+                let v4 = pod_subnet_v4(nf.subnet).map_err(bad)?;
+                let v6 = nf.subnet6.map(pod_subnet_v6).transpose().map_err(bad)?;
+                if !(68..=65535).contains(&nf.mtu) && conf.mtu.is_none() {
+                    return Err(CniError::Io(format!(
+                        "node file {}: mtu {} is outside 68..=65535",
+                        path.display(),
+                        nf.mtu
+                    )));
                 }
-                Ok(Subnets {
-                    v4: nf.subnet.trunc(),
-                    v6: nf.subnet6.map(|s| s.trunc()),
-                    mtu: conf.mtu.unwrap_or(nf.mtu),
-                })
+                Ok(Subnets { v4, v6, mtu: conf.mtu.unwrap_or(nf.mtu) })
             }
         }
     }
@@ -178,6 +184,26 @@ mod tests {
 
         let missing = Subnets::resolve(&c, |p| NodeFile::load(&p.join("nope"))).unwrap_err();
         assert_eq!(missing.code(), 11);
+
+        for (v4, v6, mtu) in [
+            ("0.0.0.0/0", None, 1450),
+            ("127.0.0.0/8", None, 1450),
+            ("10.0.0.0/31", None, 1450),
+            ("10.1.0.0/24", Some("::/0"), 1450),
+            ("10.1.0.0/24", Some("fe80::/64"), 1450),
+            ("10.1.0.0/24", None, 0),
+        ] {
+            let bad = NodeFile {
+                subnet: v4.parse().unwrap(),
+                subnet6: v6.map(|s| s.parse().unwrap()),
+                mtu,
+                cluster_cidr: None,
+                cluster_cidr6: None,
+            };
+            let c = conf(r#"{"cniVersion":"1.1.0","name":"n"}"#);
+            let e = Subnets::resolve(&c, |_| Ok(bad.clone())).unwrap_err();
+            assert_eq!(e.code(), 5, "{v4} {v6:?} {mtu}: {e}");
+        }
     }
 
     #[test]

@@ -49,6 +49,7 @@ impl PodNet for NetlinkPodNet {
 
     fn open_netns(&self, path: &Path) -> Result<PodNetns, DataplaneError> {
         let handle = NetnsHandle::open(path)?;
+        refuse_own_namespace(&handle, path)?;
         let sock = NlSocket::open_in(&handle).map_err(|e| match e {
             DataplaneError::Netns { path, source } => DataplaneError::Netns {
                 path,
@@ -138,6 +139,22 @@ impl PodNet for NetlinkPodNet {
             Ok(all.into_iter().filter_map(link_obs).map(|l| l.name).filter(|n| n.starts_with(prefix)).collect())
         })
     }
+}
+
+/// A "pod" namespace that is the plugin's own (the node's, under any path: `/proc/self/ns/net`, a bind mount)
+/// would have ADD configure the node itself as a pod: a second address, routes via the pod gateway. Compared
+/// by namespace identity, not by path.
+fn refuse_own_namespace(target: &NetnsHandle, path: &Path) -> Result<(), DataplaneError> {
+    if target.identity()? == NetnsHandle::of_process()?.identity()? {
+        return Err(DataplaneError::Netns {
+            path: path.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "is the plugin's own network namespace (the node's), not a pod's: refused",
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The veth could not be created (EEXIST). Removes what is in the way if it is ours, else explains the clash:
