@@ -41,6 +41,8 @@ pub struct NetConf {
     pub dns: Dns,
     pub prev_result: Option<CniResult>,
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// `ipam.fsync` (default true): reservations are fsynced before ADD answers.
+    pub fsync: bool,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +68,7 @@ struct RawIpam {
     kind: Option<String>,
     subnet: Option<IpNet>,
     subnet6: Option<IpNet>,
+    fsync: Option<bool>,
 }
 
 /// The `cniVersion` of a config, best effort (for the error object when the rest does not parse).
@@ -101,6 +104,7 @@ impl NetConf {
                 return Err(CniError::InvalidConfig(format!("mtu {mtu} is outside 68..=65535")));
             }
         }
+        let fsync = raw.ipam.as_ref().and_then(|i| i.fsync).unwrap_or(true);
         let subnets = subnet_source(raw.ipam, raw.node_file)?;
         let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_ROOT).join(&name));
         if !data_dir.is_absolute() {
@@ -121,6 +125,7 @@ impl NetConf {
             dns: raw.dns,
             prev_result,
             valid_attachments: raw.valid_attachments,
+            fsync,
         })
     }
 }
@@ -180,6 +185,10 @@ mod tests {
         assert_eq!(c.subnets, SubnetSource::NodeFile("/run/weft/node.json".into()));
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/weft/ipam/pods"));
         assert!(c.dns.is_empty() && c.prev_result.is_none() && c.valid_attachments.is_none());
+        assert!(c.fsync);
+        let c = parse(r#"{"cniVersion":"1.1.0","name":"pods","ipam":{"fsync":false}}"#).unwrap();
+        assert!(!c.fsync);
+        assert_eq!(c.subnets, SubnetSource::NodeFile("/run/weft/node.json".into()));
     }
 
     #[test]

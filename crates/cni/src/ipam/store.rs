@@ -18,8 +18,17 @@
 //! An exclusive `flock` on `lock` serialises allocate/release/gc of one network: it keeps next-fit fair under 64
 //! parallel ADDs and lets GC remove temp files knowing no ADD is writing one. Correctness never depends on the
 //! lock (only `link()` decides ownership), so a stale lock holder cannot corrupt anything, and a killed holder's
-//! flock dies with it. Files are not fsynced: the store must survive a killed process, not a power cut, after
-//! which every pod is recreated anyway (and an unreadable record is treated as garbage by GC).
+//! flock dies with it.
+//!
+//! Power loss: a reservation is durable before ADD answers. The record is fsynced before it is linked, and the
+//! directory after the links (the names are what owns an address), so after a power cut a pod that was told its
+//! address still holds it; a release is fsynced too, so a freed address does not come back as a leak. (`fsync:
+//! false` in the config skips both, for a store on tmpfs.) A record that is unreadable anyway (a disk that lies,
+//! a hand edit) never frees a live pod's address: GC keeps every reservation that a valid attachment's index
+//! entry still names, whatever its content, and reports every damaged record it sees.
+//!
+//! The next-fit hints are replaced atomically (temp file + rename): a hint truncated in place by a SIGKILL would
+//! make the next ADD start from the beginning and reuse freshly released addresses early.
 use super::pool::Pool;
 use crate::names::attachment_key;
 use nix::fcntl::{Flock, FlockArg};
@@ -65,6 +74,22 @@ impl Record {
 
 pub struct IpamStore {
     dir: PathBuf,
+    sync: bool,
+}
+
+/// What GC did: the addresses it released, and every reservation whose record it could not read.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    pub released: Vec<IpAddr>,
+    pub damaged: Vec<Damaged>,
+}
+
+/// A reservation whose record is unreadable (empty, truncated, not JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    pub ip: IpAddr,
+    /// `Some((containerID, ifname))`: kept, because that valid attachment's index entry names it.
+    pub kept_for: Option<(String, String)>,
 }
 
 /// The directory as seen by one `read_dir`.
@@ -80,12 +105,26 @@ impl IpamStore {
     /// Opens (creating if needed) the store at `dir`.
     pub fn open(dir: &Path) -> Result<Self, IpamError> {
         fs::create_dir_all(dir).map_err(io_at(dir))?;
-        Ok(IpamStore { dir: dir.to_path_buf() })
+        Ok(IpamStore { dir: dir.to_path_buf(), sync: true })
     }
 
     /// Opens an existing store; `None` if it was never created (nothing to release).
     pub fn open_existing(dir: &Path) -> Option<Self> {
-        dir.is_dir().then(|| IpamStore { dir: dir.to_path_buf() })
+        dir.is_dir().then(|| IpamStore { dir: dir.to_path_buf(), sync: true })
+    }
+
+    /// Whether writes are fsynced (default: yes). Off only for a store on tmpfs or for measuring the cost.
+    pub fn with_sync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Makes the directory's entries (links, unlinks, renames) durable.
+    fn sync_dir(&self) -> Result<(), IpamError> {
+        if self.sync {
+            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_at(&self.dir))?;
+        }
+        Ok(())
     }
 
     fn lock(&self) -> Result<Flock<File>, IpamError> {
@@ -193,13 +232,34 @@ impl IpamStore {
         for ip in mine.iter().filter(|ip| !out.contains(ip)) {
             self.remove_reservation(&key, *ip);
         }
+        if !fresh.is_empty() || out.len() != mine.len() {
+            if let Err(e) = self.sync_dir() {
+                for ip in fresh {
+                    self.remove_reservation(&key, ip);
+                }
+                return Err(e);
+            }
+        }
         Ok(out)
     }
 
     fn write_tmp(&self, tmp: &str, record: &Record) -> Result<(), IpamError> {
         let path = self.dir.join(tmp);
         let mut f = File::create(&path).map_err(io_at(&path))?;
-        f.write_all(&serde_json::to_vec(record).expect("record serializes")).map_err(io_at(&path))
+        f.write_all(&serde_json::to_vec(record).expect("record serializes")).map_err(io_at(&path))?;
+        // Content before names: once a link makes it a reservation, the record must already be on disk.
+        if self.sync {
+            f.sync_all().map_err(io_at(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a hint file atomically; the hint only steers next-fit, so a failure costs nothing.
+    fn write_hint(&self, hint_file: &Path, ip: IpAddr) {
+        let tmp = hint_file.with_extension(format!("tmp.{}", std::process::id()));
+        if fs::write(&tmp, ip.to_string()).and_then(|()| fs::rename(&tmp, hint_file)).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
     }
 
     fn reserve_one(&self, pool: &Pool, tmp: &str, key: &str, used: &mut HashSet<IpAddr>) -> Result<IpAddr, IpamError> {
@@ -215,8 +275,7 @@ impl IpamStore {
             let target = self.dir.join(ip.to_string());
             match fs::hard_link(&src, &target) {
                 Ok(()) => {
-                    // The hint only steers next-fit; losing it to a crash costs nothing.
-                    let _ = fs::write(&hint_file, ip.to_string());
+                    self.write_hint(&hint_file, ip);
                     used.insert(ip);
                     return Ok(ip);
                 }
@@ -255,6 +314,9 @@ impl IpamStore {
         for t in scan.temps.iter().filter(|t| t.starts_with(&format!("tmp.{key}."))) {
             let _ = fs::remove_file(self.dir.join(t));
         }
+        if !mine.is_empty() {
+            self.sync_dir()?;
+        }
         Ok(mine)
     }
 
@@ -270,17 +332,36 @@ impl IpamStore {
             .collect())
     }
 
-    /// Removes every reservation whose owner is not in `valid` (pairs of containerID, ifname), every stale
-    /// index entry and every temp file; returns the released addresses.
-    pub fn gc(&self, valid: &HashSet<(String, String)>) -> Result<Vec<IpAddr>, IpamError> {
+    /// Removes every reservation no valid attachment holds, every stale index entry and every temp file.
+    ///
+    /// A reservation is kept when a valid attachment's index entry is a link to it (the same inode): that is
+    /// the ownership ADD created, and it does not depend on the record's content, so a truncated or garbage
+    /// record of a running pod is kept (and reported), never handed out again. A readable record naming a
+    /// valid attachment is kept too (a reservation whose index was lost). Everything else is released.
+    pub fn gc(&self, valid: &HashSet<(String, String)>) -> Result<GcReport, IpamError> {
         let _lock = self.lock()?;
         let scan = self.scan()?;
-        let mut released = Vec::new();
+        let keys: HashMap<String, &(String, String)> = valid.iter().map(|a| (attachment_key(&a.0, &a.1), a)).collect();
+        let mut held: HashMap<IpAddr, &(String, String)> = HashMap::new();
+        for (key, ip, name) in &scan.index {
+            if let Some(owner) = keys.get(key) {
+                if self.same_file(name, &ip.to_string()) {
+                    held.insert(*ip, owner);
+                }
+            }
+        }
+        let mut report = GcReport::default();
         for ip in &scan.addrs {
-            let keep = self.read_record(*ip).is_some_and(|r| valid.contains(&(r.container_id, r.ifname)));
-            if !keep {
+            let record = self.read_record(*ip);
+            let by_index = held.get(ip).copied();
+            let by_record =
+                record.as_ref().is_some_and(|r| valid.contains(&(r.container_id.clone(), r.ifname.clone())));
+            if record.is_none() {
+                report.damaged.push(Damaged { ip: *ip, kept_for: by_index.cloned() });
+            }
+            if by_index.is_none() && !by_record {
                 let _ = fs::remove_file(self.dir.join(ip.to_string()));
-                released.push(*ip);
+                report.released.push(*ip);
             }
         }
         for (_, ip, name) in &scan.index {
@@ -291,8 +372,12 @@ impl IpamStore {
         for t in &scan.temps {
             let _ = fs::remove_file(self.dir.join(t));
         }
-        released.sort();
-        Ok(released)
+        if !report.released.is_empty() {
+            self.sync_dir()?;
+        }
+        report.released.sort();
+        report.damaged.sort_by_key(|d| d.ip);
+        Ok(report)
     }
 
     /// Every reservation and its owner, if readable (tests and debugging).

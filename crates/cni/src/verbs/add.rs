@@ -13,7 +13,7 @@ pub fn add<P: PodNet>(ctx: &Ctx<P>, a: &Attach) -> Result<String, CniError> {
     let subnets = Subnets::resolve(&a.conf, ctx.load_node_file)?;
     let netns = a.netns.as_deref().expect("env validation: ADD has CNI_NETNS");
     let ns = ctx.pod.open_netns(netns).map_err(|e| netns_error(netns, e))?;
-    let store = IpamStore::open(&a.conf.data_dir)?;
+    let store = IpamStore::open(&a.conf.data_dir)?.with_sync(a.conf.fsync);
     let pools = subnets.pools();
     let record = Record {
         container_id: a.container_id.clone(),

@@ -120,6 +120,7 @@ struct World {
     reaped: RefCell<Vec<(u32, String)>>,
     reap_fails: Cell<bool>,
     node_file: RefCell<Option<NodeFile>>,
+    logs: RefCell<Vec<String>>,
 }
 
 impl World {
@@ -132,6 +133,7 @@ impl World {
             reaped: RefCell::default(),
             reap_fails: Cell::new(false),
             node_file: RefCell::new(None),
+            logs: RefCell::default(),
         }
     }
 
@@ -165,7 +167,8 @@ impl World {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             })
         };
-        let ctx = Ctx { pod: &self.fake, reap: &reap, load_node_file: &load, now: SystemTime::UNIX_EPOCH };
+        let log = |lines: &[String]| self.logs.borrow_mut().extend_from_slice(lines);
+        let ctx = Ctx { pod: &self.fake, reap: &reap, load_node_file: &load, log: &log, now: SystemTime::UNIX_EPOCH };
         run(&|k| env.get(k).cloned(), stdin.as_bytes(), &ctx)
     }
 
@@ -307,6 +310,20 @@ fn gc_keeps_valid_attachments_only() {
     want.sort();
     assert_eq!(links, want);
     assert_eq!(w.reservations(), 2, "keep's v4 and v6");
+    assert!(w.logs.borrow().is_empty());
+
+    // keep's record (one inode for both its addresses) is truncated: GC keeps both (keep is valid), says so.
+    let held = IpamStore::open(&w.dir).unwrap().addresses_of("keep", "eth0").unwrap();
+    std::fs::OpenOptions::new().write(true).truncate(true).open(w.dir.join(held[0].to_string())).unwrap();
+    assert!(w.call("GC", "", "", &gc_conf).ok);
+    assert_eq!(w.reservations(), 2, "the damaged reservations of a valid attachment are kept");
+    let logs = w.logs.borrow();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for ip in &held {
+        assert!(logs
+            .iter()
+            .any(|l| l.contains(&format!("reservation {ip} ")) && l.contains("kept: valid attachment keep/eth0")));
+    }
 }
 
 #[test]
