@@ -27,7 +27,14 @@ fn main() -> ExitCode {
             if let Some(v) = config::peek_version(&stdin).filter(|v| Version::parse(v).is_some()) {
                 answer::install_panic_hook(v);
             }
-            let ctx = Ctx { pod: &pod, reap: &reaper::spawn, load_node_file: &load_node_file, now: SystemTime::now() };
+            let log = |lines: &[String]| lines.iter().for_each(|l| eprintln!("{l}"));
+            let ctx = Ctx {
+                pod: &pod,
+                reap: &reaper::spawn,
+                load_node_file: &load_node_file,
+                log: &log,
+                now: SystemTime::now(),
+            };
             weft_cni::run(&get, &stdin, &ctx)
         }
         // Oversized or unreadable: answered as "cannot decode the config" without parsing any of it.
