@@ -22,8 +22,9 @@ pub fn add<P: PodNet>(ctx: &Ctx<P>, a: &Attach) -> Result<String, CniError> {
         pod_name: a.pod.name.clone(),
         created_at: rfc3339(ctx.now),
     };
+    let taken = ctx.pod.existing_defaults(&ns, &a.ifname)?;
     let ips = store.allocate(&record, &pools)?;
-    let spec = plan::pod_spec(&a.conf.name, &a.container_id, &a.ifname, &ips, &pools, subnets.mtu);
+    let spec = plan::pod_spec(&a.ids(), &ips, &subnets, taken);
     let undo = |e: CniError| {
         let _ = ctx.pod.delete(&spec.host_ifname);
         let _ = store.release(&a.container_id, &a.ifname);

@@ -2,12 +2,14 @@
 //!
 //! Order inside a side follows flannel's rule "neighbour before route": the pod's permanent gateway neighbour
 //! exists before the default route that uses it, so the kernel never has to resolve it.
-//! Requests that configure state use NLM_F_CREATE|NLM_F_REPLACE, so a retried ADD converges instead of failing
-//! on EEXIST; only the veth itself is created exclusively (a name clash there means something else owns it).
-use super::msg::{address, alias, default_route, host_route, link_index, neighbour, up, veth_message};
+//! Requests that configure state on the new veth itself (addresses, neighbours) use NLM_F_CREATE|NLM_F_REPLACE:
+//! the veth is new, so whatever they replace is ours. The veth and every route are created exclusively
+//! (NLM_F_EXCL): a clash there means something else owns the name or the destination, and replacing it would
+//! rewrite someone else's routing (another attachment's default route, a node route to that address).
+use super::msg::{address, alias, host_route, link_index, neighbour, pod_route, up, veth_message};
 use super::nl::{NlSocket, CREATE_EXCL, CREATE_REPLACE};
-use super::observe::{link_by_name, link_obs, side};
-use super::{LinkObs, PodNet, PodObserved, PodSpec};
+use super::observe::{defaults_besides, link_by_name, link_obs, side};
+use super::{Defaults, LinkObs, PodNet, PodObserved, PodSpec};
 use crate::netns::NetnsHandle;
 use crate::DataplaneError;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -61,6 +63,12 @@ impl PodNet for NetlinkPodNet {
             other => other,
         })?;
         Ok(PodNetns { handle, sock: RefCell::new(sock) })
+    }
+
+    fn existing_defaults(&self, ns: &PodNetns, pod_ifname: &str) -> Result<Defaults, DataplaneError> {
+        let mut pod = ns.sock.borrow_mut();
+        let own = link_by_name(&mut pod, pod_ifname)?.map(|l| l.index);
+        defaults_besides(&mut pod, own)
     }
 
     fn ensure_forwarding(&self, v4: bool, v6: bool) -> Result<(), DataplaneError> {
@@ -209,7 +217,9 @@ fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     }
     for a in &spec.addrs {
         pod_reqs.push((Rt::NewNeighbour(neighbour(a.gateway, spec.host_mac, pod_idx)), CREATE_REPLACE));
-        pod_reqs.push((Rt::NewRoute(default_route(a.gateway, pod_idx)), CREATE_REPLACE));
+    }
+    for r in &spec.routes {
+        pod_reqs.push((Rt::NewRoute(pod_route(r, pod_idx)), CREATE_EXCL));
     }
     expect_all(pod.batch(pod_reqs)?, "configure the pod side")?;
 
@@ -220,7 +230,7 @@ fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     let mut host_reqs = vec![(Rt::GetLink(link_index(host_idx)), 0), (Rt::SetLink(alias(host_idx, &spec.alias)), 0)];
     for a in &spec.addrs {
         host_reqs.push((Rt::NewNeighbour(neighbour(a.ip, spec.pod_mac, host_idx)), CREATE_REPLACE));
-        host_reqs.push((Rt::NewRoute(host_route(a.ip, host_idx)), CREATE_REPLACE));
+        host_reqs.push((Rt::NewRoute(host_route(a.ip, host_idx)), CREATE_EXCL));
     }
     expect_all(host.batch(host_reqs)?, "configure the host side")
 }
