@@ -29,3 +29,35 @@ pub fn install_panic_hook(version: String) {
         std::process::exit(1);
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    /// The hook in a real process: this test re-runs its own test binary with only the child case selected;
+    /// the child installs the hook and panics, the parent checks the answer on its stdout and the exit status.
+    #[test]
+    fn a_panic_still_answers_with_an_error_object_and_exit_1() {
+        if std::env::var_os("WEFT_PANIC_CHILD").is_some() {
+            super::install_panic_hook("0.4.0".into());
+            let v: Vec<u8> = Vec::new();
+            let _ = v[usize::from(v.is_empty())]; // out-of-bounds: a genuine panic, not an explicit one
+            unreachable!("the hook exits");
+        }
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args(["--exact", "answer::tests::a_panic_still_answers_with_an_error_object_and_exit_1", "--nocapture"])
+            .args(["--test-threads", "1"])
+            .env("WEFT_PANIC_CHILD", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // The test harness prints "test NAME ... " before the child's line.
+        let at = stdout.find(r#"{"cniVersion""#).unwrap_or_else(|| panic!("no JSON in {stdout:?}"));
+        let line = stdout[at..].lines().next().unwrap();
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["cniVersion"], "0.4.0");
+        assert_eq!(v["code"], super::INTERNAL);
+        assert!(v["msg"].as_str().unwrap().contains("internal error"));
+        assert!(v["details"].as_str().unwrap().contains("index out of bounds"), "{v}");
+    }
+}
