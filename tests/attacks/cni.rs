@@ -173,9 +173,9 @@ fn long_names_and_non_ascii_ifnames_attach_cleanly() {
     let node = Node::new("a7");
     let pod = node.pod(1);
     let p = pod.path().display().to_string();
-    // "weft:" + net + ":" + cid + ":" then 2-byte characters: byte 255 (and 254) falls inside one of them.
+    // "weft:" + net + ":" + cid + ":" is 250 bytes, then 2-byte characters: byte 255 falls inside one of them.
     let prefix = 5 + node.net.len() + 1;
-    let cid = "c".repeat(250 - prefix - 1 - 1);
+    let cid = "c".repeat(250 - prefix - 1);
     let conf = node.static_conf("1.1.0", false);
     let long_net = json!({"cniVersion": "1.1.0", "name": "n".repeat(300), "type": "weft",
         "dataDir": node.data.path().join("ipam-long"), "ipam": {"subnet": "10.125.0.0/24"}})
@@ -218,7 +218,9 @@ fn unbounded_and_blocking_inputs_are_refused_at_once() {
             .collect::<Vec<_>>()
     };
     let limit = Duration::from_secs(30);
-    let cases: Vec<(String, Vec<(&str, String)>, Vec<u8>, u64, &str)> = vec![
+    // (what, env, stdin, expected code, text the message must hold)
+    type Case<'a> = (String, Vec<(&'a str, String)>, Vec<u8>, u64, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "node file /dev/zero".into(),
             add(&p),
@@ -367,19 +369,34 @@ impl Rng {
             0 => self.bytes(20),
             _ => {
                 let mut s = String::new();
-                for _ in 0..=self.below(6) {
+                for _ in 0..=self.below(4) {
                     s.push_str(PARTS[self.below(PARTS.len())]);
                 }
                 s.into_bytes()
             }
         }
     }
-    fn container_id(&mut self) -> Vec<u8> {
+    fn args(&mut self) -> Vec<u8> {
+        if self.below(3) == 0 {
+            return self.bytes(200);
+        }
+        let mut v = b"IgnoreUnknown=1;K8S_POD_NAMESPACE=".to_vec();
+        v.extend(self.bytes(40).into_iter().filter(|b| *b != b';'));
+        v.extend_from_slice(b";K8S_POD_NAME=");
+        v.extend(self.bytes(40).into_iter().filter(|b| *b != b';'));
+        v
+    }
+    /// `edge`: the length at which the alias (`weft:<network>:<cid>:<ifname>`) reaches 255 bytes right at the
+    /// start of the ifname; lengths just below it put the kernel's limit inside CNI_IFNAME.
+    fn container_id(&mut self, edge: usize) -> Vec<u8> {
         match self.below(3) {
             0 => self.bytes(300),
             _ => {
                 const OK: &[u8] = b"abcdefABCDEF0123456789_.-";
-                let n = 1 + self.below(400);
+                let n = match self.below(3) {
+                    0 => 1 + self.below(300),
+                    _ => edge - self.below(12),
+                };
                 (0..n).map(|i| if i == 0 { b'a' } else { OK[self.below(OK.len())] }).collect()
             }
         }
@@ -400,15 +417,17 @@ fn hostile_environment_always_gets_a_cni_answer() {
     let seed = 0x5eed_cafe_f00d_u64 ^ u64::from(std::process::id());
     let mut rng = Rng(seed | 1);
     let verbs = ["ADD", "ADD", "ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"];
-    for case in 0..150 {
+    let mut seen = std::collections::BTreeMap::new();
+    let edge = 255 - ("weft:".len() + node.net.len() + 1) - 1;
+    for case in 0..200 {
         let verb = verbs[rng.below(verbs.len())];
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", node.ns.path().display())).arg(weft_bin());
         cmd.env_clear();
         cmd.env("CNI_COMMAND", verb);
-        cmd.env("CNI_CONTAINERID", OsString::from_vec(rng.container_id()));
+        cmd.env("CNI_CONTAINERID", OsString::from_vec(rng.container_id(edge)));
         cmd.env("CNI_IFNAME", OsString::from_vec(rng.ifname()));
-        cmd.env("CNI_ARGS", OsString::from_vec(rng.bytes(200)));
+        cmd.env("CNI_ARGS", OsString::from_vec(rng.args()));
         cmd.env("CNI_PATH", OsString::from_vec(rng.bytes(200)));
         if rng.below(4) == 0 {
             cmd.env("CNI_NETNS", OsString::from_vec(rng.bytes(50)));
@@ -422,6 +441,11 @@ fn hostile_environment_always_gets_a_cni_answer() {
         };
         let what = format!("seed {seed:#x} case {case} {verb}: {cmd:?}");
         let (out, _) = run_bounded(cmd, stdin, Duration::from_secs(60));
-        assert_cni_answer(&out, &what);
+        let v = assert_cni_answer(&out, &what);
+        if std::env::var_os("WEFT_FUZZ_VERBOSE").is_some() {
+            eprintln!("{verb}: {}", String::from_utf8_lossy(&out.stdout).trim());
+        }
+        *seen.entry(format!("{verb} {}", v.as_ref().and_then(|v| v["code"].as_u64()).unwrap_or(0))).or_insert(0) += 1;
     }
+    eprintln!("answers (verb code: count): {seen:?}");
 }

@@ -221,7 +221,17 @@ fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     for r in &spec.routes {
         pod_reqs.push((Rt::NewRoute(pod_route(r, pod_idx)), CREATE_EXCL));
     }
-    expect_all(pod.batch(pod_reqs)?, "configure the pod side")?;
+    let results = pod.batch(pod_reqs)?;
+    let routes_from = results.len() - spec.routes.len();
+    for (r, route) in results[routes_from..].iter().zip(&spec.routes) {
+        if r.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EEXIST) {
+            return Err(DataplaneError::Netlink(format!(
+                "the pod already has a route to {} (another attachment's): weft does not replace routes it did not make",
+                route.dst
+            )));
+        }
+    }
+    expect_all(results, "configure the pod side")?;
 
     // The host end was opened first, without carrier, so its qdisc is only activated by the linkwatch worker
     // once the pod end is up; until then the kernel drops what it sends (under load that worker can lag by
