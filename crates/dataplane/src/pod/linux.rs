@@ -202,8 +202,8 @@ fn make_room(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     Ok(())
 }
 
-/// Everything after the veth exists: pod side (up, addresses, gateway neighbours, default routes), then host side
-/// (alias, pod neighbours, host routes), one pipelined batch each.
+/// Everything after the veth exists: pod side (up, addresses, gateway neighbours, the routes of the plan), then
+/// host side (alias, pod neighbours, host routes), one pipelined batch each.
 fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<(), DataplaneError> {
     let host_idx = link_by_name(host, &spec.host_ifname)?
         .ok_or_else(|| DataplaneError::NoSuchLink(spec.host_ifname.clone()))?
