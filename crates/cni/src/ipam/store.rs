@@ -104,7 +104,13 @@ struct Scan {
 impl IpamStore {
     /// Opens (creating if needed) the store at `dir`.
     pub fn open(dir: &Path) -> Result<Self, IpamError> {
-        fs::create_dir_all(dir).map_err(io_at(dir))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).map_err(io_at(dir))?;
+            // A new store's own name must survive a power cut too, or its reservations vanish with it.
+            if let Some(parent) = dir.parent() {
+                File::open(parent).and_then(|d| d.sync_all()).map_err(io_at(parent))?;
+            }
+        }
         Ok(IpamStore { dir: dir.to_path_buf(), sync: true })
     }
 
