@@ -35,7 +35,7 @@ pub fn load_node_file(path: &Path) -> Result<NodeFile, NodeFileError> {
 
 /// Opens `path` for reading without blocking (a FIFO opens at once) and checks the opened file is regular.
 pub fn open_regular(path: &Path) -> io::Result<File> {
-    let file = OpenOptions::new().read(true).custom_flags(libc_o_nonblock()).open(path)?;
+    let file = OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits()).open(path)?;
     let kind = file.metadata()?.file_type();
     if !kind.is_file() {
         let what = if kind.is_fifo() {
@@ -52,10 +52,6 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("is {what}, not a regular file")));
     }
     Ok(file)
-}
-
-fn libc_o_nonblock() -> i32 {
-    nix::fcntl::OFlag::O_NONBLOCK.bits()
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! ADD: validate → reserve address(es) → create the veth with its peer in the pod → configure both sides.
+//! ADD: validate → look at the pod's default routes (primary or secondary attachment, see `plan::pod_spec`) →
+//! reserve address(es) → create the veth with its peer in the pod → configure both sides.
 //! Any failure after the reservation undoes everything (host veth deleted, addresses released) before the error
 //! is returned, so a failed ADD leaves nothing behind; a *killed* ADD leaves only what DEL and GC reclaim.
 use super::{netns_error, Ctx};
