@@ -62,7 +62,7 @@ fn dual_stack_pods_reach_each_other_and_the_node() {
     assert!(eth0.contains(&format!("inet {a4}/32")) && eth0.contains(&format!("inet6 {a6}/128")), "{eth0}");
     assert!(eth0.contains("mtu 1500") && eth0.contains("veth"), "{eth0}");
     let routes = a.ip(&["route", "show"]);
-    assert!(routes.contains("default via 10.123.0.1 dev eth0 onlink"), "{routes}");
+    assert!(routes.contains("default via 10.123.0.1 dev eth0 proto 201 onlink"), "{routes}");
     assert!(a.ip(&["neigh", "show"]).contains("10.123.0.1 dev eth0 lladdr"), "permanent gateway neighbour");
     let host = node.ns.ip(&["route", "show", &format!("{a4}/32")]);
     assert!(host.contains("scope link"), "{host}");

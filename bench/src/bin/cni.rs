@@ -7,6 +7,10 @@
 //! are free; the ~20 ms netdevice unregister finishes in a detached reaper (see crates/cni/src/verbs/del.rs), so
 //! the table also shows when weft's veth is really gone ("teardown"), measured by polling the kernel.
 //!
+//! The cost of durability: weft fsyncs every reservation (record file, then the IPAM directory) before ADD
+//! answers and the directory again on DEL. A third plugin, weft with `ipam.fsync: false`, runs interleaved in
+//! the same sequential rounds, so the table shows ADD+DEL with and without fsync beside the reference.
+//!
 //! Usage: `cargo build --release -p weft-cni && cargo run --release -p weft-bench --bin cni -- [N]` (root).
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -100,19 +104,20 @@ fn pct(v: &[Duration], p: f64) -> Duration {
 
 /// Sequential rounds, weft and the reference interleaved (so load from the rest of the machine hits both
 /// alike), then 64 parallel ADDs and DELs of each.
-fn run(plugins: [&Plugin; 2], n: usize, token: &str) -> Result<[Stats; 2]> {
-    let mut st = [Stats::default(), Stats::default()];
+fn run(plugins: [&Plugin; 3], n: usize, token: &str) -> Result<[Stats; 3]> {
+    let mut st = [Stats::default(), Stats::default(), Stats::default()];
     let kernel = NetlinkPodNet::new();
     let base = kernel.links_with_prefix("wf")?.len();
     for i in 0..n {
         for (k, p) in plugins.iter().enumerate() {
-            let pod = Netns::new(format!("{token}{}s{i}", &p.label[..1]));
+            let pod = Netns::new(format!("{token}{k}s{i}"));
             let cid = format!("seq{i}");
             let a = call(p, "ADD", &cid, &pod.path())?;
             let t = Instant::now();
             let d = call(p, "DEL", &cid, &pod.path())?;
-            if k == 0 {
-                // Poll until the reaper has unregistered the veth (the kernel's share of DEL).
+            if k != 1 {
+                // Poll until the reaper has unregistered the veth (the kernel's share of DEL); also after the
+                // unsynced weft, so no round starts with another's veth still being torn down.
                 while kernel.links_with_prefix("wf")?.len() > base {
                     std::thread::sleep(Duration::from_micros(200));
                 }
@@ -123,8 +128,9 @@ fn run(plugins: [&Plugin; 2], n: usize, token: &str) -> Result<[Stats; 2]> {
             st[k].both.push(a + d);
         }
     }
-    for (k, p) in plugins.iter().enumerate() {
-        let pods: Vec<Netns> = (0..64).map(|i| Netns::new(format!("{token}{}p{i}", &p.label[..1]))).collect();
+    // The parallel rounds compare weft with the reference only.
+    for (k, p) in plugins.iter().enumerate().take(2) {
+        let pods: Vec<Netns> = (0..64).map(|i| Netns::new(format!("{token}{k}p{i}"))).collect();
         (st[k].par_add_wall, st[k].par_add) = parallel(p, "ADD", "par", &pods)?;
         (st[k].par_del_wall, st[k].par_del) = parallel(p, "DEL", "par", &pods)?;
     }
@@ -152,6 +158,13 @@ fn main() -> Result<()> {
             "dataDir": data.path().join("weft"), "ipam": {"subnet": "10.214.0.0/24"}})
         .to_string(),
     };
+    let unsynced = Plugin {
+        label: "weft, no fsync",
+        bin: weft.bin.clone(),
+        conf: serde_json::json!({"cniVersion": "1.0.0", "name": "wbench2", "type": "weft",
+            "dataDir": data.path().join("weft-nosync"), "ipam": {"subnet": "10.215.0.0/24", "fsync": false}})
+        .to_string(),
+    };
     let reference = Plugin {
         label: "ref",
         bin: PathBuf::from("/usr/lib/cni/bridge"),
@@ -168,16 +181,16 @@ fn main() -> Result<()> {
     }
     // Plugins run inside the node namespace: forked from a thread that entered it (and the threads it starts).
     // The main thread stays outside, so the namespace guards can clean up whatever happens.
-    let [w, r] = std::thread::scope(|s| {
-        s.spawn(|| -> Result<[Stats; 2]> {
+    let [w, r, u] = std::thread::scope(|s| {
+        s.spawn(|| -> Result<[Stats; 3]> {
             node_ns.enter_this_thread()?;
             // Warm-up (page cache, bridge creation) outside the measurement.
-            for p in [&weft, &reference] {
-                let warm = Netns::new(format!("{token}w{}", &p.label[..1]));
+            for (k, p) in [&weft, &reference, &unsynced].into_iter().enumerate() {
+                let warm = Netns::new(format!("{token}w{k}"));
                 call(p, "ADD", "warm", &warm.path())?;
                 call(p, "DEL", "warm", &warm.path())?;
             }
-            run([&weft, &reference], n, &token)
+            run([&weft, &reference, &unsynced], n, &token)
         })
         .join()
         .expect("bench thread")
@@ -229,6 +242,14 @@ fn main() -> Result<()> {
     wall("64 parallel ADD, wall", w.par_add_wall, r.par_add_wall);
     wall("64 parallel DEL, wall", w.par_del_wall, r.par_del_wall);
     row("DEL until veth gone (teardown)", &w.teardown, &r.del);
+    row("ADD (sequential), no fsync", &u.add, &r.add);
+    row("ADD+DEL (sequential), no fsync", &u.both, &r.both);
+    println!(
+        "fsync cost (ADD+DEL median, fsync on - off): {} ({} vs {}; record + directory on ADD, directory on DEL)",
+        ms(pct(&w.both, 0.5).saturating_sub(pct(&u.both, 0.5))),
+        ms(pct(&w.both, 0.5)),
+        ms(pct(&u.both, 0.5))
+    );
     let target = pct(&w.both, 0.5).as_secs_f64() / pct(&r.both, 0.5).as_secs_f64();
     println!("ADD+DEL median ratio {target:.3} (target <= 0.25)");
     Ok(())

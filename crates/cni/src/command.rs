@@ -21,6 +21,12 @@ pub struct Attach {
     pub pod: PodRef,
 }
 
+impl Attach {
+    pub fn ids(&self) -> crate::plan::AttachIds<'_> {
+        crate::plan::AttachIds { network: &self.conf.name, cid: &self.container_id, ifname: &self.ifname }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// VERSION: answer in the requested version's format when we speak it.

@@ -6,6 +6,7 @@
 //! weft reads, an unknown key is a typo and is refused.
 use crate::error::CniError;
 use crate::spec::{CniResult, Dns, Version, SUPPORTED_VERSIONS};
+use crate::subnet::{pod_subnet_v4, pod_subnet_v6};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub struct NetConf {
     pub dns: Dns,
     pub prev_result: Option<CniResult>,
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// `ipam.fsync` (default true): reservations are fsynced before ADD answers.
+    pub fsync: bool,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +68,7 @@ struct RawIpam {
     kind: Option<String>,
     subnet: Option<IpNet>,
     subnet6: Option<IpNet>,
+    fsync: Option<bool>,
 }
 
 /// The `cniVersion` of a config, best effort (for the error object when the rest does not parse).
@@ -100,6 +104,7 @@ impl NetConf {
                 return Err(CniError::InvalidConfig(format!("mtu {mtu} is outside 68..=65535")));
             }
         }
+        let fsync = raw.ipam.as_ref().and_then(|i| i.fsync).unwrap_or(true);
         let subnets = subnet_source(raw.ipam, raw.node_file)?;
         let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_ROOT).join(&name));
         if !data_dir.is_absolute() {
@@ -120,6 +125,7 @@ impl NetConf {
             dns: raw.dns,
             prev_result,
             valid_attachments: raw.valid_attachments,
+            fsync,
         })
     }
 }
@@ -148,14 +154,12 @@ fn subnet_source(ipam: Option<RawIpam>, node_file: Option<PathBuf>) -> Result<Su
             return bad("ipam.subnet6 needs ipam.subnet (dual-stack, not IPv6-only)".into())
         }
         None => return Ok(node()),
-        Some(IpNet::V4(n)) if n.prefix_len() <= 30 => n.trunc(),
-        Some(IpNet::V4(n)) => return bad(format!("ipam.subnet {n} is too small: at most /30")),
+        Some(IpNet::V4(n)) => pod_subnet_v4(n).map_err(|e| CniError::InvalidConfig(format!("ipam.subnet {e}")))?,
         Some(IpNet::V6(n)) => return bad(format!("ipam.subnet {n} is not IPv4 (use ipam.subnet6)")),
     };
     let v6 = match ipam.subnet6 {
         None => None,
-        Some(IpNet::V6(n)) if n.prefix_len() <= 126 => Some(n.trunc()),
-        Some(IpNet::V6(n)) => return bad(format!("ipam.subnet6 {n} is too small: at most /126")),
+        Some(IpNet::V6(n)) => Some(pod_subnet_v6(n).map_err(|e| CniError::InvalidConfig(format!("ipam.subnet6 {e}")))?),
         Some(IpNet::V4(n)) => return bad(format!("ipam.subnet6 {n} is not IPv6")),
     };
     Ok(SubnetSource::Static { v4, v6 })
@@ -181,6 +185,10 @@ mod tests {
         assert_eq!(c.subnets, SubnetSource::NodeFile("/run/weft/node.json".into()));
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/weft/ipam/pods"));
         assert!(c.dns.is_empty() && c.prev_result.is_none() && c.valid_attachments.is_none());
+        assert!(c.fsync);
+        let c = parse(r#"{"cniVersion":"1.1.0","name":"pods","ipam":{"fsync":false}}"#).unwrap();
+        assert!(!c.fsync);
+        assert_eq!(c.subnets, SubnetSource::NodeFile("/run/weft/node.json".into()));
     }
 
     #[test]
@@ -233,6 +241,16 @@ mod tests {
             code(r#"{"cniVersion":"1.1.0","name":"n","ipam":{"subnet":"10.0.0.0/24","subnet6":"fd00::/127"}}"#),
             7
         );
+        for hostile in ["0.0.0.0/0", "127.0.0.0/8", "224.0.0.0/24", "169.254.0.0/16", "10.0.0.0/7"] {
+            let c = format!(r#"{{"cniVersion":"1.1.0","name":"n","ipam":{{"subnet":"{hostile}"}}}}"#);
+            assert_eq!(code(&c), 7, "{hostile}");
+        }
+        for hostile in ["::/0", "fe80::/64", "ff00::/64", "::1/128", "fd00::/40"] {
+            let c = format!(
+                r#"{{"cniVersion":"1.1.0","name":"n","ipam":{{"subnet":"10.0.0.0/24","subnet6":"{hostile}"}}}}"#
+            );
+            assert_eq!(code(&c), 7, "{hostile}");
+        }
         assert_eq!(code(r#"{"cniVersion":"1.1.0","name":"n","ipam":{"type":"host-local"}}"#), 7);
         assert_eq!(code(r#"{"cniVersion":"1.1.0","name":"n","ipam":{"subnet":"10.0.0.0/24","gateway":"x"}}"#), 7);
         assert_eq!(code(r#"{"cniVersion":"1.1.0","name":"n","dns":{"nameserver":["x"]}}"#), 7);

@@ -6,6 +6,9 @@
 use crate::ipam::IpamError;
 use weft_dataplane::DataplaneError;
 
+/// Code of the answer to a panic (see [`crate::answer`]); never returned by [`CniError::code`].
+pub const INTERNAL: u32 = 103;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
     /// 1: the config's cniVersion (or the verb for that version) is not supported.

@@ -9,10 +9,13 @@
 //!    the crash-safe file store [`ipam::store`].
 //!
 //! [`spec`] holds the wire types and their per-version shapes, [`error`] the one error enum and its CNI codes,
-//! [`reaper`] the detached helper that finishes veth deletion after DEL returns.
+//! [`reaper`] the detached helper that finishes veth deletion after DEL returns, [`bounded`] the size-capped,
+//! non-blocking reads of stdin and the node file, [`answer`] the panic hook that still prints an error object.
 // `unsafe` is denied everywhere but in `reaper` (one fork, documented there).
 #![deny(unsafe_code)]
 
+pub mod answer;
+pub mod bounded;
 pub mod command;
 pub mod config;
 pub mod env;
@@ -23,6 +26,7 @@ pub mod plan;
 #[allow(unsafe_code)]
 pub mod reaper;
 pub mod spec;
+pub mod subnet;
 pub mod verbs;
 
 pub use verbs::Ctx;
@@ -42,10 +46,15 @@ pub struct Outcome {
 pub fn run<P: PodNet>(get: &dyn Fn(&str) -> Option<String>, stdin: &[u8], ctx: &Ctx<P>) -> Outcome {
     match command::parse(get, stdin).and_then(|cmd| verbs::execute(ctx, &cmd)) {
         Ok(out) => Outcome { stdout: out.unwrap_or_default(), ok: true },
-        Err(e) => {
-            let version = config::peek_version(stdin).unwrap_or_else(|| Version::LATEST.as_str().to_string());
-            let out = ErrorOut { cni_version: &version, code: e.code(), msg: e.to_string(), details: e.details() };
-            Outcome { stdout: serde_json::to_string(&out).expect("serializes"), ok: false }
-        }
+        Err(e) => fail(&e, stdin),
     }
+}
+
+/// The error object for `e`, in the cniVersion of `stdin` when it can be read (else the newest).
+pub fn fail(e: &error::CniError, stdin: &[u8]) -> Outcome {
+    let version = config::peek_version(stdin)
+        .filter(|v| Version::parse(v).is_some())
+        .unwrap_or_else(|| Version::LATEST.as_str().to_string());
+    let out = ErrorOut { cni_version: &version, code: e.code(), msg: e.to_string(), details: e.details() };
+    Outcome { stdout: serde_json::to_string(&out).expect("serializes"), ok: false }
 }

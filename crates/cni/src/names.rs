@@ -50,10 +50,20 @@ pub fn pod_mac(network: &str, container_id: &str, ifname: &str) -> [u8; 6] {
     mac("pod", network, container_id, ifname)
 }
 
-/// `ifalias` of the host veth: `weft:<network>:<containerID>:<ifname>` (IFALIASZ is 256, keep it under).
+/// Longest ifalias the kernel takes: `dev_set_alias` refuses `len >= IFALIASZ` (256), and the length it sees
+/// includes the NUL that netlink strings carry, so 254 bytes of text.
+pub const ALIAS_MAX: usize = 254;
+
+/// `ifalias` of the host veth: `weft:<network>:<containerID>:<ifname>`, cut to [`ALIAS_MAX`] bytes at a char
+/// boundary (CNI_IFNAME may be any UTF-8 the kernel takes as a name, so a byte cut could split a character).
+/// A cut alias still starts with `weft:` (what GC and ADD's "is this ours?" test look at) and stays unique
+/// enough for humans; identity comes from the veth name, never from the alias.
 pub fn alias(network: &str, container_id: &str, ifname: &str) -> String {
     let mut a = format!("weft:{network}:{container_id}:{ifname}");
-    a.truncate(255);
+    if a.len() > ALIAS_MAX {
+        let cut = (0..=ALIAS_MAX).rev().find(|&i| a.is_char_boundary(i)).unwrap_or(0);
+        a.truncate(cut);
+    }
     a
 }
 
@@ -73,6 +83,31 @@ mod tests {
         assert_ne!(n, host_veth("pods", "0123456789abcdef", "eth1"));
         assert_ne!(veth_prefix("pods"), veth_prefix("pods2"));
         assert_eq!(attachment_key("c", "eth0").len(), 16);
+    }
+
+    #[test]
+    fn alias_fits_the_kernel_and_never_splits_a_char() {
+        let cid = "c".repeat(240);
+        for ifname in ["eth0", "é", "ééééééé", "网卡零", "\u{1f980}\u{1f980}\u{1f980}"] {
+            for pad in 0..8 {
+                let a = alias(&"n".repeat(pad), &cid, ifname);
+                assert!(a.len() <= ALIAS_MAX, "{} bytes", a.len());
+                assert!(a.starts_with("weft:"));
+            }
+        }
+        assert_eq!(alias(&"n".repeat(300), "c", "eth0").len(), ALIAS_MAX);
+        assert_eq!(alias("n", "c", "eth0"), "weft:n:c:eth0");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn alias_is_a_prefix_cut_at_a_boundary(net in "[a-z]{0,300}", cid in "[a-z0-9]{1,300}", ifname in "\\PC{1,5}") {
+            let full = format!("weft:{net}:{cid}:{ifname}");
+            let a = alias(&net, &cid, &ifname);
+            proptest::prop_assert!(a.len() <= ALIAS_MAX);
+            proptest::prop_assert!(full.starts_with(&a));
+            proptest::prop_assert!(a.len() == full.len() || a.len() + 4 > ALIAS_MAX);
+        }
     }
 
     #[test]

@@ -5,10 +5,11 @@ use crate::error::CniError;
 use crate::ipam::Pool;
 use crate::names;
 use crate::spec::{CniResult, Dns, Interface, IpConfig, Route};
+use crate::subnet::{pod_subnet_v4, pod_subnet_v6};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
 use std::path::Path;
-use weft_dataplane::pod::{format_mac, PodAddr, PodSpec};
+use weft_dataplane::pod::{format_mac, Defaults, PodAddr, PodRoute, PodSpec};
 use weft_types::node_file::{NodeFile, NodeFileError};
 
 /// The node's pod subnets and MTU, whichever source they came from.
@@ -17,6 +18,9 @@ pub struct Subnets {
     pub v4: Ipv4Net,
     pub v6: Option<Ipv6Net>,
     pub mtu: u32,
+    /// The cluster's pod CIDRs (node file only): what a secondary attachment routes through its gateway.
+    pub cluster_v4: Option<Ipv4Net>,
+    pub cluster_v6: Option<Ipv6Net>,
 }
 
 impl Subnets {
@@ -27,7 +31,13 @@ impl Subnets {
         load: impl FnOnce(&Path) -> Result<NodeFile, NodeFileError>,
     ) -> Result<Subnets, CniError> {
         match &conf.subnets {
-            SubnetSource::Static { v4, v6 } => Ok(Subnets { v4: *v4, v6: *v6, mtu: conf.mtu.unwrap_or(DEFAULT_MTU) }),
+            SubnetSource::Static { v4, v6 } => Ok(Subnets {
+                v4: *v4,
+                v6: *v6,
+                mtu: conf.mtu.unwrap_or(DEFAULT_MTU),
+                cluster_v4: None,
+                cluster_v6: None,
+            }),
             SubnetSource::NodeFile(path) => {
                 let nf = load(path).map_err(|e| match e {
                     NodeFileError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
@@ -38,14 +48,25 @@ impl Subnets {
                     }
                     other => CniError::Io(other.to_string()),
                 })?;
-                if nf.subnet.prefix_len() > 30 || nf.subnet6.is_some_and(|s| s.prefix_len() > 126) {
-                    return Err(CniError::Io(format!("node file {}: pod subnet too small", path.display())));
+                // The node file is input too (anyone who can write its path writes the pods' routes): the same
+                // rules as for the config, reported as an I/O failure of the node file (5; STATUS says 50).
+                let bad = |e: String| CniError::Io(format!("node file {}: subnet {e}", path.display()));
+                let v4 = pod_subnet_v4(nf.subnet).map_err(bad)?;
+                let v6 = nf.subnet6.map(pod_subnet_v6).transpose().map_err(bad)?;
+                if !(68..=65535).contains(&nf.mtu) && conf.mtu.is_none() {
+                    return Err(CniError::Io(format!(
+                        "node file {}: mtu {} is outside 68..=65535",
+                        path.display(),
+                        nf.mtu
+                    )));
                 }
-                Ok(Subnets {
-                    v4: nf.subnet.trunc(),
-                    v6: nf.subnet6.map(|s| s.trunc()),
-                    mtu: conf.mtu.unwrap_or(nf.mtu),
-                })
+                // A cluster CIDR is only used if it holds the node's subnet (else it is not this network's).
+                let cluster_v4 = nf.cluster_cidr.map(|c| c.trunc()).filter(|c| c.contains(&v4) && c.prefix_len() >= 8);
+                let cluster_v6 = nf
+                    .cluster_cidr6
+                    .map(|c| c.trunc())
+                    .filter(|c| v6.is_some_and(|v6| c.contains(&v6)) && c.prefix_len() >= 16);
+                Ok(Subnets { v4, v6, mtu: conf.mtu.unwrap_or(nf.mtu), cluster_v4, cluster_v6 })
             }
         }
     }
@@ -59,18 +80,55 @@ impl Subnets {
 }
 
 /// The kernel state of attachment (cid, ifname) with addresses `ips` (each inside one of `pools`).
-pub fn pod_spec(network: &str, cid: &str, ifname: &str, ips: &[IpAddr], pools: &[Pool], mtu: u32) -> PodSpec {
-    let addrs = ips
+///
+/// Routes, per family: the pod's **primary** attachment (no default route in the pod yet, `taken` says which
+/// families have one that another attachment or anyone else made) gets the default route via its gateway. A
+/// **secondary** attachment (Multus: a second network on `net1`) leaves the existing default route alone and
+/// gets only a route to its own network via its gateway: the cluster CIDR when the node file names one, else
+/// its subnet.
+pub fn pod_spec(a: &AttachIds, ips: &[IpAddr], subnets: &Subnets, taken: Defaults) -> PodSpec {
+    let pools = subnets.pools();
+    let addrs: Vec<PodAddr> = ips
         .iter()
         .map(|ip| {
             let pool = pools.iter().find(|p| p.is_assignable(*ip)).expect("IPAM returns addresses of the pools");
             PodAddr { ip: *ip, gateway: pool.gateway() }
         })
         .collect();
-    spec_with(network, cid, ifname, addrs, mtu)
+    let routes = addrs
+        .iter()
+        .map(|addr| {
+            let dst = if !taken.has(addr.ip) {
+                default_dst(addr.ip)
+            } else if addr.ip.is_ipv4() {
+                IpNet::V4(subnets.cluster_v4.unwrap_or(subnets.v4))
+            } else {
+                IpNet::V6(subnets.cluster_v6.or(subnets.v6).expect("an IPv6 address comes from subnet6"))
+            };
+            PodRoute { dst, gateway: addr.gateway }
+        })
+        .collect();
+    spec_with(a, addrs, routes, subnets.mtu)
 }
 
-fn spec_with(network: &str, cid: &str, ifname: &str, addrs: Vec<PodAddr>, mtu: u32) -> PodSpec {
+/// The names an attachment is known by.
+#[derive(Debug, Clone, Copy)]
+pub struct AttachIds<'a> {
+    pub network: &'a str,
+    pub cid: &'a str,
+    pub ifname: &'a str,
+}
+
+fn default_dst(ip: IpAddr) -> IpNet {
+    if ip.is_ipv4() {
+        "0.0.0.0/0".parse().expect("cidr")
+    } else {
+        "::/0".parse().expect("cidr")
+    }
+}
+
+fn spec_with(a: &AttachIds, addrs: Vec<PodAddr>, routes: Vec<PodRoute>, mtu: u32) -> PodSpec {
+    let AttachIds { network, cid, ifname } = *a;
     PodSpec {
         host_ifname: names::host_veth(network, cid, ifname),
         host_mac: names::host_mac(network, cid, ifname),
@@ -79,6 +137,7 @@ fn spec_with(network: &str, cid: &str, ifname: &str, addrs: Vec<PodAddr>, mtu: u
         pod_mac: names::pod_mac(network, cid, ifname),
         mtu,
         addrs,
+        routes,
     }
 }
 
@@ -108,36 +167,39 @@ pub fn add_result(spec: &PodSpec, netns: &Path, dns: &Dns) -> CniResult {
         .iter()
         .map(|a| IpConfig { version: None, address: host_prefix(a.ip), gateway: Some(a.gateway), interface: Some(1) })
         .collect();
-    let routes = spec
-        .addrs
-        .iter()
-        .map(|a| Route {
-            dst: if a.ip.is_ipv4() { "0.0.0.0/0".parse().expect("cidr") } else { "::/0".parse().expect("cidr") },
-            gw: Some(a.gateway),
-        })
-        .collect();
+    let routes = spec.routes.iter().map(|r| Route { dst: r.dst, gw: Some(r.gateway) }).collect();
     CniResult { cni_version: String::new(), interfaces, ips, routes, dns: dns.clone() }
 }
 
 /// What CHECK expects, rebuilt from the prevResult the runtime kept: the addresses (and gateways) listed for the
-/// pod interface, everything else derived again from the attachment.
-pub fn check_spec(network: &str, cid: &str, ifname: &str, prev: &CniResult, mtu: u32) -> Result<PodSpec, CniError> {
+/// pod interface, the routes via those gateways, everything else derived again from the attachment.
+pub fn check_spec(a: &AttachIds, prev: &CniResult, mtu: u32) -> Result<PodSpec, CniError> {
+    let ifname = a.ifname;
     let ours = |i: Option<usize>| match i {
         None => true,
         Some(i) => prev.interfaces.get(i).is_some_and(|iface| iface.name == ifname && iface.sandbox.is_some()),
     };
     let mut addrs = Vec::new();
     for ip in prev.ips.iter().filter(|ip| ours(ip.interface)) {
-        let a = ip.address.addr();
+        let addr = ip.address.addr();
         let gateway = ip.gateway.ok_or_else(|| {
             CniError::InvalidConfig(format!("prevResult: address {} has no gateway (not a weft result)", ip.address))
         })?;
-        addrs.push(PodAddr { ip: a, gateway });
+        addrs.push(PodAddr { ip: addr, gateway });
     }
     if addrs.is_empty() {
         return Err(CniError::InvalidConfig(format!("prevResult lists no address for interface {ifname}")));
     }
-    Ok(spec_with(network, cid, ifname, addrs, mtu))
+    let routes = prev
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let gw =
+                r.gw.filter(|gw| addrs.iter().any(|a| a.gateway == *gw && gw.is_ipv4() == r.dst.addr().is_ipv4()))?;
+            Some(PodRoute { dst: r.dst.trunc(), gateway: gw })
+        })
+        .collect();
+    Ok(spec_with(a, addrs, routes, mtu))
 }
 
 #[cfg(test)]
@@ -178,13 +240,33 @@ mod tests {
 
         let missing = Subnets::resolve(&c, |p| NodeFile::load(&p.join("nope"))).unwrap_err();
         assert_eq!(missing.code(), 11);
+
+        for (v4, v6, mtu) in [
+            ("0.0.0.0/0", None, 1450),
+            ("127.0.0.0/8", None, 1450),
+            ("10.0.0.0/31", None, 1450),
+            ("10.1.0.0/24", Some("::/0"), 1450),
+            ("10.1.0.0/24", Some("fe80::/64"), 1450),
+            ("10.1.0.0/24", None, 0),
+        ] {
+            let bad = NodeFile {
+                subnet: v4.parse().unwrap(),
+                subnet6: v6.map(|s| s.parse().unwrap()),
+                mtu,
+                cluster_cidr: None,
+                cluster_cidr6: None,
+            };
+            let c = conf(r#"{"cniVersion":"1.1.0","name":"n"}"#);
+            let e = Subnets::resolve(&c, |_| Ok(bad.clone())).unwrap_err();
+            assert_eq!(e.code(), 5, "{v4} {v6:?} {mtu}: {e}");
+        }
     }
 
     #[test]
     fn spec_and_result_for_dual_stack() {
-        let s = Subnets { v4: "10.1.0.0/24".parse().unwrap(), v6: Some("fd00:1::/64".parse().unwrap()), mtu: 1400 };
+        let s = subnets();
         let ips: Vec<IpAddr> = vec!["10.1.0.9".parse().unwrap(), "fd00:1::9".parse().unwrap()];
-        let spec = pod_spec("net", "c1", "eth0", &ips, &s.pools(), 1400);
+        let spec = pod_spec(&IDS, &ips, &s, Defaults::default());
         assert_eq!(spec.addrs[0].gateway, "10.1.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(spec.addrs[1].gateway, "fd00:1::1".parse::<IpAddr>().unwrap());
         assert_eq!(spec.host_ifname, names::host_veth("net", "c1", "eth0"));
@@ -199,8 +281,38 @@ mod tests {
         assert_eq!(v["routes"][1]["dst"], "::/0");
         assert_eq!(v["routes"][1]["gw"], "fd00:1::1");
 
-        let back = check_spec("net", "c1", "eth0", &r, 1400).unwrap();
+        let back = check_spec(&IDS, &r, 1400).unwrap();
         assert_eq!(back, spec, "CHECK rebuilds exactly what ADD planned");
+    }
+
+    const IDS: AttachIds = AttachIds { network: "net", cid: "c1", ifname: "eth0" };
+
+    fn subnets() -> Subnets {
+        Subnets {
+            v4: "10.1.0.0/24".parse().unwrap(),
+            v6: Some("fd00:1::/64".parse().unwrap()),
+            mtu: 1400,
+            cluster_v4: None,
+            cluster_v6: None,
+        }
+    }
+
+    /// A second attachment in a pod that has a default route already gets only its own network's route, and
+    /// CHECK rebuilds the same from its result.
+    #[test]
+    fn secondary_attachment_routes_only_its_network() {
+        let ips: Vec<IpAddr> = vec!["10.1.0.9".parse().unwrap(), "fd00:1::9".parse().unwrap()];
+        let taken = Defaults { v4: true, v6: false };
+        let spec = pod_spec(&IDS, &ips, &subnets(), taken);
+        let dsts: Vec<String> = spec.routes.iter().map(|r| r.dst.to_string()).collect();
+        assert_eq!(dsts, ["10.1.0.0/24", "::/0"], "only the family with a default route is secondary");
+        let mut with_cluster = subnets();
+        with_cluster.cluster_v4 = Some("10.0.0.0/8".parse().unwrap());
+        let spec = pod_spec(&IDS, &ips, &with_cluster, Defaults { v4: true, v6: true });
+        let dsts: Vec<String> = spec.routes.iter().map(|r| r.dst.to_string()).collect();
+        assert_eq!(dsts, ["10.0.0.0/8", "fd00:1::/64"]);
+        let r = add_result(&spec, Path::new("/run/netns/p"), &Dns::default()).for_version(Version::V110);
+        assert_eq!(check_spec(&IDS, &r, 1400).unwrap(), spec);
     }
 
     #[test]
@@ -209,8 +321,8 @@ mod tests {
             r#"{"interfaces":[{"name":"eth1","sandbox":"/x"}],"ips":[{"address":"10.0.0.2/32","gateway":"10.0.0.1","interface":0}]}"#,
         )
         .unwrap();
-        assert_eq!(check_spec("n", "c", "eth0", &prev, 1500).unwrap_err().code(), 7);
+        assert_eq!(check_spec(&IDS, &prev, 1500).unwrap_err().code(), 7);
         let prev: CniResult = serde_json::from_str(r#"{"ips":[{"address":"10.0.0.2/32"}]}"#).unwrap();
-        assert_eq!(check_spec("n", "c", "eth0", &prev, 1500).unwrap_err().code(), 7);
+        assert_eq!(check_spec(&IDS, &prev, 1500).unwrap_err().code(), 7);
     }
 }

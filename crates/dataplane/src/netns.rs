@@ -6,8 +6,8 @@
 //! - sockets opened inside a namespace stay bound to it, so a netlink socket created by [`run_in`] can be used
 //!   from any thread afterwards (that is how the CNI plugin talks to the pod's namespace).
 use crate::DataplaneError;
-use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// An open handle on a network namespace (`/var/run/netns/NAME`, `/proc/PID/ns/net`, a CNI_NETNS path).
@@ -17,24 +17,44 @@ pub struct NetnsHandle {
 }
 
 impl NetnsHandle {
+    /// Opens `path` and checks that it is a namespace file (nsfs) before anything uses it.
+    ///
+    /// `O_NONBLOCK`: opening a FIFO for reading otherwise blocks until a writer comes, and the caller (a runtime
+    /// waiting for the CNI answer) would wait forever; with it the open returns at once and the type check below
+    /// refuses the FIFO. `O_CLOEXEC` (std's default) keeps the fd out of the reaper and anything exec'd. The check
+    /// is on the opened fd (fstatfs), so a rename after it changes nothing. Only nsfs is accepted:
+    /// `/proc/PID/ns/net` resolves to nsfs when opened, while any other procfs file (`/proc/self/status`) does not.
     pub fn open(path: &Path) -> Result<Self, DataplaneError> {
-        let file =
-            File::open(path).map_err(|source| DataplaneError::Netns { path: path.display().to_string(), source })?;
+        let err = |source| DataplaneError::Netns { path: path.display().to_string(), source };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits() | nix::fcntl::OFlag::O_CLOEXEC.bits())
+            .open(path)
+            .map_err(err)?;
         let fd: OwnedFd = file.into();
-        // Refuse files that are not namespaces: setns would fail later with a less helpful EINVAL.
-        let st = nix::sys::statfs::fstatfs(&fd).map_err(|e| DataplaneError::Netns {
-            path: path.display().to_string(),
-            source: std::io::Error::from_raw_os_error(e as i32),
-        })?;
-        if st.filesystem_type() != nix::sys::statfs::NSFS_MAGIC
-            && st.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC
-        {
-            return Err(DataplaneError::Netns {
-                path: path.display().to_string(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a network namespace"),
-            });
+        let st = nix::sys::statfs::fstatfs(&fd).map_err(|e| err(std::io::Error::from_raw_os_error(e as i32)))?;
+        if st.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a network namespace (not an nsfs file)",
+            )));
         }
         Ok(Self { fd, path: path.display().to_string() })
+    }
+
+    /// The namespace's identity: (st_dev, st_ino) of its nsfs inode. Two handles on the same namespace have
+    /// the same identity whatever paths they were opened by (`/run/netns/X`, `/proc/PID/ns/net`, a bind mount).
+    pub fn identity(&self) -> Result<(u64, u64), DataplaneError> {
+        let st = nix::sys::stat::fstat(&self.fd).map_err(|e| DataplaneError::Netns {
+            path: self.path.clone(),
+            source: std::io::Error::from_raw_os_error(e as i32),
+        })?;
+        Ok((st.st_dev, st.st_ino))
+    }
+
+    /// The namespace of the calling process (its main thread): for the CNI plugin, the node's.
+    pub fn of_process() -> Result<Self, DataplaneError> {
+        Self::open(Path::new("/proc/self/ns/net"))
     }
 
     /// The namespace of the calling thread.
@@ -132,5 +152,24 @@ mod tests {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_here(&ns, || panic!("boom"))));
         assert!(r.is_err());
         assert_eq!(inode("/proc/thread-self/ns/net"), home, "back home after a panic");
+        let by_proc = NetnsHandle::open(Path::new("/proc/self/ns/net")).unwrap();
+        assert_eq!(by_proc.identity().unwrap(), NetnsHandle::of_process().unwrap().identity().unwrap());
+        assert_ne!(ns.identity().unwrap(), by_proc.identity().unwrap());
+    }
+
+    #[test]
+    fn only_nsfs_files_are_namespaces_and_a_fifo_does_not_block() {
+        let dir = std::env::temp_dir().join(format!("weft-netns-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let file = dir.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        for p in [fifo.as_path(), file.as_path(), Path::new("/proc/self/status"), Path::new("/dev/null")] {
+            let e = NetnsHandle::open(p).err().unwrap_or_else(|| panic!("{} accepted", p.display()));
+            assert!(e.to_string().contains("not a network namespace"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,9 +4,12 @@
 //! - The veth pair is created from the node's namespace with its peer created *directly* in the pod's namespace
 //!   (`IFLA_NET_NS_FD` on the peer), named `CNI_IFNAME`: no create-then-move, which would cost an extra
 //!   `dev_change_net_namespace` (an RCU grace period, ~17 ms here).
-//! - Pod side: `ip/32` (v6: `ip/128 nodad`), a default route via the subnet's gateway address with `onlink`, and
-//!   a PERMANENT neighbour entry gateway → host-side MAC, so the pod never ARPs/NDs and nothing on the node has
-//!   to own the gateway address.
+//! - Pod side: `ip/32` (v6: `ip/128 nodad`), routes via the subnet's gateway address with `onlink` (the default
+//!   route for the pod's first attachment of a family, only its own subnet / cluster CIDR for a secondary one,
+//!   see [`PodSpec::routes`]), and a PERMANENT neighbour entry gateway → host-side MAC, so the pod never
+//!   ARPs/NDs and nothing on the node has to own the gateway address. Pod routes carry protocol
+//!   [`crate::overlay::RTPROT_WEFT`] and are created exclusively (`NLM_F_EXCL`): weft never replaces a route it
+//!   did not make.
 //! - Node side: no address on the host veth; a `podIP/32 dev hostveth scope link` route (v6 /128) and a
 //!   permanent neighbour podIP → pod MAC.
 //!
@@ -28,6 +31,7 @@ pub use check::compare;
 pub use linux::{NetlinkPodNet, PodNetns};
 
 use crate::DataplaneError;
+use ipnet::IpNet;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -38,6 +42,37 @@ pub type Mac = [u8; 6];
 pub struct PodAddr {
     pub ip: IpAddr,
     pub gateway: IpAddr,
+}
+
+/// A route in the pod, via the gateway of the address of the same family, out of the pod interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodRoute {
+    pub dst: IpNet,
+    pub gateway: IpAddr,
+}
+
+impl PodRoute {
+    pub fn is_default(&self) -> bool {
+        self.dst.prefix_len() == 0
+    }
+}
+
+/// Which families already have a default route in a pod's main table that is not on the attachment's own
+/// interface (a leftover of the same attachment is replaced with its veth, so it does not count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Defaults {
+    pub v4: bool,
+    pub v6: bool,
+}
+
+impl Defaults {
+    pub fn has(&self, ip: IpAddr) -> bool {
+        if ip.is_ipv4() {
+            self.v4
+        } else {
+            self.v6
+        }
+    }
 }
 
 /// Everything the kernel must hold for one attachment (the plan's output; the input of create and check).
@@ -53,6 +88,8 @@ pub struct PodSpec {
     pub mtu: u32,
     /// At most one per family.
     pub addrs: Vec<PodAddr>,
+    /// Routes in the pod, each via the gateway of its family (the plan decides: see the CNI's CONFIG.md).
+    pub routes: Vec<PodRoute>,
 }
 
 /// A link as the kernel reports it.
@@ -106,6 +143,8 @@ pub trait PodNet {
     type Netns;
     /// Opens `path`; fails with [`DataplaneError::Netns`] if it does not exist or is not a network namespace.
     fn open_netns(&self, path: &Path) -> Result<Self::Netns, DataplaneError>;
+    /// Which families have a default route in the pod that the attachment on `pod_ifname` did not make.
+    fn existing_defaults(&self, ns: &Self::Netns, pod_ifname: &str) -> Result<Defaults, DataplaneError>;
     /// Turns on IPv4 (and IPv6) forwarding in the node's namespace if it is off.
     fn ensure_forwarding(&self, v4: bool, v6: bool) -> Result<(), DataplaneError>;
     /// Creates the veth pair (peer directly in `ns`) and configures both sides. A host veth of the same name left

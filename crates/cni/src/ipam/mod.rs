@@ -4,7 +4,7 @@ pub mod pool;
 pub mod store;
 
 pub use pool::Pool;
-pub use store::{IpamError, IpamStore, Record};
+pub use store::{Damaged, GcReport, IpamError, IpamStore, Record};
 
 #[cfg(test)]
 mod tests {
@@ -105,8 +105,10 @@ mod tests {
         assert!(released.is_empty(), "the stale index owns nothing");
         assert!(!d.names().iter().any(|n| n.contains(&key)), "{:?}", d.names());
         let valid: HashSet<(String, String)> = [("keep".to_string(), "eth0".to_string())].into();
-        let mut gone = s.gc(&valid).unwrap();
+        let report = s.gc(&valid).unwrap();
+        let mut gone = report.released;
         gone.sort();
+        assert_eq!(report.damaged, vec![Damaged { ip: ip("10.5.0.5"), kept_for: None }]);
         let mut want = leaked.clone();
         want.push(ip("10.5.0.5"));
         want.sort();
@@ -114,6 +116,50 @@ mod tests {
         let names = d.names();
         assert_eq!(names.iter().filter(|n| n.parse::<IpAddr>().is_ok()).count(), 2, "{names:?}");
         assert_eq!(names.len(), 4, "keep's two reservations and two index entries: {names:?}");
+    }
+
+    /// A live pod's record truncated to nothing (or overwritten with garbage) must not free its address: the
+    /// index entry of the valid attachment still names it.
+    #[test]
+    fn gc_keeps_a_valid_attachments_damaged_reservation_and_reports_it() {
+        let d = Dir::new("damaged");
+        let s = IpamStore::open(&d.0).unwrap();
+        let live = s.allocate(&rec("live"), &pools()).unwrap();
+        let dead = s.allocate(&rec("dead"), &pools()).unwrap();
+        // In place, so the inode (and the index links to it) stays: what a torn write or a bad disk leaves. An
+        // attachment's addresses share one inode (one record), so this damages both of its reservations.
+        std::fs::OpenOptions::new().write(true).truncate(true).open(d.0.join(live[0].to_string())).unwrap();
+        std::fs::write(d.0.join(live[1].to_string()), b"\x00\xffgarbage").unwrap();
+        std::fs::write(d.0.join(dead[0].to_string()), b"").unwrap();
+        let valid: HashSet<(String, String)> = [("live".to_string(), "eth0".to_string())].into();
+        let report = s.gc(&valid).unwrap();
+        let mut want = dead.clone();
+        want.sort();
+        assert_eq!(report.released, want);
+        let owner = Some(("live".to_string(), "eth0".to_string()));
+        let mut damaged =
+            vec![Damaged { ip: live[0], kept_for: owner.clone() }, Damaged { ip: live[1], kept_for: owner }];
+        damaged.extend(dead.iter().map(|ip| Damaged { ip: *ip, kept_for: None }));
+        damaged.sort_by_key(|d| d.ip);
+        assert_eq!(report.damaged, damaged);
+        assert_eq!(s.addresses_of("live", "eth0").unwrap().len(), 2, "still reserved");
+        let next = s.allocate(&rec("new"), &pools()).unwrap();
+        assert!(!next.iter().any(|a| live.contains(a)), "{next:?} reuses a live pod's address {live:?}");
+    }
+
+    /// The hint is replaced by rename, never truncated and rewritten in place: a second link to the old hint
+    /// keeps its content (in-place writes would change it, and a SIGKILL between truncate and write empties it).
+    #[test]
+    fn hint_is_replaced_atomically() {
+        let d = Dir::new("hint");
+        let s = IpamStore::open(&d.0).unwrap();
+        s.allocate(&rec("a"), &pools()).unwrap();
+        let hint = d.0.join("last-reserved-v4");
+        std::fs::hard_link(&hint, d.0.join("old-hint")).unwrap();
+        s.allocate(&rec("b"), &pools()).unwrap();
+        assert_eq!(std::fs::read_to_string(d.0.join("old-hint")).unwrap(), "10.5.0.2");
+        assert_eq!(std::fs::read_to_string(&hint).unwrap(), "10.5.0.3");
+        assert!(!d.names().iter().any(|n| n.contains("tmp")), "{:?}", d.names());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! ADD: validate → reserve address(es) → create the veth with its peer in the pod → configure both sides.
+//! ADD: validate → look at the pod's default routes (primary or secondary attachment, see `plan::pod_spec`) →
+//! reserve address(es) → create the veth with its peer in the pod → configure both sides.
 //! Any failure after the reservation undoes everything (host veth deleted, addresses released) before the error
 //! is returned, so a failed ADD leaves nothing behind; a *killed* ADD leaves only what DEL and GC reclaim.
 use super::{netns_error, Ctx};
@@ -13,7 +14,7 @@ pub fn add<P: PodNet>(ctx: &Ctx<P>, a: &Attach) -> Result<String, CniError> {
     let subnets = Subnets::resolve(&a.conf, ctx.load_node_file)?;
     let netns = a.netns.as_deref().expect("env validation: ADD has CNI_NETNS");
     let ns = ctx.pod.open_netns(netns).map_err(|e| netns_error(netns, e))?;
-    let store = IpamStore::open(&a.conf.data_dir)?;
+    let store = IpamStore::open(&a.conf.data_dir)?.with_sync(a.conf.fsync);
     let pools = subnets.pools();
     let record = Record {
         container_id: a.container_id.clone(),
@@ -22,8 +23,9 @@ pub fn add<P: PodNet>(ctx: &Ctx<P>, a: &Attach) -> Result<String, CniError> {
         pod_name: a.pod.name.clone(),
         created_at: rfc3339(ctx.now),
     };
+    let taken = ctx.pod.existing_defaults(&ns, &a.ifname)?;
     let ips = store.allocate(&record, &pools)?;
-    let spec = plan::pod_spec(&a.conf.name, &a.container_id, &a.ifname, &ips, &pools, subnets.mtu);
+    let spec = plan::pod_spec(&a.ids(), &ips, &subnets, taken);
     let undo = |e: CniError| {
         let _ = ctx.pod.delete(&spec.host_ifname);
         let _ = store.release(&a.container_id, &a.ifname);

@@ -11,10 +11,10 @@ use weft_dataplane::pod::{compare, PodNet};
 
 pub fn check<P: PodNet>(ctx: &Ctx<P>, a: &Attach, prev: &CniResult) -> Result<(), CniError> {
     let subnets = Subnets::resolve(&a.conf, ctx.load_node_file)?;
-    let spec = plan::check_spec(&a.conf.name, &a.container_id, &a.ifname, prev, subnets.mtu)?;
+    let spec = plan::check_spec(&a.ids(), prev, subnets.mtu)?;
     let netns = a.netns.as_deref().expect("env validation: CHECK has CNI_NETNS");
     let ns = ctx.pod.open_netns(netns).map_err(|e| netns_error(netns, e))?;
-    let held = match IpamStore::open_existing(&a.conf.data_dir) {
+    let held = match IpamStore::open_existing(&a.conf.data_dir).map(|s| s.with_sync(a.conf.fsync)) {
         Some(store) => store.addresses_of(&a.container_id, &a.ifname)?,
         None => Vec::new(),
     };

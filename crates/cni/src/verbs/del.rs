@@ -25,7 +25,7 @@ pub fn del<P: PodNet>(ctx: &Ctx<P>, a: &Attach) -> Result<(), CniError> {
             ctx.pod.delete_index(index, &host)?;
         }
     }
-    if let Some(store) = IpamStore::open_existing(&a.conf.data_dir) {
+    if let Some(store) = IpamStore::open_existing(&a.conf.data_dir).map(|s| s.with_sync(a.conf.fsync)) {
         store.release(&a.container_id, &a.ifname)?;
     }
     Ok(())

@@ -2,21 +2,26 @@
 //! not in `cni.dev/valid-attachments`. Strays are recognised by name (see `names`), so even a veth whose ADD
 //! was SIGKILLed before anything else was recorded is found. Deletion is best effort: everything is tried,
 //! the first error is reported.
+//!
+//! Damaged reservation records (unreadable content) are reported one line each on stderr, which runtimes
+//! put in their logs (a GC success has no stdout): the ones a valid attachment still holds are kept, the others
+//! released.
 use super::Ctx;
 use crate::config::{Attachment, NetConf};
 use crate::error::CniError;
-use crate::ipam::IpamStore;
+use crate::ipam::{GcReport, IpamStore};
 use crate::names;
 use std::collections::HashSet;
 use weft_dataplane::pod::PodNet;
 
 pub fn gc<P: PodNet>(ctx: &Ctx<P>, conf: &NetConf, valid: &[Attachment]) -> Result<(), CniError> {
     let mut first_err: Option<CniError> = None;
-    if let Some(store) = IpamStore::open_existing(&conf.data_dir) {
+    if let Some(store) = IpamStore::open_existing(&conf.data_dir).map(|s| s.with_sync(conf.fsync)) {
         let keep: HashSet<(String, String)> =
             valid.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
-        if let Err(e) = store.gc(&keep) {
-            first_err = Some(e.into());
+        match store.gc(&keep) {
+            Ok(report) => (ctx.log)(&damage_report(conf, &report)),
+            Err(e) => first_err = Some(e.into()),
         }
     }
     let keep: HashSet<String> =
@@ -31,4 +36,24 @@ pub fn gc<P: PodNet>(ctx: &Ctx<P>, conf: &NetConf, valid: &[Attachment]) -> Resu
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// One log line per damaged record (empty when there is none).
+fn damage_report(conf: &NetConf, report: &GcReport) -> Vec<String> {
+    report
+        .damaged
+        .iter()
+        .map(|d| match &d.kept_for {
+            Some((cid, ifname)) => format!(
+                "weft GC: reservation {} in {} has an unreadable record; kept: valid attachment {cid}/{ifname} holds it",
+                d.ip,
+                conf.data_dir.display()
+            ),
+            None => format!(
+                "weft GC: reservation {} in {} has an unreadable record and no valid attachment holds it: released",
+                d.ip,
+                conf.data_dir.display()
+            ),
+        })
+        .collect()
 }

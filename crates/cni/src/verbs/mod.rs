@@ -21,6 +21,8 @@ pub struct Ctx<'a, P: PodNet> {
     /// Finishes deleting a detached host veth (ifindex, name) off the critical path; see `reaper`.
     pub reap: &'a dyn Fn(u32, &str) -> std::io::Result<()>,
     pub load_node_file: &'a dyn Fn(&Path) -> Result<NodeFile, NodeFileError>,
+    /// Where log lines go (stderr in the binary): what a runtime's log should show, e.g. GC's damaged records.
+    pub log: &'a dyn Fn(&[String]),
     pub now: SystemTime,
 }
 

@@ -8,7 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-use weft_dataplane::pod::{LinkObs, NeighObs, PodNet, PodObserved, PodSpec, RouteObs};
+use weft_dataplane::pod::{Defaults, LinkObs, NeighObs, PodNet, PodObserved, PodSpec, RouteObs};
 use weft_dataplane::DataplaneError;
 use weft_types::node_file::{NodeFile, NodeFileError};
 
@@ -20,6 +20,8 @@ struct Fake {
     fail_create: Cell<bool>,
     tamper: Cell<bool>,
     calls: RefCell<Vec<String>>,
+    /// Default routes the pod already has (from another attachment).
+    defaults: Cell<Defaults>,
 }
 
 impl PodNet for Fake {
@@ -32,6 +34,9 @@ impl PodNet for Fake {
             });
         }
         Ok(path.to_path_buf())
+    }
+    fn existing_defaults(&self, _: &PathBuf, _: &str) -> Result<Defaults, DataplaneError> {
+        Ok(self.defaults.get())
     }
     fn ensure_forwarding(&self, v4: bool, v6: bool) -> Result<(), DataplaneError> {
         self.calls.borrow_mut().push(format!("forwarding {v4} {v6}"));
@@ -77,8 +82,6 @@ impl PodNet for Fake {
             alias: None,
         };
         let host_len = |ip: std::net::IpAddr| if ip.is_ipv4() { 32 } else { 128 };
-        let unspec =
-            |ip: std::net::IpAddr| if ip.is_ipv4() { "0.0.0.0".parse().unwrap() } else { "::".parse().unwrap() };
         Ok(PodObserved {
             pod_link: Some(link(2, &s.pod_ifname, s.pod_mac, *idx)),
             pod_addrs: if self.tamper.get() {
@@ -87,9 +90,14 @@ impl PodNet for Fake {
                 s.addrs.iter().map(|a| (a.ip, host_len(a.ip))).collect()
             },
             pod_routes: s
-                .addrs
+                .routes
                 .iter()
-                .map(|a| RouteObs { dst: unspec(a.ip), prefix_len: 0, gateway: Some(a.gateway), oif: Some(2) })
+                .map(|r| RouteObs {
+                    dst: r.dst.network(),
+                    prefix_len: r.dst.prefix_len(),
+                    gateway: Some(r.gateway),
+                    oif: Some(2),
+                })
                 .collect(),
             pod_neighbours: s
                 .addrs
@@ -120,6 +128,7 @@ struct World {
     reaped: RefCell<Vec<(u32, String)>>,
     reap_fails: Cell<bool>,
     node_file: RefCell<Option<NodeFile>>,
+    logs: RefCell<Vec<String>>,
 }
 
 impl World {
@@ -132,6 +141,7 @@ impl World {
             reaped: RefCell::default(),
             reap_fails: Cell::new(false),
             node_file: RefCell::new(None),
+            logs: RefCell::default(),
         }
     }
 
@@ -165,7 +175,8 @@ impl World {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             })
         };
-        let ctx = Ctx { pod: &self.fake, reap: &reap, load_node_file: &load, now: SystemTime::UNIX_EPOCH };
+        let log = |lines: &[String]| self.logs.borrow_mut().extend_from_slice(lines);
+        let ctx = Ctx { pod: &self.fake, reap: &reap, load_node_file: &load, log: &log, now: SystemTime::UNIX_EPOCH };
         run(&|k| env.get(k).cloned(), stdin.as_bytes(), &ctx)
     }
 
@@ -220,6 +231,25 @@ fn add_check_del_cycle() {
 
     let chk = w.call("CHECK", "c1", "/run/netns/p1", &with_prev);
     assert!(json(&chk)["details"].as_str().unwrap().contains("not reserved for this attachment"));
+}
+
+/// A second attachment in a pod that already has default routes (another network's) reports and installs only
+/// its subnet routes; CHECK of it passes against that.
+#[test]
+fn secondary_attachment_gets_no_default_route() {
+    let w = World::new("second");
+    let conf = w.static_conf("1.1.0");
+    w.fake.defaults.set(Defaults { v4: true, v6: true });
+    let out = w.call("ADD", "c1", "/run/netns/p1", &conf);
+    assert!(out.ok, "{}", out.stdout);
+    let r = json(&out);
+    assert_eq!(
+        r["routes"],
+        serde_json::json!([{"dst":"10.50.0.0/24","gw":"10.50.0.1"},{"dst":"fd00:50::/64","gw":"fd00:50::1"}])
+    );
+    let with_prev = conf.replacen('{', &format!(r#"{{"prevResult":{},"#, out.stdout), 1);
+    let chk = w.call("CHECK", "c1", "/run/netns/p1", &with_prev);
+    assert!(chk.ok, "{}", chk.stdout);
 }
 
 #[test]
@@ -307,6 +337,20 @@ fn gc_keeps_valid_attachments_only() {
     want.sort();
     assert_eq!(links, want);
     assert_eq!(w.reservations(), 2, "keep's v4 and v6");
+    assert!(w.logs.borrow().is_empty());
+
+    // keep's record (one inode for both its addresses) is truncated: GC keeps both (keep is valid), says so.
+    let held = IpamStore::open(&w.dir).unwrap().addresses_of("keep", "eth0").unwrap();
+    std::fs::OpenOptions::new().write(true).truncate(true).open(w.dir.join(held[0].to_string())).unwrap();
+    assert!(w.call("GC", "", "", &gc_conf).ok);
+    assert_eq!(w.reservations(), 2, "the damaged reservations of a valid attachment are kept");
+    let logs = w.logs.borrow();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for ip in &held {
+        assert!(logs
+            .iter()
+            .any(|l| l.contains(&format!("reservation {ip} ")) && l.contains("kept: valid attachment keep/eth0")));
+    }
 }
 
 #[test]
@@ -343,6 +387,7 @@ fn spec0() -> PodSpec {
         pod_mac: [2, 0, 0, 0, 0, 2],
         mtu: 1500,
         addrs: vec![],
+        routes: vec![],
     }
 }
 

@@ -39,15 +39,6 @@ pub fn compare(spec: &PodSpec, obs: &PodObserved) -> Vec<String> {
         if !obs.pod_addrs.contains(&(a.ip, len)) {
             p.push(format!("address {}/{len} is missing from {name}", a.ip));
         }
-        let has_default = obs.pod_routes.iter().any(|r| {
-            r.prefix_len == 0
-                && r.dst.is_ipv4() == a.ip.is_ipv4()
-                && r.gateway == Some(a.gateway)
-                && r.oif == Some(pod.index)
-        });
-        if !has_default {
-            p.push(format!("default route via {} dev {name} is missing in the pod", a.gateway));
-        }
         let gw_neigh = obs
             .pod_neighbours
             .iter()
@@ -58,6 +49,19 @@ pub fn compare(spec: &PodSpec, obs: &PodObserved) -> Vec<String> {
                 a.gateway,
                 format_mac(&spec.host_mac)
             ));
+        }
+    }
+    for route in &spec.routes {
+        let present = obs.pod_routes.iter().any(|r| {
+            r.prefix_len == route.dst.prefix_len()
+                && r.dst == route.dst.network()
+                && r.gateway == Some(route.gateway)
+                && r.oif == Some(pod.index)
+        });
+        if !present && route.is_default() {
+            p.push(format!("default route via {} dev {name} is missing in the pod", route.gateway));
+        } else if !present {
+            p.push(format!("route {} via {} dev {name} is missing in the pod", route.dst, route.gateway));
         }
     }
     let Some(host) = &obs.host_link else {
@@ -92,7 +96,7 @@ fn mac_str(m: Option<super::Mac>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{LinkObs, NeighObs, PodAddr, RouteObs};
+    use super::super::{LinkObs, NeighObs, PodAddr, PodRoute, RouteObs};
     use super::*;
 
     fn spec() -> PodSpec {
@@ -104,6 +108,7 @@ mod tests {
             pod_mac: [2, 0, 0, 0, 0, 2],
             mtu: 1400,
             addrs: vec![PodAddr { ip: "10.1.0.5".parse().unwrap(), gateway: "10.1.0.1".parse().unwrap() }],
+            routes: vec![PodRoute { dst: "0.0.0.0/0".parse().unwrap(), gateway: "10.1.0.1".parse().unwrap() }],
         }
     }
 
@@ -157,6 +162,16 @@ mod tests {
 
         let mut o = intact();
         o.pod_routes.clear();
+        assert!(compare(&spec(), &o)[0].contains("default route via 10.1.0.1"));
+
+        // A secondary attachment: its subnet route, no default.
+        let mut sec = spec();
+        sec.routes = vec![PodRoute { dst: "10.1.0.0/24".parse().unwrap(), gateway: "10.1.0.1".parse().unwrap() }];
+        assert_eq!(compare(&sec, &intact()), vec!["route 10.1.0.0/24 via 10.1.0.1 dev eth0 is missing in the pod"]);
+        let mut o = intact();
+        o.pod_routes[0].dst = "10.1.0.0".parse().unwrap();
+        o.pod_routes[0].prefix_len = 24;
+        assert!(compare(&sec, &o).is_empty());
         assert!(compare(&spec(), &o)[0].contains("default route via 10.1.0.1"));
 
         let mut o = intact();

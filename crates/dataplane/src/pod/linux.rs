@@ -2,12 +2,14 @@
 //!
 //! Order inside a side follows flannel's rule "neighbour before route": the pod's permanent gateway neighbour
 //! exists before the default route that uses it, so the kernel never has to resolve it.
-//! Requests that configure state use NLM_F_CREATE|NLM_F_REPLACE, so a retried ADD converges instead of failing
-//! on EEXIST; only the veth itself is created exclusively (a name clash there means something else owns it).
-use super::msg::{address, alias, default_route, host_route, link_index, neighbour, up, veth_message};
+//! Requests that configure state on the new veth itself (addresses, neighbours) use NLM_F_CREATE|NLM_F_REPLACE:
+//! the veth is new, so whatever they replace is ours. The veth and every route are created exclusively
+//! (NLM_F_EXCL): a clash there means something else owns the name or the destination, and replacing it would
+//! rewrite someone else's routing (another attachment's default route, a node route to that address).
+use super::msg::{address, alias, host_route, link_index, neighbour, pod_route, up, veth_message};
 use super::nl::{NlSocket, CREATE_EXCL, CREATE_REPLACE};
-use super::observe::{link_by_name, link_obs, side};
-use super::{LinkObs, PodNet, PodObserved, PodSpec};
+use super::observe::{defaults_besides, link_by_name, link_obs, side};
+use super::{Defaults, LinkObs, PodNet, PodObserved, PodSpec};
 use crate::netns::NetnsHandle;
 use crate::DataplaneError;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -49,6 +51,7 @@ impl PodNet for NetlinkPodNet {
 
     fn open_netns(&self, path: &Path) -> Result<PodNetns, DataplaneError> {
         let handle = NetnsHandle::open(path)?;
+        refuse_own_namespace(&handle, path)?;
         let sock = NlSocket::open_in(&handle).map_err(|e| match e {
             DataplaneError::Netns { path, source } => DataplaneError::Netns {
                 path,
@@ -60,6 +63,12 @@ impl PodNet for NetlinkPodNet {
             other => other,
         })?;
         Ok(PodNetns { handle, sock: RefCell::new(sock) })
+    }
+
+    fn existing_defaults(&self, ns: &PodNetns, pod_ifname: &str) -> Result<Defaults, DataplaneError> {
+        let mut pod = ns.sock.borrow_mut();
+        let own = link_by_name(&mut pod, pod_ifname)?.map(|l| l.index);
+        defaults_besides(&mut pod, own)
     }
 
     fn ensure_forwarding(&self, v4: bool, v6: bool) -> Result<(), DataplaneError> {
@@ -140,6 +149,22 @@ impl PodNet for NetlinkPodNet {
     }
 }
 
+/// A "pod" namespace that is the plugin's own (the node's, under any path: `/proc/self/ns/net`, a bind mount)
+/// would have ADD configure the node itself as a pod: a second address, routes via the pod gateway. Compared
+/// by namespace identity, not by path.
+fn refuse_own_namespace(target: &NetnsHandle, path: &Path) -> Result<(), DataplaneError> {
+    if target.identity()? == NetnsHandle::of_process()?.identity()? {
+        return Err(DataplaneError::Netns {
+            path: path.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "is the plugin's own network namespace (the node's), not a pod's: refused",
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The veth could not be created (EEXIST). Removes what is in the way if it is ours, else explains the clash:
 /// - our host veth from an interrupted attempt (no alias yet, or our alias): delete it;
 /// - a host veth with another attachment's alias (a name-hash collision): not ours, refuse;
@@ -177,8 +202,8 @@ fn make_room(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     Ok(())
 }
 
-/// Everything after the veth exists: pod side (up, addresses, gateway neighbours, default routes), then host side
-/// (alias, pod neighbours, host routes), one pipelined batch each.
+/// Everything after the veth exists: pod side (up, addresses, gateway neighbours, the routes of the plan), then
+/// host side (alias, pod neighbours, host routes), one pipelined batch each.
 fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<(), DataplaneError> {
     let host_idx = link_by_name(host, &spec.host_ifname)?
         .ok_or_else(|| DataplaneError::NoSuchLink(spec.host_ifname.clone()))?
@@ -192,9 +217,21 @@ fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     }
     for a in &spec.addrs {
         pod_reqs.push((Rt::NewNeighbour(neighbour(a.gateway, spec.host_mac, pod_idx)), CREATE_REPLACE));
-        pod_reqs.push((Rt::NewRoute(default_route(a.gateway, pod_idx)), CREATE_REPLACE));
     }
-    expect_all(pod.batch(pod_reqs)?, "configure the pod side")?;
+    for r in &spec.routes {
+        pod_reqs.push((Rt::NewRoute(pod_route(r, pod_idx)), CREATE_EXCL));
+    }
+    let results = pod.batch(pod_reqs)?;
+    let routes_from = results.len() - spec.routes.len();
+    for (r, route) in results[routes_from..].iter().zip(&spec.routes) {
+        if r.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EEXIST) {
+            return Err(DataplaneError::Netlink(format!(
+                "the pod already has a route to {} (another attachment's): weft does not replace routes it did not make",
+                route.dst
+            )));
+        }
+    }
+    expect_all(results, "configure the pod side")?;
 
     // The host end was opened first, without carrier, so its qdisc is only activated by the linkwatch worker
     // once the pod end is up; until then the kernel drops what it sends (under load that worker can lag by
@@ -203,7 +240,7 @@ fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     let mut host_reqs = vec![(Rt::GetLink(link_index(host_idx)), 0), (Rt::SetLink(alias(host_idx, &spec.alias)), 0)];
     for a in &spec.addrs {
         host_reqs.push((Rt::NewNeighbour(neighbour(a.ip, spec.pod_mac, host_idx)), CREATE_REPLACE));
-        host_reqs.push((Rt::NewRoute(host_route(a.ip, host_idx)), CREATE_REPLACE));
+        host_reqs.push((Rt::NewRoute(host_route(a.ip, host_idx)), CREATE_EXCL));
     }
     expect_all(host.batch(host_reqs)?, "configure the host side")
 }

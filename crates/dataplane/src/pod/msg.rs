@@ -1,5 +1,6 @@
 //! Request builders: the rtnetlink messages for one attachment, as plain data (no I/O).
-use super::{Mac, PodSpec};
+use super::{Mac, PodRoute, PodSpec};
+use crate::overlay::RTPROT_WEFT;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
@@ -107,12 +108,18 @@ fn route_base(ip: IpAddr) -> RouteMessage {
     m
 }
 
-/// `default via GW dev POD onlink`: the gateway is outside the pod's /32, so it must be declared on-link.
-pub(super) fn default_route(gateway: IpAddr, pod_idx: u32) -> RouteMessage {
-    let mut m = route_base(gateway);
+/// `DST via GW dev POD onlink proto weft` (DST is `default` for a primary attachment): the gateway is outside
+/// the pod's /32, so it must be declared on-link. The protocol marks the route as weft's in the pod.
+pub(super) fn pod_route(route: &PodRoute, pod_idx: u32) -> RouteMessage {
+    let mut m = route_base(route.gateway);
+    m.header.protocol = RouteProtocol::from(RTPROT_WEFT);
     m.header.scope = RouteScope::Universe;
     m.header.flags = RouteFlags::Onlink;
-    m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
+    m.header.destination_prefix_length = route.dst.prefix_len();
+    if !route.is_default() {
+        m.attributes.push(RouteAttribute::Destination(RouteAddress::from(route.dst.network())));
+    }
+    m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(route.gateway)));
     m.attributes.push(RouteAttribute::Oif(pod_idx));
     m
 }
@@ -141,6 +148,7 @@ mod tests {
             pod_mac: [2, 0, 0, 0, 0, 2],
             mtu: 1450,
             addrs: vec![PodAddr { ip: "10.1.0.5".parse().unwrap(), gateway: "10.1.0.1".parse().unwrap() }],
+            routes: vec![],
         }
     }
 
@@ -169,9 +177,16 @@ mod tests {
     #[test]
     fn routes_and_addresses_have_the_routed_veth_shape() {
         let gw: IpAddr = "10.1.0.1".parse().unwrap();
-        let d = default_route(gw, 3);
+        let d = pod_route(&PodRoute { dst: "0.0.0.0/0".parse().unwrap(), gateway: gw }, 3);
         assert!(d.header.flags.contains(RouteFlags::Onlink));
         assert_eq!(d.header.destination_prefix_length, 0);
+        assert_eq!(d.header.protocol, RouteProtocol::from(RTPROT_WEFT), "marked as weft's");
+        assert!(!d.attributes.iter().any(|a| matches!(a, RouteAttribute::Destination(_))));
+        let s = pod_route(&PodRoute { dst: "10.1.0.0/24".parse().unwrap(), gateway: gw }, 3);
+        assert_eq!(s.header.destination_prefix_length, 24);
+        assert!(s
+            .attributes
+            .contains(&RouteAttribute::Destination(RouteAddress::from("10.1.0.0".parse::<IpAddr>().unwrap()))));
         let h = host_route("fd00::5".parse().unwrap(), 9);
         assert_eq!((h.header.destination_prefix_length, h.header.scope), (128, RouteScope::Universe));
         let h4 = host_route("10.1.0.5".parse().unwrap(), 9);

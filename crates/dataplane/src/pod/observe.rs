@@ -1,7 +1,7 @@
 //! Reading the kernel back: links, addresses, routes and neighbours of one interface, for CHECK and for the
 //! "is this ours?" questions of create.
 use super::nl::NlSocket;
-use super::{LinkObs, NeighObs, RouteObs};
+use super::{Defaults, LinkObs, NeighObs, RouteObs};
 use crate::DataplaneError;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
@@ -82,6 +82,24 @@ pub(super) fn side(sock: &mut NlSocket, idx: u32) -> Result<Side, DataplaneError
         }
     }
     Ok((addrs, routes, neighbours))
+}
+
+/// Which families have a default route in the main table that is not on interface `own` (the attachment's own
+/// interface, if it exists yet). A default route without an output interface (multipath, blackhole) counts.
+pub(super) fn defaults_besides(sock: &mut NlSocket, own: Option<u32>) -> Result<Defaults, DataplaneError> {
+    let mut d = Defaults::default();
+    for m in sock.dump(Rt::GetRoute(RouteMessage::default()))? {
+        let Rt::NewRoute(r) = m else { continue };
+        let Some(obs) = route_obs(r) else { continue };
+        if obs.prefix_len == 0 && (obs.oif.is_none() || obs.oif != own) {
+            if obs.dst.is_ipv4() {
+                d.v4 = true;
+            } else {
+                d.v6 = true;
+            }
+        }
+    }
+    Ok(d)
 }
 
 fn route_obs(r: RouteMessage) -> Option<RouteObs> {
