@@ -39,13 +39,15 @@ mod error;
 pub mod eval;
 mod explain;
 pub mod model;
+mod naming;
 pub mod nft;
 mod parse;
+pub mod plan;
 mod ranges;
 mod selector;
 mod validate;
 
-pub use compile::{compile, CompileOptions};
+pub use compile::{compile, CompileOptions, BUCKETS};
 pub use diff::diff_sets;
 pub use error::{PolicyError, Problem};
 pub use eval::Direction;
@@ -53,4 +55,5 @@ pub use explain::{explain, explain_ips, DirectionVerdict, Endpoint, ExplainError
 pub use model::*;
 pub use nft::Ruleset;
 pub use parse::{parse_policies_json, parse_policies_yaml};
+pub use plan::{plan, Command, Plan};
 pub use ranges::AddrRange;
