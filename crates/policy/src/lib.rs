@@ -38,6 +38,7 @@ mod diff;
 mod error;
 pub mod eval;
 mod explain;
+pub mod k8s_names;
 pub mod model;
 mod naming;
 pub mod nft;
