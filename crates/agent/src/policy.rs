@@ -168,9 +168,8 @@ impl PolicyEngine {
             }
             last_errors.clone_from(&errors);
             let rs = compile(&model, &self.node, &self.opts);
-            // A periodic pass checks that the table is still there instead of reloading it: a full load of a large
-            // table costs seconds of kernel time and resets nothing we could not carry, but is not needed. If
-            // someone deleted the table, it is loaded again in full.
+            // A periodic pass checks that the table is still there instead of reloading it (a full load of a large
+            // table costs seconds of kernel time). If someone deleted the table, it is loaded again in full.
             let mut counters = None;
             if periodic && last.is_some() {
                 passes = passes.wrapping_add(1);

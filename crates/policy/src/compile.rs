@@ -12,8 +12,8 @@
 //!   ingress. The order of policies does not matter (any allow wins), so a bucket can be refilled alone.
 //! - `ingress`: destination not in `@iso_in` → accept; the same bucket dispatch to `in_<P>`; count and drop.
 //! - `in_<P>` / `out_<P>`: one rule per (peer group, port group) of each policy rule, matching `@pe<S>` (pod IPs of
-//!   a shared selection), `@bk_<P>_<dir><rule>` (every ipBlock of that rule merged into one interval set per
-//!   family: `cidr` minus `except`, then the union, see `ranges.rs`), `@pt<K>` (`proto . port` ranges, when a
+//!   a shared selection), `@bk<K>` (every ipBlock of the rule merged into one interval set per family: `cidr`
+//!   minus `except`, then the union, see `ranges.rs`; shared by rules with the same ranges), `@pt<K>` (`proto . port` ranges, when a
 //!   rule lists several numeric ports) and `@np_<proto>_<name>` (`address . port` of a named port).
 //!
 //! Why dispatch by per-policy selection sets instead of per-pod chains: rules then depend only on the policies,
@@ -95,6 +95,7 @@ pub fn compile(model: &Model, node: &str, opts: &CompileOptions) -> Ruleset {
         counters: Vec::new(),
         chains: Vec::new(),
         port_sets: BTreeMap::new(),
+        block_sets: BTreeMap::new(),
     };
     c.declare_sets();
     let unready = c.unready_rules();
@@ -124,6 +125,7 @@ struct Compiler<'a, 'm> {
     counters: Vec<Counter>,
     chains: Vec<Chain>,
     port_sets: BTreeMap<Vec<(Protocol, u16, u16)>, String>,
+    block_sets: BTreeMap<Vec<AddrRange>, String>,
 }
 
 impl Compiler<'_, '_> {
@@ -249,7 +251,7 @@ impl Compiler<'_, '_> {
             let mut body = Vec::new();
             for (ri, er) in rules.iter().enumerate() {
                 let what = format!("{} {}[{ri}]", p.reference, long(dir));
-                for matches in self.rule_matches(er, dir, &format!("{id}_{s}{ri}"), &what) {
+                for matches in self.rule_matches(er, dir) {
                     body.push(Rule {
                         matches,
                         verdict: Some(allow.clone()),
@@ -280,8 +282,8 @@ impl Compiler<'_, '_> {
 
     /// The match lists of one policy rule: every peer group × every port group, skipping combinations of two
     /// families. Peer groups: each pod selection, and all ipBlocks of the rule merged into one interval set per
-    /// family (`bk_<owner>_v4/_v6`, created here; a family whose union is empty gets no set and no rule).
-    fn rule_matches(&mut self, er: &EvalRule, dir: Direction, owner: &str, what: &str) -> Vec<Vec<Match>> {
+    /// family (`bk<hash>_v4/_v6`, created here; a family whose union is empty gets no set and no rule).
+    fn rule_matches(&mut self, er: &EvalRule, dir: Direction) -> Vec<Vec<Match>> {
         let peer_dir = if dir == Direction::Ingress { AddrDir::Src } else { AddrDir::Dst };
         let peers: Vec<(Option<Family>, Vec<Match>)> = match &er.peers {
             None => vec![(None, vec![])],
@@ -304,13 +306,11 @@ impl Compiler<'_, '_> {
                     }
                 }
                 for (f, ranges) in blocks {
-                    let elements: BTreeSet<Element> = union(ranges).into_iter().map(Element::Range).collect();
-                    if elements.is_empty() {
+                    let ranges = union(ranges);
+                    if ranges.is_empty() {
                         continue;
                     }
-                    let name = format!("bk_{owner}_{}", f.suffix());
-                    let comment = Some(format!("ipBlocks of {what}"));
-                    self.sets.push(Set { name: name.clone(), kind: SetKind::Ranges(f), comment, elements });
+                    let name = self.block_set(f, ranges);
                     out.push((Some(f), vec![addr(peer_dir, f, name)]));
                 }
                 out
@@ -365,6 +365,21 @@ impl Compiler<'_, '_> {
             }
         }
         out
+    }
+
+    /// The interval set holding exactly these merged ranges, shared by every rule with the same ipBlocks. Shared
+    /// and not one per rule because nft 1.0.6 fetches the elements of every interval set of the table before any
+    /// element command: their number, not their size, is what pod churn pays for.
+    fn block_set(&mut self, f: Family, ranges: Vec<AddrRange>) -> String {
+        if let Some(name) = self.block_sets.get(&ranges) {
+            return name.clone();
+        }
+        let name = format!("{}_{}", self.names.name("bk", &format!("{ranges:?}")), f.suffix());
+        let comment = Some(format!("ipBlocks: {} ranges from {}", ranges.len(), ranges[0]));
+        let elements = ranges.iter().map(|r| Element::Range(*r)).collect();
+        self.sets.push(Set { name: name.clone(), kind: SetKind::Ranges(f), comment, elements });
+        self.block_sets.insert(ranges, name.clone());
+        name
     }
 
     /// The `proto . port` set holding exactly these entries, shared by every rule with the same list.
