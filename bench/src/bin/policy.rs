@@ -1,6 +1,9 @@
 //! NetworkPolicy cost: (1) compile + render + apply of 10 000 pods × 1 000 policies for one node, and the cost of
 //! absorbing one pod added or removed (recompile, `diff_sets`, apply the element commands) beside the full
-//! replace it avoids; (2) iperf3 between two pods routed through a node namespace, with no policy table vs. the
+//! replace it avoids; (1b) one policy added / changed / removed, at 1 000 policies and with one policy of 5 000
+//! ipBlocks on top, applied in place (recompile, `plan`, `nft -f` of the plan) beside the full replace of the
+//! table (the reference, same run), and the periodic presence check (`list set` of one set) beside listing
+//! every counter; (2) iperf3 between two pods routed through a node namespace, with no policy table vs. the
 //! 1 000-policy table loaded and both pods isolated and allowed by one of them (goal: ratio ≥ 0.95), beside the
 //! same table without policies (conntrack and base chains only: the state of any weft node).
 //!
@@ -16,7 +19,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use weft_e2e::{free_port, unique, Netns, TempDir};
 use weft_policy::model::*;
-use weft_policy::{compile, diff_sets, CompileOptions};
+use weft_policy::{compile, diff_sets, plan, CompileOptions};
 
 struct Args {
     pods: usize,
@@ -369,12 +372,154 @@ fn throughput(a: &Args) -> Result<()> {
     Ok(())
 }
 
+/// One policy of `n` ipBlocks (a /24 each, every tenth with a /26 except) on ingress port `port`: the shape of an
+/// allow-list generated from a feed of partner networks.
+fn ipblock_policy(n: usize, port: i64) -> NetworkPolicy {
+    let from = (0..n)
+        .map(|i| {
+            let cidr: ipnet::IpNet = format!("100.{}.{}.0/24", 64 + i / 256, i % 256).parse().expect("cidr");
+            let except = if i % 10 == 0 {
+                vec![format!("100.{}.{}.64/26", 64 + i / 256, i % 256).parse().expect("cidr")]
+            } else {
+                vec![]
+            };
+            PolicyPeer { ip_block: Some(IpBlock { cidr, except }), ..Default::default() }
+        })
+        .collect();
+    NetworkPolicy {
+        metadata: ObjectMeta { name: "partners".into(), namespace: Some("ns0".into()) },
+        spec: NetworkPolicySpec {
+            pod_selector: sel(&[("app", "app0".into())]),
+            ingress: vec![IngressRule {
+                from,
+                ports: vec![PolicyPort { port: Some(PortRef::Number(port)), ..Default::default() }],
+            }],
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// A title, the model loaded first, and the edits measured from it.
+type Scenario<'a> = (String, &'a Model, Vec<(&'static str, Model)>);
+
+/// Part 1b: one policy change, in place vs full replace, and the resync presence check.
+fn policy_changes(a: &Args) -> Result<()> {
+    let opts = CompileOptions::default();
+    let node = "node0";
+    let dir = TempDir::new("policy-bench");
+    let base = model(a);
+    let mut with_big = base.clone();
+    with_big.policies.push(ipblock_policy(5000, 443));
+    let edit = |m: &Model, f: &dyn Fn(&mut Model)| {
+        let mut m = m.clone();
+        f(&mut m);
+        m
+    };
+    let n = a.policies;
+    let scenarios: Vec<Scenario> = vec![
+        (
+            format!("{} pods × {n} policies", a.pods),
+            &base,
+            vec![
+                ("policy added", edit(&base, &|m| m.policies.push(policy(n + 1)))),
+                (
+                    "policy changed (a port)",
+                    edit(&base, &|m| m.policies[n / 2].spec.ingress[0].ports[2].port = Some(PortRef::Number(444))),
+                ),
+                (
+                    "policy removed",
+                    edit(&base, &|m| {
+                        m.policies.remove(n / 2);
+                    }),
+                ),
+            ],
+        ),
+        (
+            "same + 1 policy of 5 000 ipBlocks".to_string(),
+            &with_big,
+            vec![
+                ("ipBlock policy added", base.clone()),
+                (
+                    "ipBlock policy changed (a port)",
+                    edit(&with_big, &|m| *m.policies.last_mut().expect("big") = ipblock_policy(5000, 8443)),
+                ),
+                (
+                    "ipBlock policy changed (a cidr)",
+                    edit(&with_big, &|m| {
+                        let p = m.policies.last_mut().expect("big");
+                        p.spec.ingress[0].from[7].ip_block.as_mut().expect("block").cidr =
+                            "100.200.0.0/24".parse().expect("cidr");
+                    }),
+                ),
+                ("ipBlock policy removed", base.clone()),
+            ],
+        ),
+    ];
+    for (title, start, edits) in scenarios {
+        let ns = Netns::new(format!("pc{}", unique()));
+        let mut t = BTreeMap::<String, Vec<Duration>>::new();
+        let initial = compile(start, node, &opts);
+        nft(&ns, &dir, &initial.render_replace())?;
+        for _ in 0..a.reps {
+            for (what, target) in &edits {
+                // "added" edits start from the target and go to the scenario's model: swap so the edit adds.
+                let (from, to) = if what.ends_with("added") && what.starts_with("ipBlock") {
+                    (target, start)
+                } else {
+                    (start, target)
+                };
+                let from_rs = compile(from, node, &opts);
+                nft(&ns, &dir, &from_rs.render_replace())?;
+                let t0 = Instant::now();
+                let new = compile(to, node, &opts);
+                let p = plan(&from_rs, &new).context("a policy change applies in place")?;
+                let script = p.render();
+                let prep = t0.elapsed();
+                let applied = nft(&ns, &dir, &script)?;
+                rec(&mut t, &format!("{what}: in place (compile + plan + nft)"), prep + applied);
+                rec(&mut t, &format!("{what}: in place, nft -f of the plan"), applied);
+                nft(&ns, &dir, &from_rs.render_replace())?;
+                let t0 = Instant::now();
+                let text = compile(to, node, &opts).render_replace();
+                let prep = t0.elapsed();
+                rec(&mut t, &format!("{what}: reference, full replace"), prep + nft(&ns, &dir, &text)?);
+            }
+            nft(&ns, &dir, &initial.render_replace())?;
+            let (out, d) =
+                timed(|| ns.command("nft").args(["list", "set", "inet", &initial.table, "iso_in_v4"]).output());
+            ensure!(out?.status.success(), "nft list set failed");
+            rec(&mut t, "resync: presence check (list one set)", d);
+            let (out, d) =
+                timed(|| ns.command("nft").args(["-j", "list", "counters", "table", "inet", &initial.table]).output());
+            ensure!(out?.status.success(), "nft list counters failed");
+            rec(&mut t, "resync: reference, list every counter", d);
+        }
+        println!(
+            "\n{title}, table for {node}: {} chains, {} rules, {} sets, {} elements; median of {}",
+            initial.chains.len(),
+            initial.rule_count(),
+            initial.sets.len(),
+            initial.element_count(),
+            a.reps
+        );
+        for (k, v) in t {
+            println!("  {k:<62} {}", ms(median(v)));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     if !weft_e2e::require_root() {
         bail!("needs root (network namespaces, nft)");
     }
     let a = args()?;
     scale(&a)?;
+    policy_changes(&a)?;
+    if std::env::var_os("WEFT_BENCH_SKIP_THROUGHPUT").is_some() {
+        return Ok(());
+    }
     throughput(&a)?;
     Ok(())
 }

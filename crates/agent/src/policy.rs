@@ -2,9 +2,14 @@
 //!
 //! Pods (endpoints), namespaces and policies are followed from the store like leases are. On any change the
 //! whole model is compiled again (compiling is pure and fast: see the policy crate); what reaches the kernel is
-//! as small as possible: when only set elements changed (pod churn), just those elements are added and deleted
-//! in one nft transaction; when rules changed, the table is replaced in one transaction. Either way no packet
-//! ever sees half a policy.
+//! as small as possible: `weft_policy::plan` diffs the new table against the one the kernel holds, so pod churn
+//! is a few element updates and one policy added, changed or removed is that policy's chain, sets and counters
+//! plus one dispatch bucket — one nft transaction either way, so no packet ever sees half a policy. The table is
+//! replaced whole only at start, when a plan is impossible, or when nft rejects one (drift: the fallback repairs).
+//!
+//! The periodic pass checks that the table is still there by listing one small set (milliseconds; listing the
+//! counters makes nft fetch the whole table, about a second at 1 000 policies), and reads the drop counters for
+//! metrics only every `COUNTER_EVERY` passes.
 //!
 //! No pod starts unprotected: the compiled table drops forwarded traffic from/to pod interfaces whose address is
 //! not yet in `@ready` (pods this agent has compiled). A pod created a moment ago is therefore isolated until the
@@ -18,8 +23,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use weft_dataplane::Dataplane;
 use weft_policy::nft::CounterKind;
-use weft_policy::{compile, diff_sets, CompileOptions, Model, Namespace, Pod, Ruleset};
+use weft_policy::{compile, plan, CompileOptions, Model, Namespace, Pod, Ruleset};
 use weft_store::{Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
+
+/// Drop counters are exported every this many periodic passes (once a minute with the default 10 s resync).
+const COUNTER_EVERY: u32 = 6;
 
 struct Objects(Arc<dyn Store>, ObjectKind);
 
@@ -61,15 +69,23 @@ pub fn model_from<'a>(
 ) -> (Model, Vec<String>) {
     let mut errors = vec![];
     let mut m = Model::default();
+    // One bad object is skipped (and named in the status and the log); the rest is still compiled. A pod or
+    // namespace the API server would reject never reaches the table.
     for (k, v) in pods {
-        match serde_json::from_value::<Pod>(v.clone()) {
-            Ok(p) => m.pods.push(p),
+        match serde_json::from_value::<Pod>(v.clone()).map_err(|e| e.to_string()) {
+            Ok(p) => match p.validate() {
+                Ok(()) => m.pods.push(p),
+                Err(e) => errors.push(format!("endpoint {k}: {e}")),
+            },
             Err(e) => errors.push(format!("endpoint {k}: {e}")),
         }
     }
     for (k, v) in namespaces {
-        match serde_json::from_value::<Namespace>(v.clone()) {
-            Ok(n) => m.namespaces.push(n),
+        match serde_json::from_value::<Namespace>(v.clone()).map_err(|e| e.to_string()) {
+            Ok(n) => match n.validate() {
+                Ok(()) => m.namespaces.push(n),
+                Err(e) => errors.push(format!("namespace {k}: {e}")),
+            },
             Err(e) => errors.push(format!("namespace {k}: {e}")),
         }
     }
@@ -121,6 +137,8 @@ impl PolicyEngine {
 
     async fn enforce(&self, mut rxs: Vec<watch::Receiver<Listed<Object>>>, mut shutdown: watch::Receiver<bool>) {
         let mut last: Option<Ruleset> = None;
+        let mut passes: u32 = 0;
+        let mut last_errors: Vec<String> = Vec::new();
         let mut last_good = std::collections::BTreeMap::new();
         let mut tick = tokio::time::interval(self.resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -145,25 +163,32 @@ impl PolicyEngine {
             let t0 = Instant::now();
             let pols_used = self.last_good_policies(&mut last_good, pols.values());
             let (model, errors) = model_from(pods.values(), nss.values(), pols_used.iter());
+            for e in errors.iter().filter(|e| !last_errors.contains(*e)) {
+                tracing::warn!(object = %e, "skipping an invalid object; everything else is enforced");
+            }
+            last_errors.clone_from(&errors);
             let rs = compile(&model, &self.node, &self.opts);
-            // A periodic pass checks that the table is still there (its counters are) instead of reloading it:
-            // a full load of a large table costs seconds of kernel time (1 000 policies ≈ 2.5 s) and would reset
-            // the drop counters. If someone deleted the table, it is loaded again in full.
+            // A periodic pass checks that the table is still there instead of reloading it (a full load of a large
+            // table costs seconds of kernel time). If someone deleted the table, it is loaded again in full.
             let mut counters = None;
             if periodic && last.is_some() {
-                let c = self.dp.nft_counters("inet", &rs.table).await.unwrap_or_default();
-                if c.is_empty() {
+                passes = passes.wrapping_add(1);
+                if !self.table_present(&rs.table).await {
                     tracing::warn!("policy table missing (deleted behind our back?); loading it again");
                     last = None;
+                } else if passes % COUNTER_EVERY == 1 {
+                    counters = self.dp.nft_counters("inet", &rs.table).await.ok();
                 }
-                counters = Some(c);
             }
-            let incremental = last.as_ref().and_then(|old| diff_sets(old, &rs));
-            let result = match incremental {
-                Some(cmds) if cmds.is_empty() => Ok("unchanged"),
-                Some(cmds) => match self.dp.nft_script(&cmds.join("\n")).await {
+            let planned = last.as_ref().and_then(|old| plan(old, &rs));
+            let result = match planned {
+                Some(p) if p.is_empty() => Ok("unchanged"),
+                Some(p) => match self.dp.nft_script(&p.render()).await {
                     Ok(()) => Ok("incremental"),
-                    Err(_) => self.replace(&rs).await.map(|_| "full"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "incremental policy update refused; replacing the table");
+                        self.replace(&rs).await.map(|_| "full")
+                    }
                 },
                 None => self.replace(&rs).await.map(|_| "full"),
             };
@@ -261,6 +286,15 @@ impl PolicyEngine {
         }
     }
 
+    /// Cheap presence check: `list set` of one set that every compiled table has makes nft fetch only that set.
+    /// Dataplanes without scripts (the fake) answer through the counter listing instead.
+    async fn table_present(&self, table: &str) -> bool {
+        if self.dp.nft_script(&format!("list set inet {table} iso_in_v4\n")).await.is_ok() {
+            return true;
+        }
+        !self.dp.nft_counters("inet", table).await.unwrap_or_default().is_empty()
+    }
+
     async fn replace(&self, rs: &Ruleset) -> Result<(), weft_dataplane::DataplaneError> {
         self.dp.apply_nft("inet", &rs.table, &rs.render()).await
     }
@@ -270,5 +304,66 @@ fn dir(d: weft_policy::Direction) -> String {
     match d {
         weft_policy::Direction::Ingress => "ingress".into(),
         weft_policy::Direction::Egress => "egress".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(k: &str, v: serde_json::Value) -> Object {
+        (k.to_string(), v)
+    }
+
+    #[test]
+    fn one_bad_object_is_skipped_and_named_the_rest_is_kept() {
+        let pods = [
+            obj("default/good", json!({"namespace": "default", "name": "good", "ips": ["10.0.0.2"], "node": "n1"})),
+            obj("x/../../etc", json!({"namespace": "../../etc", "name": "p", "ips": ["10.0.0.3"], "node": "n1"})),
+            obj("default/bad-label", json!({"namespace": "default", "name": "bl", "labels": {"a b": "c"}})),
+            obj(
+                "default/bad-port",
+                json!({"namespace": "default", "name": "bp", "ports": [{"name": "Bad Port", "port": 80}]}),
+            ),
+            obj("default/garbage", json!("not a pod")),
+        ];
+        let nss = [
+            obj("default", json!({"name": "default", "labels": {"team": "a"}})),
+            obj("Bad Name!", json!({"name": "Bad Name!"})),
+            obj("v", json!({"name": "v", "labels": {"team": "with space"}})),
+        ];
+        let long = "a".repeat(300);
+        let pols = [
+            obj("default/ok", json!({"kind": "NetworkPolicy", "metadata": {"name": "ok", "namespace": "default"}})),
+            obj("default/a/b", json!({"kind": "NetworkPolicy", "metadata": {"name": "a/b", "namespace": "default"}})),
+            obj("default/long", json!({"kind": "NetworkPolicy", "metadata": {"name": long, "namespace": "default"}})),
+            obj(
+                "default/sel",
+                json!({"kind": "NetworkPolicy", "metadata": {"name": "sel"},
+                       "spec": {"podSelector": {"matchLabels": {"app": "has space"}}}}),
+            ),
+        ];
+        let (m, errors) = model_from(pods.iter(), nss.iter(), pols.iter());
+        assert_eq!(m.pods.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["good"]);
+        assert_eq!(m.namespaces.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["default"]);
+        assert_eq!(m.policies.iter().map(|p| p.metadata.name.as_str()).collect::<Vec<_>>(), ["ok"]);
+        for key in [
+            "endpoint x/../../etc",
+            "endpoint default/bad-label",
+            "endpoint default/bad-port",
+            "endpoint default/garbage",
+            "namespace Bad Name!",
+            "namespace v",
+            "policy default/a/b",
+            "policy default/long",
+            "policy default/sel",
+        ] {
+            assert!(errors.iter().any(|e| e.starts_with(&format!("{key}: "))), "{key} not reported: {errors:#?}");
+        }
+        assert_eq!(errors.len(), 9, "{errors:#?}");
+        // What is left still compiles into a table.
+        let rs = compile(&m, "n1", &CompileOptions::default());
+        assert!(rs.set("ready_v4").is_some_and(|s| s.elements.len() == 1));
     }
 }

@@ -1,23 +1,27 @@
 //! Compiling the resolved policies into one nftables table for one node.
 //!
-//! Table layout (`inet`, so IPv4 and IPv6 share it; every address set exists as `_v4` and `_v6`):
+//! Table layout (`inet`, so IPv4 and IPv6 share it; every address set exists as `_v4` and `_v6`; `<P>` is a
+//! policy's stable id, see `naming.rs`):
 //! - `forward` (base chain, hook forward): `ct state established,related accept`, `ct state invalid drop`, then
 //!   optionally drop packets from/to pod interfaces (`iifname/oifname "wf*"`) whose address is not in `@ready`,
 //!   then `jump egress`.
-//! - `egress`: source not in `@iso_out` → `goto ingress`; otherwise `ip saddr @sel<P> jump out_p<P>` for every
-//!   egress policy P; whatever returns is counted (`drop_out_p<P>` for each selecting policy, `drop_out`) and dropped.
-//!   A match in `out_p<P>` does `goto ingress`, because allowed egress must still pass the destination's ingress.
-//! - `ingress`: destination not in `@iso_in` → accept; dispatch to `in_p<P>` by `@sel<P>`; count and drop.
-//! - `in_p<P>` / `out_p<P>`: one rule per (peer, port group) of each policy rule, matching `@peer<S>` (pod IPs of
-//!   a selection), `@block<B>` (ipBlock ranges), `@ports<K>` (`proto . port` ranges, when a rule lists several
-//!   numeric ports) and `@np<N>` (`address . port` of a named port).
+//! - `egress`: source not in `@iso_out` → `goto ingress`; otherwise `jump out_sel<K>` for each of 16 buckets,
+//!   then `jump out_cnt<K>` for each bucket, then count (`drop_out`) and drop. Bucket `out_sel<K>` holds
+//!   `ip saddr @sel_<P> jump out_<P>` for the egress policies hashed to it, `out_cnt<K>` their counting rules
+//!   (`drop_out_<P>`). A match in `out_<P>` does `goto ingress`: allowed egress must still pass the destination's
+//!   ingress. The order of policies does not matter (any allow wins), so a bucket can be refilled alone.
+//! - `ingress`: destination not in `@iso_in` → accept; the same bucket dispatch to `in_<P>`; count and drop.
+//! - `in_<P>` / `out_<P>`: one rule per (peer group, port group) of each policy rule, matching `@pe<S>` (pod IPs of
+//!   a shared selection), `@bk<K>` (every ipBlock of the rule merged into one interval set per family: `cidr`
+//!   minus `except`, then the union, see `ranges.rs`; shared by rules with the same ranges), `@pt<K>` (`proto . port` ranges, when a
+//!   rule lists several numeric ports) and `@np_<proto>_<name>` (`address . port` of a named port).
 //!
 //! Why dispatch by per-policy selection sets instead of per-pod chains: rules then depend only on the policies,
-//! never on pods, so pod churn changes set elements only (`diff_sets` applies it without touching rules) and the
-//! rule count stays O(policies × rules). The cost is one set lookup per isolating policy for the first packet of a
-//! connection to/from an isolated pod; established traffic is accepted by the first rule. Loading a full table
-//! costs O(rules × sets) in the kernel (set references are resolved by a linear name search): about 2.5 s for
-//! 1 000 policies (examples/scale.rs), which is why pod churn goes through `diff_sets` instead.
+//! never on pods, so pod churn changes set elements only and the rule count stays O(policies × rules). Why stable
+//! names and buckets: one policy added, changed or removed then touches its own chain, sets and counters and one
+//! bucket of ~1/16 of the dispatch rules (`plan` in diff.rs), instead of reloading a table whose full load costs
+//! seconds of kernel time at 1 000 policies. Why one interval set per rule for ipBlocks: a policy with 5 000
+//! ipBlocks used to be 5 000 sets, and every nft command on the table paid for caching them.
 //!
 //! Traffic the host originates or receives (kubelet probes, pod → node) goes through output/input, which this
 //! table leaves alone: node ↔ local pod traffic is always allowed, as Kubernetes expects for probes. Egress
@@ -28,9 +32,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::eval::{Direction, Peer, PortMatch, Resolved, Rule as EvalRule, SelectionKey};
 use crate::model::{LabelSelector, Model, Operator, Protocol};
+use crate::naming::{fnv64, Names};
 use crate::nft::{
     AddrDir, Chain, Counter, CounterKind, CtState, Element, Family, Hook, Match, Rule, Ruleset, Set, SetKind, Verdict,
 };
+use crate::ranges::{union, AddrRange};
 
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 
@@ -61,17 +67,35 @@ impl Default for CompileOptions {
     }
 }
 
+/// Dispatch buckets per direction: a policy change refills one bucket (about 1/16 of the dispatch rules); a packet
+/// of an isolated pod pays 32 extra jumps on its first packet only (established traffic is accepted first).
+pub const BUCKETS: usize = 16;
+
 /// Compiles the policies for the pods of `node` into one table (see the module comment for the layout).
 pub fn compile(model: &Model, node: &str, opts: &CompileOptions) -> Ruleset {
     let r = Resolved::new(model);
+    let mut names = Names::default();
+    let ids: Vec<(String, usize)> = r
+        .policies
+        .iter()
+        .map(|p| {
+            let key = p.reference.to_string();
+            (names.name("p", &key), (fnv64(&key) % BUCKETS as u64) as usize)
+        })
+        .collect();
+    let selections = r.selections.iter().map(|s| names.name("pe", &format!("{:?}", s.key))).collect();
     let mut c = Compiler {
         r: &r,
         node,
         opts,
+        ids,
+        selections,
+        names,
         sets: Vec::new(),
         counters: Vec::new(),
         chains: Vec::new(),
         port_sets: BTreeMap::new(),
+        block_sets: BTreeMap::new(),
     };
     c.declare_sets();
     let unready = c.unready_rules();
@@ -92,10 +116,16 @@ struct Compiler<'a, 'm> {
     r: &'a Resolved<'m>,
     node: &'a str,
     opts: &'a CompileOptions,
+    /// Per policy (in `r.policies` order): its stable id and its dispatch bucket.
+    ids: Vec<(String, usize)>,
+    /// Per selection: the base name of its address sets.
+    selections: Vec<String>,
+    names: Names,
     sets: Vec<Set>,
     counters: Vec<Counter>,
     chains: Vec<Chain>,
     port_sets: BTreeMap<Vec<(Protocol, u16, u16)>, String>,
+    block_sets: BTreeMap<Vec<AddrRange>, String>,
 }
 
 impl Compiler<'_, '_> {
@@ -134,27 +164,19 @@ impl Compiler<'_, '_> {
         }
         for (i, p) in r.policies.iter().enumerate() {
             let ips = self.local_ips(&p.selected);
-            self.addr_sets(&format!("sel{i}"), ips, Some(format!("pods selected by {}", p.reference)));
+            let base = format!("sel_{}", self.ids[i].0);
+            self.addr_sets(&base, ips, Some(format!("pods selected by {}", p.reference)));
         }
         for (i, s) in r.selections.iter().enumerate() {
-            self.addr_sets(&format!("peer{i}"), s.ips.iter().copied(), Some(describe_selection(&s.key)));
+            let base = self.selections[i].clone();
+            self.addr_sets(&base, s.ips.iter().copied(), Some(describe_selection(&s.key)));
         }
-        for (i, b) in r.blocks.iter().enumerate() {
-            let f = Family::of(b.block.cidr.addr());
-            let elements = b.ranges.iter().map(|r| Element::Range(*r)).collect();
-            let mut comment = format!("ipBlock {}", b.block.cidr);
-            for e in &b.block.except {
-                comment.push_str(&format!(" except {e}"));
-            }
-            let name = format!("block{i}_{}", f.suffix());
-            self.sets.push(Set { name, kind: SetKind::Ranges(f), comment: Some(comment), elements });
-        }
-        for (i, n) in r.named.iter().enumerate() {
+        for n in &r.named {
             for f in FAMILIES {
                 let elements =
                     n.entries.iter().filter(|(ip, _)| Family::of(*ip) == f).map(|(ip, p)| Element::AddrPort(*ip, *p));
                 let comment = Some(format!("named port {}/{}", n.proto, n.name));
-                let (name, kind) = (format!("np{i}_{}", f.suffix()), SetKind::AddrPort(f));
+                let (name, kind) = (named_set(n.proto, &n.name, f), SetKind::AddrPort(f));
                 self.sets.push(Set { name, kind, comment, elements: elements.collect() });
             }
         }
@@ -189,7 +211,7 @@ impl Compiler<'_, '_> {
         }
     }
 
-    /// The dispatch chain of a direction and the per-policy chains it jumps to.
+    /// The dispatch chain of a direction, its buckets and the per-policy chains they jump to.
     fn direction(&mut self, dir: Direction) {
         let r = self.r;
         let (s, addr_dir) = (short(dir), if dir == Direction::Ingress { AddrDir::Dst } else { AddrDir::Src });
@@ -201,24 +223,26 @@ impl Compiler<'_, '_> {
                 Match::Addr { dir: addr_dir, family: f, set: format!("iso_{s}_{}", f.suffix()), negate: true };
             dispatch.push(rule(vec![Match::NfProto(f), not_isolated], allow.clone()));
         }
-        let mut counting = Vec::new();
+        let mut jumps: Vec<Vec<Rule>> = vec![Vec::new(); BUCKETS];
+        let mut counting: Vec<Vec<Rule>> = vec![Vec::new(); BUCKETS];
         for (i, p) in r.policies.iter().enumerate() {
             let Some(rules) = p.rules(dir) else { continue };
-            let counter = format!("drop_{s}_p{i}");
+            let (id, bucket) = self.ids[i].clone();
+            let counter = format!("drop_{s}_{id}");
             self.counters.push(Counter {
                 name: counter.clone(),
                 counts: CounterKind::DroppedForPolicy(dir, p.reference.clone()),
             });
             for f in FAMILIES {
                 let selected =
-                    Match::Addr { dir: addr_dir, family: f, set: format!("sel{i}_{}", f.suffix()), negate: false };
-                counting.push(Rule {
+                    Match::Addr { dir: addr_dir, family: f, set: format!("sel_{id}_{}", f.suffix()), negate: false };
+                counting[bucket].push(Rule {
                     matches: vec![selected.clone()],
                     counter: Some(counter.clone()),
                     ..Rule::default()
                 });
                 if !rules.is_empty() {
-                    dispatch.push(rule(vec![selected], Verdict::Jump(format!("{s}_p{i}"))));
+                    jumps[bucket].push(rule(vec![selected], Verdict::Jump(format!("{s}_{id}"))));
                 }
             }
             if rules.is_empty() {
@@ -226,44 +250,71 @@ impl Compiler<'_, '_> {
             }
             let mut body = Vec::new();
             for (ri, er) in rules.iter().enumerate() {
+                let what = format!("{} {}[{ri}]", p.reference, long(dir));
                 for matches in self.rule_matches(er, dir) {
-                    let comment = Some(format!("{} {}[{ri}]", p.reference, long(dir)));
-                    body.push(Rule { matches, verdict: Some(allow.clone()), comment, ..Rule::default() });
+                    body.push(Rule {
+                        matches,
+                        verdict: Some(allow.clone()),
+                        comment: Some(what.clone()),
+                        ..Rule::default()
+                    });
                 }
             }
             self.chains.push(Chain {
-                name: format!("{s}_p{i}"),
+                name: format!("{s}_{id}"),
                 hook: None,
                 comment: Some(p.reference.to_string()),
                 rules: body,
             });
         }
+        for (kind, buckets) in [("sel", jumps), ("cnt", counting)] {
+            for (k, rules) in buckets.into_iter().enumerate() {
+                let name = format!("{s}_{kind}{k}");
+                dispatch.push(rule(vec![], Verdict::Jump(name.clone())));
+                self.chains.push(Chain { name, hook: None, comment: None, rules });
+            }
+        }
         let total = format!("drop_{s}");
         self.counters.push(Counter { name: total.clone(), counts: CounterKind::Dropped(dir) });
-        dispatch.extend(counting);
         dispatch.push(self.drop_rule(vec![], &total, s));
         self.chains.push(Chain { name: long(dir).into(), hook: None, comment: None, rules: dispatch });
     }
 
-    /// The match lists of one policy rule: every peer × every port group, skipping combinations of two families.
+    /// The match lists of one policy rule: every peer group × every port group, skipping combinations of two
+    /// families. Peer groups: each pod selection, and all ipBlocks of the rule merged into one interval set per
+    /// family (`bk<hash>_v4/_v6`, created here; a family whose union is empty gets no set and no rule).
     fn rule_matches(&mut self, er: &EvalRule, dir: Direction) -> Vec<Vec<Match>> {
         let peer_dir = if dir == Direction::Ingress { AddrDir::Src } else { AddrDir::Dst };
         let peers: Vec<(Option<Family>, Vec<Match>)> = match &er.peers {
             None => vec![(None, vec![])],
-            Some(peers) => peers
-                .iter()
-                .flatten()
-                .flat_map(|p| match *p {
-                    Peer::Pods(s) => FAMILIES
-                        .iter()
-                        .map(|&f| (Some(f), vec![addr(peer_dir, f, format!("peer{s}_{}", f.suffix()))]))
-                        .collect::<Vec<_>>(),
-                    Peer::Block(b) => {
-                        let f = Family::of(self.r.blocks[b].block.cidr.addr());
-                        vec![(Some(f), vec![addr(peer_dir, f, format!("block{b}_{}", f.suffix()))])]
+            Some(peers) => {
+                let mut out = Vec::new();
+                let mut blocks: BTreeMap<Family, Vec<AddrRange>> = BTreeMap::new();
+                for p in peers.iter().flatten() {
+                    match *p {
+                        Peer::Pods(sel) => {
+                            for f in FAMILIES {
+                                let set = format!("{}_{}", self.selections[sel], f.suffix());
+                                out.push((Some(f), vec![addr(peer_dir, f, set)]));
+                            }
+                        }
+                        Peer::Block(b) => {
+                            let block = &self.r.blocks[b];
+                            let f = Family::of(block.block.cidr.addr());
+                            blocks.entry(f).or_default().extend(block.ranges.iter().copied());
+                        }
                     }
-                })
-                .collect(),
+                }
+                for (f, ranges) in blocks {
+                    let ranges = union(ranges);
+                    if ranges.is_empty() {
+                        continue;
+                    }
+                    let name = self.block_set(f, ranges);
+                    out.push((Some(f), vec![addr(peer_dir, f, name)]));
+                }
+                out
+            }
         };
         let ports = match &er.ports {
             None => vec![(None, vec![])],
@@ -307,12 +358,28 @@ impl Compiler<'_, '_> {
             _ => out.push((None, vec![Match::ProtoDport { set: self.port_set(entries) }])),
         }
         for n in named {
+            let np = &self.r.named[n];
             for f in FAMILIES {
-                let lookup = Match::DaddrDport { family: f, set: format!("np{n}_{}", f.suffix()) };
-                out.push((Some(f), vec![Match::L4Proto(self.r.named[n].proto), lookup]));
+                let lookup = Match::DaddrDport { family: f, set: named_set(np.proto, &np.name, f) };
+                out.push((Some(f), vec![Match::L4Proto(np.proto), lookup]));
             }
         }
         out
+    }
+
+    /// The interval set holding exactly these merged ranges, shared by every rule with the same ipBlocks. Shared
+    /// and not one per rule because nft 1.0.6 fetches the elements of every interval set of the table before any
+    /// element command: their number, not their size, is what pod churn pays for.
+    fn block_set(&mut self, f: Family, ranges: Vec<AddrRange>) -> String {
+        if let Some(name) = self.block_sets.get(&ranges) {
+            return name.clone();
+        }
+        let name = format!("{}_{}", self.names.name("bk", &format!("{ranges:?}")), f.suffix());
+        let comment = Some(format!("ipBlocks: {} ranges from {}", ranges.len(), ranges[0]));
+        let elements = ranges.iter().map(|r| Element::Range(*r)).collect();
+        self.sets.push(Set { name: name.clone(), kind: SetKind::Ranges(f), comment, elements });
+        self.block_sets.insert(ranges, name.clone());
+        name
     }
 
     /// The `proto . port` set holding exactly these entries, shared by every rule with the same list.
@@ -320,12 +387,17 @@ impl Compiler<'_, '_> {
         if let Some(name) = self.port_sets.get(&entries) {
             return name.clone();
         }
-        let name = format!("ports{}", self.port_sets.len());
+        let name = self.names.name("pt", &format!("{entries:?}"));
         let elements = entries.iter().map(|&(p, lo, hi)| Element::ProtoPorts(p, lo, hi)).collect();
         self.sets.push(Set { name: name.clone(), kind: SetKind::ProtoPorts, comment: None, elements });
         self.port_sets.insert(entries, name.clone());
         name
     }
+}
+
+/// Named-port sets are named after the port (IANA names are valid nft identifiers), so they never shift.
+fn named_set(proto: Protocol, name: &str, f: Family) -> String {
+    format!("np_{}_{name}_{}", proto.nft_name(), f.suffix())
 }
 
 /// Sorted, coalesced ranges: nft rejects overlapping intervals in one set.

@@ -3,6 +3,7 @@
 
 use ipnet::IpNet;
 
+use crate::k8s_names::NameError;
 use crate::model::Operator;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,4 +44,7 @@ pub enum Problem {
     BadRequirement { at: String, key: String, operator: Operator, why: &'static str },
     #[error("{at}: label key is empty")]
     EmptyLabelKey { at: String },
+    /// A name, label or port name the API server would reject (`k8s_names`).
+    #[error("{at}: {source}")]
+    BadName { at: String, source: NameError },
 }

@@ -5,12 +5,16 @@
 //! - [`model`]: serde types mirroring the Kubernetes objects, plus pods and namespaces as the store keeps them.
 //! - `parse` / `validate`: manifests (multi-document YAML, JSON, Lists) → validated policies.
 //! - `selector`: label selector semantics.
-//! - `ranges`: ipBlock `cidr` minus `except` as disjoint ranges (nft interval sets cannot subtract).
+//! - `ranges`: ipBlock `cidr` minus `except` as disjoint ranges (nft interval sets cannot subtract), and the union
+//!   that merges every ipBlock of a rule into one interval set.
+//! - [`k8s_names`]: Kubernetes name, label and port-name syntax, checked on policies, pods and namespaces.
 //! - [`eval`]: resolves policies against the model once — the single source of truth for selection, peers and
 //!   named ports that both the compiler and `explain` use, so they cannot disagree.
 //! - [`compile()`] → [`nft::Ruleset`]: structured table (chains, sets, counters) rendered to nft text; see
 //!   `compile.rs` for the table design and why rule count does not grow with pods.
-//! - [`diff_sets`]: element-only updates for pod churn.
+//! - `naming`: stable nft names (hashes of what an object stands for), so one change renames nothing else.
+//! - [`plan()`]: the in-place update from the table the kernel holds to a new one (pod churn, and one policy
+//!   added/changed/removed, as a few commands in one transaction); [`diff_sets`]: the element-only subset.
 //! - [`explain()`]: which policy and rule allow or deny a connection.
 //!
 //! Semantics chosen where Kubernetes leaves room: ipBlock matches by address, pod addresses included (like
@@ -22,15 +26,17 @@
 //! addresses are the node's, and Kubernetes does not apply policy to them).
 //!
 //! Operating notes for the agent:
-//! - Apply `Ruleset::render_replace()` with `nft -f` (atomic); on pod churn apply `diff_sets(old, new)` instead
-//!   when it returns `Some`, and fall back to the full replace if `nft` rejects the commands.
+//! - Apply `Ruleset::render_replace()` with `nft -f` (atomic) the first time; afterwards apply
+//!   `plan(old, new).render()` when it returns `Some`, and fall back to the full replace if `nft` rejects it.
+//! - Models from the store: call `Pod::validate` / `Namespace::validate` and skip (and report) what fails;
+//!   parsing already validates policies.
 //! - New pods: with `default_deny_new_pods` (default), forwarded traffic from/to `wf*` interfaces whose address
 //!   is not in `@ready_v4/_v6` (the node's pods in the model) is dropped, so a pod is default-deny until the
 //!   agent has compiled it; the CNI plugin does not need to wait for the agent.
-//! - Metrics: `drop_in`/`drop_out`/`drop_unready` count all drops; `drop_in_p<N>`/`drop_out_p<N>` count drops of
-//!   pods selected by policy N ([`nft::Ruleset::counters`] maps names to policies). A drop is the union of all
-//!   selecting policies saying no, so it increments the counter of every policy selecting the pod. Counters
-//!   restart from zero on a full replace.
+//! - Metrics: `drop_in`/`drop_out`/`drop_unready` count all drops; `drop_in_<P>`/`drop_out_<P>` count drops of
+//!   pods selected by policy P ([`nft::Ruleset::counters`] maps names to policies). A drop is the union of all
+//!   selecting policies saying no, so it increments the counter of every policy selecting the pod. In-place
+//!   updates keep counters; a policy's counters start at zero when it is added.
 #![forbid(unsafe_code)]
 
 mod compile;
@@ -38,14 +44,17 @@ mod diff;
 mod error;
 pub mod eval;
 mod explain;
+pub mod k8s_names;
 pub mod model;
+mod naming;
 pub mod nft;
 mod parse;
+pub mod plan;
 mod ranges;
 mod selector;
 mod validate;
 
-pub use compile::{compile, CompileOptions};
+pub use compile::{compile, CompileOptions, BUCKETS};
 pub use diff::diff_sets;
 pub use error::{PolicyError, Problem};
 pub use eval::Direction;
@@ -53,4 +62,5 @@ pub use explain::{explain, explain_ips, DirectionVerdict, Endpoint, ExplainError
 pub use model::*;
 pub use nft::Ruleset;
 pub use parse::{parse_policies_json, parse_policies_yaml};
+pub use plan::{plan, Command, Plan};
 pub use ranges::AddrRange;

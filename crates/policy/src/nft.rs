@@ -224,49 +224,75 @@ impl Ruleset {
     fn write_to(&self, out: &mut String) -> fmt::Result {
         writeln!(out, "table inet {} {{", self.table)?;
         for c in &self.counters {
-            writeln!(out, "\tcounter {} {{\n\t\tcomment {}\n\t}}", c.name, quote(&c.counts.to_string()))?;
+            c.write_to(out)?;
         }
         for s in &self.sets {
-            writeln!(out, "\tset {} {{", s.name)?;
-            match s.kind {
-                SetKind::Addr(f) => writeln!(out, "\t\ttype {}", f.addr_type())?,
-                SetKind::Ranges(f) => writeln!(out, "\t\ttype {}\n\t\tflags interval", f.addr_type())?,
-                SetKind::AddrPort(f) => writeln!(out, "\t\ttype {} . inet_service", f.addr_type())?,
-                SetKind::ProtoPorts => writeln!(out, "\t\ttype inet_proto . inet_service\n\t\tflags interval")?,
-            }
-            if let Some(c) = &s.comment {
-                writeln!(out, "\t\tcomment {}", quote(c))?;
-            }
-            if !s.elements.is_empty() {
-                out.push_str("\t\telements = { ");
-                join(out, s.elements.iter(), ",\n\t\t\t")?;
-                out.push_str(" }\n");
-            }
-            out.push_str("\t}\n");
+            s.write_to(out)?;
         }
         for c in &self.chains {
-            writeln!(out, "\tchain {} {{", c.name)?;
-            if let Some(h) = &c.hook {
-                let prio = if h.priority == 0 { "filter".to_string() } else { h.priority.to_string() };
-                writeln!(out, "\t\ttype filter hook {} priority {prio}; policy accept;", h.hook)?;
-            }
-            if let Some(comment) = &c.comment {
-                writeln!(out, "\t\tcomment {}", quote(comment))?;
-            }
-            for r in &c.rules {
-                out.push_str("\t\t");
-                r.write_to(out)?;
-                out.push('\n');
-            }
-            out.push_str("\t}\n");
+            c.write_to(out, true)?;
         }
         out.push_str("}\n");
         Ok(())
     }
 }
 
+impl Counter {
+    /// The declaration inside a `table { }` block.
+    pub(crate) fn write_to(&self, out: &mut String) -> fmt::Result {
+        writeln!(out, "\tcounter {} {{\n\t\tcomment {}\n\t}}", self.name, quote(&self.counts.to_string()))
+    }
+}
+
+impl Set {
+    /// The declaration (with its elements) inside a `table { }` block.
+    pub(crate) fn write_to(&self, out: &mut String) -> fmt::Result {
+        writeln!(out, "\tset {} {{", self.name)?;
+        match self.kind {
+            SetKind::Addr(f) => writeln!(out, "\t\ttype {}", f.addr_type())?,
+            SetKind::Ranges(f) => writeln!(out, "\t\ttype {}\n\t\tflags interval", f.addr_type())?,
+            SetKind::AddrPort(f) => writeln!(out, "\t\ttype {} . inet_service", f.addr_type())?,
+            SetKind::ProtoPorts => writeln!(out, "\t\ttype inet_proto . inet_service\n\t\tflags interval")?,
+        }
+        if let Some(c) = &self.comment {
+            writeln!(out, "\t\tcomment {}", quote(c))?;
+        }
+        if !self.elements.is_empty() {
+            out.push_str("\t\telements = { ");
+            join(out, self.elements.iter(), ",\n\t\t\t")?;
+            out.push_str(" }\n");
+        }
+        out.push_str("\t}\n");
+        Ok(())
+    }
+}
+
+impl Chain {
+    /// The declaration inside a `table { }` block, with its rules or (for an incremental update, whose rules
+    /// follow as `add rule` commands) without.
+    pub(crate) fn write_to(&self, out: &mut String, with_rules: bool) -> fmt::Result {
+        writeln!(out, "\tchain {} {{", self.name)?;
+        if let Some(h) = &self.hook {
+            let prio = if h.priority == 0 { "filter".to_string() } else { h.priority.to_string() };
+            writeln!(out, "\t\ttype filter hook {} priority {prio}; policy accept;", h.hook)?;
+        }
+        if let Some(comment) = &self.comment {
+            writeln!(out, "\t\tcomment {}", quote(comment))?;
+        }
+        if with_rules {
+            for r in &self.rules {
+                out.push_str("\t\t");
+                r.write_to(out)?;
+                out.push('\n');
+            }
+        }
+        out.push_str("\t}\n");
+        Ok(())
+    }
+}
+
 impl Rule {
-    fn write_to(&self, out: &mut String) -> fmt::Result {
+    pub(crate) fn write_to(&self, out: &mut String) -> fmt::Result {
         let mut parts: Vec<String> = self.matches.iter().map(Match::to_string).collect();
         if let Some(p) = &self.log_prefix {
             parts.push(format!("log prefix {}", quote(p)));

@@ -103,6 +103,23 @@ pub fn block_ranges(cidr: &IpNet, except: &[IpNet]) -> Vec<AddrRange> {
     out.into_iter().map(|(s, e)| AddrRange { start: from_u128(v4, s), end: from_u128(v4, e) }).collect()
 }
 
+/// The union of `ranges` (all of one family) as sorted, disjoint ranges, overlapping and adjacent ones coalesced:
+/// nft interval sets refuse overlapping elements, and fewer elements load and diff faster. This is how many
+/// ipBlocks of one rule become one set.
+pub fn union(ranges: impl IntoIterator<Item = AddrRange>) -> Vec<AddrRange> {
+    let mut v: Vec<(bool, u128, u128)> =
+        ranges.into_iter().map(|r| (r.start.is_ipv4(), to_u128(r.start), to_u128(r.end))).collect();
+    v.sort_unstable();
+    let mut out: Vec<(bool, u128, u128)> = Vec::with_capacity(v.len());
+    for (fam, s, e) in v {
+        match out.last_mut() {
+            Some(last) if last.0 == fam && s <= last.2.saturating_add(1) => last.2 = last.2.max(e),
+            _ => out.push((fam, s, e)),
+        }
+    }
+    out.into_iter().map(|(v4, s, e)| AddrRange { start: from_u128(v4, s), end: from_u128(v4, e) }).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +159,19 @@ mod tests {
         assert_eq!(render(&block_ranges(&net("0.0.0.0/0"), &[net("255.255.255.255/32")])), ["0.0.0.0-255.255.255.254"]);
         assert_eq!(render(&block_ranges(&net("::/0"), &[])), ["::/0"]);
         assert_eq!(render(&block_ranges(&net("::/0"), &[net("::/1")])), ["8000::/1"]);
+    }
+
+    #[test]
+    fn union_coalesces_overlapping_and_adjacent_ranges() {
+        let mut all = block_ranges(&net("10.0.0.0/24"), &[net("10.0.0.64/26")]);
+        all.extend(block_ranges(&net("10.0.0.64/27"), &[]));
+        all.extend(block_ranges(&net("10.0.1.0/24"), &[]));
+        all.extend(block_ranges(&net("10.0.0.0/26"), &[]));
+        all.extend(block_ranges(&net("10.0.5.0/24"), &[]));
+        assert_eq!(render(&union(all)), ["10.0.0.0-10.0.0.95", "10.0.0.128-10.0.1.255", "10.0.5.0/24"]);
+        assert_eq!(render(&union(block_ranges(&net("255.255.255.0/24"), &[]))), ["255.255.255.0/24"]);
+        let v6 = union(block_ranges(&net("::/0"), &[]).into_iter().chain(block_ranges(&net("fd00::/8"), &[])));
+        assert_eq!(render(&v6), ["::/0"], "no overflow at the top of the space");
     }
 
     #[test]

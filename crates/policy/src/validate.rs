@@ -5,7 +5,8 @@
 //! entry) matches nothing, so an invalid rule fails closed instead of opening traffic.
 
 use crate::error::{PolicyError, Problem};
-use crate::model::{LabelSelector, NetworkPolicy, Operator, PolicyPeer, PolicyPort, PortRef};
+use crate::k8s_names::{self, NameError};
+use crate::model::{LabelSelector, Namespace, NetworkPolicy, Operator, Pod, PolicyPeer, PolicyPort, PortRef};
 
 impl NetworkPolicy {
     /// Checks the rules the API server enforces on `networking.k8s.io/v1` NetworkPolicy.
@@ -13,6 +14,11 @@ impl NetworkPolicy {
         let invalid = |problem| PolicyError::Invalid { policy: self.reference().to_string(), problem };
         if self.metadata.name.is_empty() {
             return Err(invalid(Problem::MissingName));
+        }
+        let bad_name = |at: &'static str| move |source| Problem::BadName { at: at.to_string(), source };
+        k8s_names::policy_name(&self.metadata.name).map_err(bad_name("metadata.name")).map_err(invalid)?;
+        if let Some(ns) = self.metadata.namespace.as_deref().filter(|ns| !ns.is_empty()) {
+            k8s_names::namespace_name(ns).map_err(bad_name("metadata.namespace")).map_err(invalid)?;
         }
         check_selector(&self.spec.pod_selector, "spec.podSelector").map_err(invalid)?;
         for (i, rule) in self.spec.ingress.iter().enumerate() {
@@ -89,19 +95,44 @@ fn check_port(port: &PolicyPort, at: &str) -> Result<(), Problem> {
 
 /// IANA service name rules Kubernetes applies to named ports (`IsValidPortName`).
 pub(crate) fn valid_port_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 15
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes.iter().any(|b| b.is_ascii_lowercase())
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
-        && !name.contains("--")
+    k8s_names::port_name("port name", name).is_ok()
+}
+
+impl Pod {
+    /// The pod's namespace, name, labels and container port names, as the API server checks them. A pod that
+    /// fails is left out of the model by the agent (with a log naming it), never compiled into a table.
+    pub fn validate(&self) -> Result<(), NameError> {
+        k8s_names::namespace_name(&self.namespace)?;
+        k8s_names::pod_name(&self.name)?;
+        k8s_names::labels(&self.labels)?;
+        for p in &self.ports {
+            k8s_names::port_name("container port name", &p.name)?;
+        }
+        Ok(())
+    }
+}
+
+impl Namespace {
+    pub fn validate(&self) -> Result<(), NameError> {
+        k8s_names::namespace_name(&self.name)?;
+        k8s_names::labels(&self.labels)
+    }
 }
 
 fn check_selector(sel: &LabelSelector, at: &str) -> Result<(), Problem> {
     if sel.match_labels.keys().any(String::is_empty) {
         return Err(Problem::EmptyLabelKey { at: at.to_string() });
+    }
+    let bad = |source| Problem::BadName { at: format!("{at}.matchLabels"), source };
+    k8s_names::labels(&sel.match_labels).map_err(bad)?;
+    for (i, req) in sel.match_expressions.iter().enumerate() {
+        let bad = |source| Problem::BadName { at: format!("{at}.matchExpressions[{i}]"), source };
+        if !req.key.is_empty() {
+            k8s_names::qualified_name("label key", &req.key).map_err(bad)?;
+        }
+        for v in &req.values {
+            k8s_names::label_value("label value", v).map_err(bad)?;
+        }
     }
     for (i, req) in sel.match_expressions.iter().enumerate() {
         let at = format!("{at}.matchExpressions[{i}]");

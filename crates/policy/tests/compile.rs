@@ -58,6 +58,12 @@ fn cluster(n: usize) -> Model {
     }
 }
 
+/// The IPv4 set of the pods `policy` selects (found by its comment: names are hashes).
+fn selected_set(rs: &weft_policy::Ruleset, policy: &str) -> String {
+    let comment = format!("pods selected by {policy}");
+    rs.sets.iter().find(|s| s.comment.as_deref() == Some(&comment) && s.name.ends_with("_v4")).unwrap().name.clone()
+}
+
 #[test]
 fn rule_count_does_not_grow_with_pods() {
     let opts = CompileOptions::default();
@@ -89,14 +95,16 @@ fn node_local_sets_hold_only_local_pods_and_peer_sets_the_whole_cluster() {
     let local: Vec<&Pod> = m.pods.iter().filter(|p| p.node == "n1").collect();
     let ready = &rs.set("ready_v4").unwrap().elements;
     assert_eq!(ready.len(), local.len());
-    for name in ["ready_v4", "iso_in_v4", "iso_out_v4", "sel0_v4", "sel1_v4", "sel2_v4"] {
+    let sel = |policy: &str| selected_set(&rs, policy);
+    let names = ["ready_v4".to_string(), "iso_in_v4".into(), "iso_out_v4".into(), sel("data/db"), sel("shop/web")];
+    for name in &names {
         for e in &rs.set(name).unwrap().elements {
             let Element::Addr(ip) = e else { panic!("{name}: {e}") };
             assert!(local.iter().any(|p| p.ips.contains(ip)), "{name} holds remote {ip}");
         }
     }
-    // data/db (index 0 in namespace/name order) selects app in (db, cache) of namespace data.
-    let sel = &rs.set("sel0_v4").unwrap().elements;
+    // data/db selects app in (db, cache) of namespace data.
+    let sel = &rs.set(&sel("data/db")).unwrap().elements;
     let expected =
         local.iter().filter(|p| p.namespace == "data" && ["db", "cache"].contains(&p.labels["app"].as_str()));
     assert_eq!(sel.len(), expected.count());
@@ -105,7 +113,7 @@ fn node_local_sets_hold_only_local_pods_and_peer_sets_the_whole_cluster() {
     let has_remote = rs
         .sets
         .iter()
-        .filter(|s| s.name.starts_with("peer"))
+        .filter(|s| s.name.starts_with("pe"))
         .any(|s| s.elements.contains(&Element::Addr(remote_db.ips[0])));
     assert!(has_remote, "egress peer set includes the remote db pod");
 }
@@ -132,7 +140,7 @@ fn diff_sets_tracks_pod_churn_and_detects_structure_changes() {
     );
     assert!(cmds.iter().any(|c| c.starts_with("add element inet weft-policy ready_v4 { 10.1.9.9 }")), "{cmds:#?}");
     assert!(
-        cmds.iter().any(|c| c.contains("sel2_v4") && c.contains("10.1.9.9")),
+        cmds.iter().any(|c| c.contains(&selected_set(&new, "shop/web")) && c.contains("10.1.9.9")),
         "shop/web selects the new pod: {cmds:#?}"
     );
 

@@ -165,3 +165,32 @@ fn missing_name_is_rejected() {
     let err = parse_policies_yaml("kind: NetworkPolicy\nspec: {}\n").unwrap_err();
     assert!(matches!(err, PolicyError::Invalid { problem: Problem::MissingName, .. }), "{err}");
 }
+
+/// Names, namespaces and labels the API server would reject (issue 8, item 9), from YAML and from JSON.
+#[test]
+fn names_and_labels_the_api_server_rejects_are_rejected() {
+    let long = "a".repeat(300);
+    for (name, ns) in [("a/b", "n"), ("Bad Name!", "n"), (long.as_str(), "n"), ("ok", "../../etc"), ("ok", "Caps")] {
+        let text = format!("kind: NetworkPolicy\nmetadata: {{name: {name:?}, namespace: {ns:?}}}\nspec: {{}}\n");
+        let err = parse_policies_yaml(&text).unwrap_err();
+        let PolicyError::Invalid { problem: Problem::BadName { at, source }, .. } = &err else {
+            panic!("{name:?} in {ns:?}: expected a name error, got {err:?}");
+        };
+        assert!(at == "metadata.name" || at == "metadata.namespace", "{at}");
+        assert!(err.to_string().contains("is invalid: a lowercase RFC 1123"), "{err}");
+        assert!(source.value.len() <= 80, "hostile values are cut in messages");
+        let json = format!(r#"{{"kind": "NetworkPolicy", "metadata": {{"name": {name:?}, "namespace": {ns:?}}}}}"#);
+        assert!(parse_policies_json(&json).is_err(), "{json}");
+    }
+    let p = problem("  podSelector: {matchLabels: {'bad key': x}}\n");
+    assert!(matches!(&p, Problem::BadName { at, .. } if at == "spec.podSelector.matchLabels"), "{p}");
+    let p = problem("  podSelector: {matchLabels: {app: 'has space'}}\n");
+    assert!(matches!(&p, Problem::BadName { source, .. } if source.what == "label value"), "{p}");
+    let p =
+        problem("  ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: 'a b', operator: Exists}]}}]}]\n");
+    assert!(matches!(&p, Problem::BadName { at, .. } if at.ends_with("namespaceSelector.matchExpressions[0]")), "{p}");
+    let p = problem("  podSelector: {matchExpressions: [{key: app, operator: In, values: ['x y']}]}\n");
+    assert!(matches!(&p, Problem::BadName { .. }), "{p}");
+    let ok = "kind: NetworkPolicy\nmetadata: {name: a.b-c, namespace: n-1}\nspec:\n  podSelector: {matchLabels: {'example.com/App_1': 'V.1', 'k': ''}}\n";
+    assert!(parse_policies_yaml(ok).is_ok(), "prefixed keys, dots, capitals in values and empty values are valid");
+}

@@ -1,6 +1,7 @@
 //! Shared test helpers: model builders, the nft packet simulator (`sim`) and a naive spec oracle (`oracle`).
 #![allow(dead_code)]
 
+pub mod apply;
 pub mod oracle;
 pub mod sim;
 
