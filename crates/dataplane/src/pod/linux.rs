@@ -4,9 +4,11 @@
 //! exists before the default route that uses it, so the kernel never has to resolve it.
 //! Requests that configure state use NLM_F_CREATE|NLM_F_REPLACE, so a retried ADD converges instead of failing
 //! on EEXIST; only the veth itself is created exclusively (a name clash there means something else owns it).
-use super::msg::{address, alias, default_route, host_route, link_index, neighbour, up, veth_message};
+use super::msg::{
+    address, alias, default_route, host_route, link_index, neighbour, no_ipv6_autoconf, up, veth_message,
+};
 use super::nl::{NlSocket, CREATE_EXCL, CREATE_REPLACE};
-use super::observe::{link_by_name, link_obs, side};
+use super::observe::{link_by_name, link_obs, not_ready, side};
 use super::{LinkObs, PodNet, PodObserved, PodSpec};
 use crate::netns::NetnsHandle;
 use crate::DataplaneError;
@@ -15,6 +17,11 @@ use netlink_packet_route::RouteNetlinkMessage as Rt;
 use std::cell::RefCell;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long ADD waits for the kernel's workers to make a configured attachment deliver packets (normally
+/// microseconds; seconds only on a node whose workqueues or RTNL are starved).
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Talks to the kernel of the calling process's namespace (the node) and of pods' namespaces.
 #[derive(Default)]
@@ -177,14 +184,17 @@ fn make_room(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     Ok(())
 }
 
-/// Everything after the veth exists: pod side (up, addresses, gateway neighbours, default routes), then host side
-/// (alias, pod neighbours, host routes), one pipelined batch each.
+/// Everything after the veth exists: host veth without IPv6 autoconf, pod side (up, addresses, gateway
+/// neighbours, default routes), then host side (alias, pod neighbours, host routes), one pipelined batch each;
+/// then waits until the first packet in either direction will be delivered ([`wait_ready`]).
 fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<(), DataplaneError> {
     let host_idx = link_by_name(host, &spec.host_ifname)?
         .ok_or_else(|| DataplaneError::NoSuchLink(spec.host_ifname.clone()))?
         .index;
     let pod_idx =
         link_by_name(pod, &spec.pod_ifname)?.ok_or_else(|| DataplaneError::NoSuchLink(spec.pod_ifname.clone()))?.index;
+    // Before the pod end comes up (carrier, hence addrconf on the host end, follows from that).
+    expect_all(host.batch(vec![(Rt::SetLink(no_ipv6_autoconf(host_idx)), 0)])?, "configure the host veth")?;
 
     let mut pod_reqs = vec![(Rt::SetLink(up(pod_idx)), 0)];
     for a in &spec.addrs {
@@ -205,7 +215,31 @@ fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
         host_reqs.push((Rt::NewNeighbour(neighbour(a.ip, spec.pod_mac, host_idx)), CREATE_REPLACE));
         host_reqs.push((Rt::NewRoute(host_route(a.ip, host_idx)), CREATE_REPLACE));
     }
-    expect_all(host.batch(host_reqs)?, "configure the host side")
+    expect_all(host.batch(host_reqs)?, "configure the host side")?;
+    wait_ready(host, host_idx, pod, pod_idx, spec)
+}
+
+/// Returns once [`not_ready`] finds nothing left, so a pod that sends (or is sent) its first packet the moment
+/// ADD returns is not dropped; polls (the state is set by kernel workers, not by our requests) with a short,
+/// growing pause, and fails ADD if the kernel never gets there.
+fn wait_ready(
+    host: &mut NlSocket,
+    host_idx: u32,
+    pod: &mut NlSocket,
+    pod_idx: u32,
+    spec: &PodSpec,
+) -> Result<(), DataplaneError> {
+    let ips: Vec<_> = spec.addrs.iter().map(|a| a.ip).collect();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let Some(why) = not_ready(host, host_idx, pod, pod_idx, &ips)? else { return Ok(()) };
+        if Instant::now() > deadline {
+            return Err(DataplaneError::Netlink(format!("pod not ready after {READY_TIMEOUT:?}: {why}")));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
 }
 
 fn ensure_sysctl(path: &str) -> Result<(), DataplaneError> {
