@@ -19,6 +19,10 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Every host veth name starts with this (see `weft_cni::names`), and its `ifalias` with [`ALIAS_PREFIX`].
+const HOST_PREFIX: &str = "wf";
+const ALIAS_PREFIX: &str = "weft:";
+
 /// How long ADD waits for the kernel's workers to make a configured attachment deliver packets (normally
 /// microseconds; seconds only on a node whose workqueues or RTNL are starved).
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -184,8 +188,8 @@ fn make_room(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     Ok(())
 }
 
-/// Everything after the veth exists: host veth without IPv6 autoconf, pod side (up, addresses, gateway
-/// neighbours, default routes), then host side (alias, pod neighbours, host routes), one pipelined batch each;
+/// Everything after the veth exists: host veth alias (weft's mark of ownership) and no IPv6 autoconf, pod side (up, addresses, gateway
+/// neighbours, default routes), then host side (pod neighbours, host routes), one pipelined batch each;
 /// then waits until the first packet in either direction will be delivered ([`wait_ready`]).
 fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<(), DataplaneError> {
     let host_idx = link_by_name(host, &spec.host_ifname)?
@@ -194,7 +198,8 @@ fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     let pod_idx =
         link_by_name(pod, &spec.pod_ifname)?.ok_or_else(|| DataplaneError::NoSuchLink(spec.pod_ifname.clone()))?.index;
     // Before the pod end comes up (carrier, hence addrconf on the host end, follows from that).
-    expect_all(host.batch(vec![(Rt::SetLink(no_ipv6_autoconf(host_idx)), 0)])?, "configure the host veth")?;
+    let first = vec![(Rt::SetLink(alias(host_idx, &spec.alias)), 0), (Rt::SetLink(no_ipv6_autoconf(host_idx)), 0)];
+    expect_all(host.batch(first)?, "configure the host veth")?;
 
     let mut pod_reqs = vec![(Rt::SetLink(up(pod_idx)), 0)];
     for a in &spec.addrs {
@@ -210,7 +215,7 @@ fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     // once the pod end is up; until then the kernel drops what it sends (under load that worker can lag by
     // milliseconds and the pod's first packets get no answer). Querying the link makes the kernel finish that
     // pending linkwatch work synchronously (since 6.8; on older kernels it is a harmless read).
-    let mut host_reqs = vec![(Rt::GetLink(link_index(host_idx)), 0), (Rt::SetLink(alias(host_idx, &spec.alias)), 0)];
+    let mut host_reqs = vec![(Rt::GetLink(link_index(host_idx)), 0)];
     for a in &spec.addrs {
         host_reqs.push((Rt::NewNeighbour(neighbour(a.ip, spec.pod_mac, host_idx)), CREATE_REPLACE));
         host_reqs.push((Rt::NewRoute(host_route(a.ip, host_idx)), CREATE_REPLACE));
@@ -264,12 +269,14 @@ fn ignore_missing(r: std::io::Result<()>, name: &str) -> Result<(), DataplaneErr
     }
 }
 
-/// Deletes link `index` if it is still named `name`.
+/// Deletes link `index` if it is still named `name` and is a host veth that weft made ([`weft_host_veth`]);
+/// anything else is left alone without an error (the index and name may come from a hostile environment:
+/// `WEFT_REAP_LINK`).
 fn delete_index(host: &mut NlSocket, index: u32, name: &str) -> Result<(), DataplaneError> {
     let mut q = LinkMessage::default();
     q.header.index = index;
     match host.get(Rt::GetLink(q))?.and_then(link_obs) {
-        Some(l) if l.name == name => {
+        Some(l) if l.name == name && weft_host_veth(&l) => {
             let mut m = LinkMessage::default();
             m.header.index = index;
             ignore_missing(host.batch(vec![(Rt::DelLink(m), 0)])?.remove(0), name)
@@ -287,10 +294,13 @@ fn detached_weft_peer(
     let Some(peer) = link_by_name(pod, ifname)?.and_then(|l| l.peer_index) else { return Ok(None) };
     let mut q = LinkMessage::default();
     q.header.index = peer;
-    Ok(host
-        .get(Rt::GetLink(q))?
-        .and_then(link_obs)
-        .filter(|l| l.name.starts_with("wf") && !l.up && l.alias.as_deref().is_some_and(|a| a.starts_with("weft:"))))
+    Ok(host.get(Rt::GetLink(q))?.and_then(link_obs).filter(|l| !l.up && weft_host_veth(l)))
+}
+
+/// A link weft created on the node: a veth with weft's name prefix and the alias weft gives it (set right after
+/// creation, before anything else; a veth that an ADD killed in between is reclaimed by GC or the next ADD).
+fn weft_host_veth(l: &LinkObs) -> bool {
+    l.kind_veth && l.name.starts_with(HOST_PREFIX) && l.alias.as_deref().is_some_and(|a| a.starts_with(ALIAS_PREFIX))
 }
 
 fn delete_by_name(host: &mut NlSocket, name: &str) -> Result<bool, DataplaneError> {
