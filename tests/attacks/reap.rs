@@ -49,8 +49,14 @@ fn reaper_deletes_only_weft_host_veths() {
     reap(&node, &format!("{uplink}:wf11aabbccddeef"));
     assert!(index(&node, "uplink0").is_some() && index(&node, "wf11aabbccddeef").is_some());
 
+    // DEL puts detached veths into weft's reap group so one request deletes them all; a foreign link that
+    // someone put in that group must make the reaper fall back to deleting just its own veth.
+    const REAP_GROUP: &str = "2003134068"; // 0x77656674, "weft"
+    node.ip(&["link", "set", "uplink0", "group", REAP_GROUP]);
+    node.ip(&["link", "set", "wf11aabbccddeef", "group", REAP_GROUP]);
     let ours = index(&node, "wf11aabbccddeef").unwrap();
     reap(&node, &format!("{ours}:wf11aabbccddeef"));
+    assert!(index(&node, "uplink0").is_some(), "the reaper deleted the reap group with a foreign link in it");
     assert!(
         weft_e2e::wait_until(std::time::Duration::from_secs(10), || index(&node, "wf11aabbccddeef").is_none()),
         "weft's own host veth must still be reaped"

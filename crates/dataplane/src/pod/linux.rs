@@ -8,7 +8,7 @@ use super::msg::{
     address, alias, default_route, host_route, link_index, neighbour, no_ipv6_autoconf, up, veth_message,
 };
 use super::nl::{NlSocket, CREATE_EXCL, CREATE_REPLACE};
-use super::observe::{link_by_name, link_obs, not_ready, side};
+use super::observe::{link_by_name, link_obs, links_in_group, not_ready, side};
 use super::{LinkObs, PodNet, PodObserved, PodSpec};
 use crate::netns::NetnsHandle;
 use crate::DataplaneError;
@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 /// Every host veth name starts with this (see `weft_cni::names`), and its `ifalias` with [`ALIAS_PREFIX`].
 const HOST_PREFIX: &str = "wf";
 const ALIAS_PREFIX: &str = "weft:";
+
+/// The link group (`IFLA_GROUP`) DEL moves a host veth into when it detaches it, so the reaper can delete all
+/// detached veths in one request. An arbitrary value ("weft" in ASCII) that nothing else on a node uses.
+const REAP_GROUP: u32 = 0x7765_6674;
 
 /// How long ADD waits for the kernel's workers to make a configured attachment deliver packets (normally
 /// microseconds; seconds only on a node whose workqueues or RTNL are starved).
@@ -111,6 +115,7 @@ impl PodNet for NetlinkPodNet {
             let mut m = LinkMessage::default();
             m.header.index = link.index;
             m.header.change_mask = LinkFlags::Up;
+            m.attributes.push(LinkAttribute::Group(REAP_GROUP));
             match host.batch(vec![(Rt::SetLink(m), 0)])?.remove(0) {
                 Ok(()) => Ok(Some(link.index)),
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
@@ -272,7 +277,19 @@ fn ignore_missing(r: std::io::Result<()>, name: &str) -> Result<(), DataplaneErr
 /// Deletes link `index` if it is still named `name` and is a host veth that weft made ([`weft_host_veth`]);
 /// anything else is left alone without an error (the index and name may come from a hostile environment:
 /// `WEFT_REAP_LINK`).
+///
+/// Batched: every detached host veth is in [`REAP_GROUP`], and when that group holds only detached weft veths
+/// the whole group goes in one `RTM_DELLINK` (`ip link del group`), i.e. one `unregister_netdevice_many`: the
+/// RCU waits that each unregister does under the RTNL lock are paid once for all the pods being deleted, where
+/// one request per veth makes parallel DELs queue on RTNL one grace period after another. The reapers of the
+/// other veths of the batch then find nothing left to do.
 fn delete_index(host: &mut NlSocket, index: u32, name: &str) -> Result<(), DataplaneError> {
+    let group = links_in_group(host, REAP_GROUP)?;
+    if group.iter().any(|l| l.index == index && l.name == name) && group.iter().all(|l| weft_host_veth(l) && !l.up) {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::Group(REAP_GROUP));
+        return ignore_missing(host.batch(vec![(Rt::DelLink(m), 0)])?.remove(0), name);
+    }
     let mut q = LinkMessage::default();
     q.header.index = index;
     match host.get(Rt::GetLink(q))?.and_then(link_obs) {

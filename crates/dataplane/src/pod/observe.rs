@@ -34,6 +34,16 @@ pub(super) fn link_obs(m: Rt) -> Option<LinkObs> {
     Some(l)
 }
 
+/// Every link of the namespace in link group `group` (a dump filtered here: few links, and any kernel).
+pub(super) fn links_in_group(sock: &mut NlSocket, group: u32) -> Result<Vec<LinkObs>, DataplaneError> {
+    let all = sock.dump(Rt::GetLink(LinkMessage::default()))?;
+    Ok(all
+        .into_iter()
+        .filter(|m| matches!(m, Rt::NewLink(l) if l.attributes.contains(&LinkAttribute::Group(group))))
+        .filter_map(link_obs)
+        .collect())
+}
+
 pub(super) type Side = (Vec<(IpAddr, u8)>, Vec<RouteObs>, Vec<NeighObs>);
 
 /// Addresses, main-table routes and neighbours that belong to link `idx`.
