@@ -309,10 +309,7 @@ fn main() -> Result<()> {
     wall("64 parallel ADD, wall", w.par_add_wall, r.par_add_wall);
     wall("64 parallel DEL, wall", w.par_del_wall, r.par_del_wall);
     row("DEL until veth gone (teardown)", &w.teardown, &r.del);
-    println!(
-        "{BURST} parallel DEL x{BURST_ROUNDS} rounds   {:>11} {:>11}   {:>11} {:>11}",
-        "p50", "max", "p50", "max"
-    );
+    println!("{BURST} parallel DEL x{BURST_ROUNDS} rounds   {:>11} {:>11}   {:>11} {:>11}", "p50", "max", "p50", "max");
     let burst_row = |name: &str, a: &[Duration], b: &[Duration]| {
         let max = |v: &[Duration]| v.iter().max().copied().unwrap_or_default();
         println!(
