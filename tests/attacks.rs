@@ -5,5 +5,7 @@
 mod agentport;
 #[path = "attacks/cni.rs"]
 mod cni;
+#[path = "attacks/reap.rs"]
+mod reap;
 #[path = "attacks/spoof.rs"]
 mod spoof;

@@ -11,6 +11,10 @@
 //! answers and the directory again on DEL. A third plugin, weft with `ipam.fsync: false`, runs interleaved in
 //! the same sequential rounds, so the table shows ADD+DEL with and without fsync beside the reference.
 //!
+//! Then "10 parallel DEL" (what a node sees when a Deployment scales down or a runtime stops several pods at once):
+//! 10 pods added, their 10 DELs started together, over several rounds: each DEL's latency and, for weft, how long
+//! its host veth lingers in the kernel after that DEL returned (the reference deletes its veth inside DEL).
+//!
 //! Usage: `cargo build --release -p weft-cni && cargo run --release -p weft-bench --bin cni -- [N]` (root).
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -137,6 +141,78 @@ fn run(plugins: [&Plugin; 3], n: usize, token: &str) -> Result<[Stats; 3]> {
     Ok(st)
 }
 
+const BURST: usize = 10;
+const BURST_ROUNDS: usize = 10;
+
+#[derive(Default)]
+struct Burst {
+    del: Vec<Duration>,
+    /// Per veth: from its DEL's return until the kernel no longer lists it (zero if already gone).
+    linger: Vec<Duration>,
+    /// Per round: from the start of the burst until the last veth is gone (the reference: the last DEL's return).
+    all_gone: Vec<Duration>,
+}
+
+/// [`BURST_ROUNDS`] rounds of [`BURST`] ADDs, then their DELs started together; `veths` names the host veth of a
+/// container ID when the plugin leaves the unregister to later (weft), so it can be watched.
+fn burst(p: &Plugin, token: &str, veths: Option<&dyn Fn(&str) -> String>) -> Result<Burst> {
+    let kernel = NetlinkPodNet::new();
+    let mut out = Burst::default();
+    for round in 0..BURST_ROUNDS {
+        let pods: Vec<Netns> = (0..BURST).map(|i| Netns::new(format!("{token}{}b{i}", &p.label[..1]))).collect();
+        let tag = format!("b{round}-");
+        for (i, pod) in pods.iter().enumerate() {
+            call(p, "ADD", &format!("{tag}{i}"), &pod.path())?;
+        }
+        let t0 = Instant::now();
+        let tag = tag.as_str();
+        let ends: Vec<Result<Instant>> = std::thread::scope(|s| {
+            let hs: Vec<_> = pods
+                .iter()
+                .enumerate()
+                .map(|(i, pod)| {
+                    s.spawn(move || {
+                        let d = call(p, "DEL", &format!("{tag}{i}"), &pod.path())?;
+                        Ok((d, Instant::now()))
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join().expect("thread").map(|(d, end)| {
+                        out.del.push(d);
+                        end
+                    })
+                })
+                .collect()
+        });
+        let ends: Vec<Instant> = ends.into_iter().collect::<Result<_>>()?;
+        let Some(veth) = veths else {
+            out.all_gone.push(ends.iter().max().copied().unwrap_or(t0) - t0);
+            continue;
+        };
+        let names: Vec<String> = (0..BURST).map(|i| veth(&format!("{tag}{i}"))).collect();
+        let mut gone: Vec<Option<Instant>> = vec![None; BURST];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gone.iter().any(Option::is_none) && Instant::now() < deadline {
+            let live = kernel.links_with_prefix("wf")?;
+            let now = Instant::now();
+            for (g, n) in gone.iter_mut().zip(&names) {
+                if g.is_none() && !live.contains(n) {
+                    *g = Some(now);
+                }
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let gone: Vec<Instant> = gone.into_iter().map(|g| g.unwrap_or(deadline)).collect();
+        for (g, e) in gone.iter().zip(&ends) {
+            out.linger.push(g.saturating_duration_since(*e));
+        }
+        out.all_gone.push(gone.iter().max().copied().unwrap_or(t0) - t0);
+    }
+    Ok(out)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
@@ -181,8 +257,8 @@ fn main() -> Result<()> {
     }
     // Plugins run inside the node namespace: forked from a thread that entered it (and the threads it starts).
     // The main thread stays outside, so the namespace guards can clean up whatever happens.
-    let [w, r, u] = std::thread::scope(|s| {
-        s.spawn(|| -> Result<[Stats; 3]> {
+    let ([w, r, u], bw, br) = std::thread::scope(|s| {
+        s.spawn(|| -> Result<([Stats; 3], Burst, Burst)> {
             node_ns.enter_this_thread()?;
             // Warm-up (page cache, bridge creation) outside the measurement.
             for (k, p) in [&weft, &reference, &unsynced].into_iter().enumerate() {
@@ -190,7 +266,11 @@ fn main() -> Result<()> {
                 call(p, "ADD", "warm", &warm.path())?;
                 call(p, "DEL", "warm", &warm.path())?;
             }
-            run([&weft, &reference, &unsynced], n, &token)
+            let st = run([&weft, &reference, &unsynced], n, &token)?;
+            let name = |cid: &str| weft_cni::names::host_veth("wbench", cid, "eth0");
+            let bw = burst(&weft, &token, Some(&name))?;
+            let br = burst(&reference, &token, None)?;
+            Ok((st, bw, br))
         })
         .join()
         .expect("bench thread")
@@ -250,6 +330,20 @@ fn main() -> Result<()> {
         ms(pct(&w.both, 0.5)),
         ms(pct(&u.both, 0.5))
     );
+    println!("{BURST} parallel DEL x{BURST_ROUNDS} rounds   {:>11} {:>11}   {:>11} {:>11}", "p50", "max", "p50", "max");
+    let burst_row = |name: &str, a: &[Duration], b: &[Duration]| {
+        let max = |v: &[Duration]| v.iter().max().copied().unwrap_or_default();
+        println!(
+            "  {name:<32} {:>11} {:>11}   {:>11} {:>11}",
+            ms(pct(a, 0.5)),
+            ms(max(a)),
+            ms(pct(b, 0.5)),
+            ms(max(b))
+        );
+    };
+    burst_row("DEL latency", &bw.del, &br.del);
+    burst_row("veth lingers after its DEL", &bw.linger, &vec![Duration::ZERO; br.del.len()]);
+    burst_row("burst start -> last veth gone", &bw.all_gone, &br.all_gone);
     let target = pct(&w.both, 0.5).as_secs_f64() / pct(&r.both, 0.5).as_secs_f64();
     println!("ADD+DEL median ratio {target:.3} (target <= 0.25)");
     Ok(())

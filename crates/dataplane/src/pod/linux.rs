@@ -6,9 +6,9 @@
 //! the veth is new, so whatever they replace is ours. The veth and every route are created exclusively
 //! (NLM_F_EXCL): a clash there means something else owns the name or the destination, and replacing it would
 //! rewrite someone else's routing (another attachment's default route, a node route to that address).
-use super::msg::{address, alias, host_route, link_index, neighbour, pod_route, up, veth_message};
+use super::msg::{address, alias, host_route, link_index, neighbour, no_ipv6_autoconf, pod_route, up, veth_message};
 use super::nl::{NlSocket, CREATE_EXCL, CREATE_REPLACE};
-use super::observe::{defaults_besides, link_by_name, link_obs, side};
+use super::observe::{defaults_besides, link_by_name, link_obs, links_in_group, not_ready, side};
 use super::{Defaults, LinkObs, PodNet, PodObserved, PodSpec};
 use crate::netns::NetnsHandle;
 use crate::DataplaneError;
@@ -17,6 +17,19 @@ use netlink_packet_route::RouteNetlinkMessage as Rt;
 use std::cell::RefCell;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Every host veth name starts with this (see `weft_cni::names`), and its `ifalias` with [`ALIAS_PREFIX`].
+const HOST_PREFIX: &str = "wf";
+const ALIAS_PREFIX: &str = "weft:";
+
+/// The link group (`IFLA_GROUP`) DEL moves a host veth into when it detaches it, so the reaper can delete all
+/// detached veths in one request. An arbitrary value ("weft" in ASCII) that nothing else on a node uses.
+const REAP_GROUP: u32 = 0x7765_6674;
+
+/// How long ADD waits for the kernel's workers to make a configured attachment deliver packets (normally
+/// microseconds; seconds only on a node whose workqueues or RTNL are starved).
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Talks to the kernel of the calling process's namespace (the node) and of pods' namespaces.
 #[derive(Default)]
@@ -109,6 +122,7 @@ impl PodNet for NetlinkPodNet {
             let mut m = LinkMessage::default();
             m.header.index = link.index;
             m.header.change_mask = LinkFlags::Up;
+            m.attributes.push(LinkAttribute::Group(REAP_GROUP));
             match host.batch(vec![(Rt::SetLink(m), 0)])?.remove(0) {
                 Ok(()) => Ok(Some(link.index)),
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
@@ -202,14 +216,18 @@ fn make_room(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     Ok(())
 }
 
-/// Everything after the veth exists: pod side (up, addresses, gateway neighbours, the routes of the plan), then
-/// host side (alias, pod neighbours, host routes), one pipelined batch each.
+/// Everything after the veth exists: host veth alias (weft's mark of ownership) and no IPv6 autoconf, pod side
+/// (up, addresses, gateway neighbours, the routes of the plan), then host side (pod neighbours, host routes), one
+/// pipelined batch each; then waits until the first packet in either direction will be delivered ([`wait_ready`]).
 fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<(), DataplaneError> {
     let host_idx = link_by_name(host, &spec.host_ifname)?
         .ok_or_else(|| DataplaneError::NoSuchLink(spec.host_ifname.clone()))?
         .index;
     let pod_idx =
         link_by_name(pod, &spec.pod_ifname)?.ok_or_else(|| DataplaneError::NoSuchLink(spec.pod_ifname.clone()))?.index;
+    // Before the pod end comes up (carrier, hence addrconf on the host end, follows from that).
+    let first = vec![(Rt::SetLink(alias(host_idx, &spec.alias)), 0), (Rt::SetLink(no_ipv6_autoconf(host_idx)), 0)];
+    expect_all(host.batch(first)?, "configure the host veth")?;
 
     let mut pod_reqs = vec![(Rt::SetLink(up(pod_idx)), 0)];
     for a in &spec.addrs {
@@ -237,12 +255,36 @@ fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     // once the pod end is up; until then the kernel drops what it sends (under load that worker can lag by
     // milliseconds and the pod's first packets get no answer). Querying the link makes the kernel finish that
     // pending linkwatch work synchronously (since 6.8; on older kernels it is a harmless read).
-    let mut host_reqs = vec![(Rt::GetLink(link_index(host_idx)), 0), (Rt::SetLink(alias(host_idx, &spec.alias)), 0)];
+    let mut host_reqs = vec![(Rt::GetLink(link_index(host_idx)), 0)];
     for a in &spec.addrs {
         host_reqs.push((Rt::NewNeighbour(neighbour(a.ip, spec.pod_mac, host_idx)), CREATE_REPLACE));
         host_reqs.push((Rt::NewRoute(host_route(a.ip, host_idx)), CREATE_EXCL));
     }
-    expect_all(host.batch(host_reqs)?, "configure the host side")
+    expect_all(host.batch(host_reqs)?, "configure the host side")?;
+    wait_ready(host, host_idx, pod, pod_idx, spec)
+}
+
+/// Returns once [`not_ready`] finds nothing left, so a pod that sends (or is sent) its first packet the moment
+/// ADD returns is not dropped; polls (the state is set by kernel workers, not by our requests) with a short,
+/// growing pause, and fails ADD if the kernel never gets there.
+fn wait_ready(
+    host: &mut NlSocket,
+    host_idx: u32,
+    pod: &mut NlSocket,
+    pod_idx: u32,
+    spec: &PodSpec,
+) -> Result<(), DataplaneError> {
+    let ips: Vec<_> = spec.addrs.iter().map(|a| a.ip).collect();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let Some(why) = not_ready(host, host_idx, pod, pod_idx, &ips)? else { return Ok(()) };
+        if Instant::now() > deadline {
+            return Err(DataplaneError::Netlink(format!("pod not ready after {READY_TIMEOUT:?}: {why}")));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
 }
 
 fn ensure_sysctl(path: &str) -> Result<(), DataplaneError> {
@@ -267,12 +309,26 @@ fn ignore_missing(r: std::io::Result<()>, name: &str) -> Result<(), DataplaneErr
     }
 }
 
-/// Deletes link `index` if it is still named `name`.
+/// Deletes link `index` if it is still named `name` and is a host veth that weft made ([`weft_host_veth`]);
+/// anything else is left alone without an error (the index and name may come from a hostile environment:
+/// `WEFT_REAP_LINK`).
+///
+/// Batched: every detached host veth is in [`REAP_GROUP`], and when that group holds only detached weft veths
+/// the whole group goes in one `RTM_DELLINK` (`ip link del group`), i.e. one `unregister_netdevice_many`: the
+/// RCU waits that each unregister does under the RTNL lock are paid once for all the pods being deleted, where
+/// one request per veth makes parallel DELs queue on RTNL one grace period after another. The reapers of the
+/// other veths of the batch then find nothing left to do.
 fn delete_index(host: &mut NlSocket, index: u32, name: &str) -> Result<(), DataplaneError> {
+    let group = links_in_group(host, REAP_GROUP)?;
+    if group.iter().any(|l| l.index == index && l.name == name) && group.iter().all(|l| weft_host_veth(l) && !l.up) {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::Group(REAP_GROUP));
+        return ignore_missing(host.batch(vec![(Rt::DelLink(m), 0)])?.remove(0), name);
+    }
     let mut q = LinkMessage::default();
     q.header.index = index;
     match host.get(Rt::GetLink(q))?.and_then(link_obs) {
-        Some(l) if l.name == name => {
+        Some(l) if l.name == name && weft_host_veth(&l) => {
             let mut m = LinkMessage::default();
             m.header.index = index;
             ignore_missing(host.batch(vec![(Rt::DelLink(m), 0)])?.remove(0), name)
@@ -290,10 +346,13 @@ fn detached_weft_peer(
     let Some(peer) = link_by_name(pod, ifname)?.and_then(|l| l.peer_index) else { return Ok(None) };
     let mut q = LinkMessage::default();
     q.header.index = peer;
-    Ok(host
-        .get(Rt::GetLink(q))?
-        .and_then(link_obs)
-        .filter(|l| l.name.starts_with("wf") && !l.up && l.alias.as_deref().is_some_and(|a| a.starts_with("weft:"))))
+    Ok(host.get(Rt::GetLink(q))?.and_then(link_obs).filter(|l| !l.up && weft_host_veth(l)))
+}
+
+/// A link weft created on the node: a veth with weft's name prefix and the alias weft gives it (set right after
+/// creation, before anything else; a veth that an ADD killed in between is reclaimed by GC or the next ADD).
+fn weft_host_veth(l: &LinkObs) -> bool {
+    l.kind_veth && l.name.starts_with(HOST_PREFIX) && l.alias.as_deref().is_some_and(|a| a.starts_with(ALIAS_PREFIX))
 }
 
 fn delete_by_name(host: &mut NlSocket, name: &str) -> Result<bool, DataplaneError> {

@@ -2,7 +2,10 @@
 use super::{Mac, PodRoute, PodSpec};
 use crate::overlay::RTPROT_WEFT;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
+};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -47,6 +50,28 @@ pub(super) fn up(index: u32) -> LinkMessage {
     m.header.index = index;
     m.header.flags = LinkFlags::Up;
     m.header.change_mask = LinkFlags::Up;
+    m
+}
+
+/// No IPv6 link-local (nor DAD, router solicitations, MLD) on the host veth: nothing needs one there (both
+/// neighbours are permanent), and the kernel would otherwise start it from the linkwatch worker, in the middle
+/// of the pod's first packets. Set before the pair has carrier (the kernel refuses `IFLA_AF_SPEC` at creation).
+pub(super) fn no_ipv6_autoconf(index: u32) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+        In6AddrGenMode::None,
+    )])]));
+    m
+}
+
+/// `ip route get IP`: the kernel answers with the route a packet to `ip` would take (type `local` once `ip` is
+/// one of this namespace's own addresses *for the FIB*, not merely listed on an interface).
+pub(super) fn route_get(ip: IpAddr) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family(ip);
+    m.header.destination_prefix_length = host_len(ip);
+    m.attributes.push(RouteAttribute::Destination(RouteAddress::from(ip)));
     m
 }
 
@@ -196,5 +221,15 @@ mod tests {
         assert!(a6.attributes.contains(&AddressAttribute::Flags(AddressFlags::Nodad)));
         let n = neighbour(gw, [2, 0, 0, 0, 0, 1], 3);
         assert_eq!(n.header.state, NeighbourState::Permanent);
+        let g = route_get("fd00::5".parse().unwrap());
+        assert_eq!((g.header.address_family, g.header.destination_prefix_length), (AddressFamily::Inet6, 128));
+    }
+
+    #[test]
+    fn host_veth_gets_no_ipv6_link_local() {
+        let m = no_ipv6_autoconf(9);
+        assert_eq!(m.header.index, 9);
+        let want = AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)]);
+        assert_eq!(m.attributes, vec![LinkAttribute::AfSpecUnspec(vec![want])]);
     }
 }

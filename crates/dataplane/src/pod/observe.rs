@@ -1,12 +1,13 @@
-//! Reading the kernel back: links, addresses, routes and neighbours of one interface, for CHECK and for the
-//! "is this ours?" questions of create.
+//! Reading the kernel back: links, addresses, routes and neighbours of one interface, for CHECK, for the
+//! "is this ours?" questions of create, and for the readiness that ADD waits for ([`not_ready`]).
+use super::msg::{link_index, route_get};
 use super::nl::NlSocket;
 use super::{Defaults, LinkObs, NeighObs, RouteObs};
 use crate::DataplaneError;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage as Rt};
 use std::net::IpAddr;
 
@@ -31,6 +32,16 @@ pub(super) fn link_obs(m: Rt) -> Option<LinkObs> {
         }
     }
     Some(l)
+}
+
+/// Every link of the namespace in link group `group` (a dump filtered here: few links, and any kernel).
+pub(super) fn links_in_group(sock: &mut NlSocket, group: u32) -> Result<Vec<LinkObs>, DataplaneError> {
+    let all = sock.dump(Rt::GetLink(LinkMessage::default()))?;
+    Ok(all
+        .into_iter()
+        .filter(|m| matches!(m, Rt::NewLink(l) if l.attributes.contains(&LinkAttribute::Group(group))))
+        .filter_map(link_obs)
+        .collect())
 }
 
 pub(super) type Side = (Vec<(IpAddr, u8)>, Vec<RouteObs>, Vec<NeighObs>);
@@ -127,4 +138,45 @@ fn route_obs(r: RouteMessage) -> Option<RouteObs> {
         }
     }
     Some(obs)
+}
+
+/// What still keeps a configured attachment from delivering its first packet, or `None` when nothing does.
+/// Two things the kernel finishes *after* the netlink requests were acked, in workers that a busy node runs late:
+/// - an IPv6 address added with `nodad` is listed at once, but its `local` route (what makes the namespace
+///   accept packets to it) is only inserted by the addrconf worker; until then every packet to the pod's IPv6
+///   address is dropped (IPv4 inserts its local route synchronously; checked anyway, it costs one request);
+/// - a link whose carrier came up is only given its transmit queue by the linkwatch worker, which also sets
+///   `operstate` UP: before that the kernel drops what the link sends (asking for the link runs pending
+///   linkwatch work at once on kernels ≥ 6.8, so this is normally true on the first read).
+pub(super) fn not_ready(
+    host: &mut NlSocket,
+    host_idx: u32,
+    pod: &mut NlSocket,
+    pod_idx: u32,
+    ips: &[IpAddr],
+) -> Result<Option<String>, DataplaneError> {
+    for (sock, idx, side) in [(&mut *host, host_idx, "host"), (&mut *pod, pod_idx, "pod")] {
+        let state = oper_state(sock, idx)?;
+        if state != Some(State::Up) {
+            return Ok(Some(format!("{side} end of the veth has operstate {state:?}")));
+        }
+    }
+    for ip in ips {
+        if !is_local(pod, *ip)? {
+            return Ok(Some(format!("{ip} is not yet a local address of the pod")));
+        }
+    }
+    Ok(None)
+}
+
+fn oper_state(sock: &mut NlSocket, idx: u32) -> Result<Option<State>, DataplaneError> {
+    let Some(Rt::NewLink(m)) = sock.get(Rt::GetLink(link_index(idx)))? else { return Ok(None) };
+    Ok(m.attributes.into_iter().find_map(|a| match a {
+        LinkAttribute::OperState(s) => Some(s),
+        _ => None,
+    }))
+}
+
+fn is_local(sock: &mut NlSocket, ip: IpAddr) -> Result<bool, DataplaneError> {
+    Ok(matches!(sock.get(Rt::GetRoute(route_get(ip)))?, Some(Rt::NewRoute(r)) if r.header.kind == RouteType::Local))
 }
