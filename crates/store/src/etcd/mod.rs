@@ -9,11 +9,11 @@
 //! and a call that failed in transport or timed out drops the client, so the next call connects afresh
 //! instead of trusting a channel that may be wedged. Connecting is lazy and cheap: nothing is lost while etcd
 //! is healthy.
-mod keys;
+pub(crate) mod keys;
 mod lease;
 mod watch;
 
-use crate::{Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
+use crate::{LeaseEntry, Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
 use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use keys::Keys;
@@ -218,7 +218,26 @@ impl Store for EtcdStore {
 
     async fn leases(&self) -> Result<Snapshot<Lease>, StoreError> {
         let (items, revision) = lease::list(&self.inner).await?;
-        Ok(Snapshot { items: items.into_iter().map(|l| l.lease).collect(), revision })
+        let items = items
+            .into_iter()
+            .filter_map(|l| match l.lease {
+                Ok(lease) => Some(lease),
+                Err(e) => {
+                    tracing::warn!(key = %l.key, error = %e, "skipping an undecodable lease");
+                    None
+                }
+            })
+            .collect();
+        Ok(Snapshot { items, revision })
+    }
+
+    async fn lease_entries(&self) -> Result<Snapshot<LeaseEntry>, StoreError> {
+        let (items, revision) = lease::list(&self.inner).await?;
+        Ok(Snapshot { items: items.into_iter().map(lease::Stored::entry).collect(), revision })
+    }
+
+    async fn watch_lease_entries(&self, after: Revision) -> Result<WatchStream<LeaseEntry>, StoreError> {
+        watch::lease_entries(&self.inner, after).await
     }
 
     async fn watch_leases(&self, after: Revision) -> Result<WatchStream<Lease>, StoreError> {
@@ -246,8 +265,14 @@ impl Store for EtcdStore {
             .kvs()
             .iter()
             .filter_map(|kv| keys::strip(&dir, kv.key()).map(|k| (k, kv)))
-            .map(|(k, kv)| Ok((k.to_string(), parse(kv.value(), "object")?)))
-            .collect::<Result<Vec<Object>, StoreError>>()?;
+            .filter_map(|(k, kv)| match serde_json::from_slice(kv.value()) {
+                Ok(v) => Some((k.to_string(), v)),
+                Err(e) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "skipping an undecodable object");
+                    None
+                }
+            })
+            .collect::<Vec<Object>>();
         Ok(Snapshot { items, revision: header_rev(resp.header()) })
     }
 
