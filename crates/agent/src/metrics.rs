@@ -20,6 +20,8 @@ pub struct Metrics {
     /// Packets dropped by policy, by direction and (for per-policy counters) policy; read from nft counters.
     pub policy_dropped: Family<Vec<(String, String)>, Gauge>,
     pub vxlan_rejected: Gauge,
+    /// Stored leases refused by admission (see `peers`).
+    pub peers_rejected: Gauge,
 }
 
 impl Default for Metrics {
@@ -38,9 +40,15 @@ impl Default for Metrics {
             reconcile_seconds: Histogram::new(exponential_buckets(0.0005, 4.0, 10)),
             policy_dropped: Family::default(),
             vxlan_rejected: Gauge::default(),
+            peers_rejected: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("peers", "Peers (other nodes' leases) known", m.peers.clone());
+        registry.register(
+            "peers_rejected",
+            "Stored leases refused by admission (undecodable, hijacking, overlapping, invalid)",
+            m.peers_rejected.clone(),
+        );
         registry.register("store_up", "1 when the last store call succeeded", m.store_up.clone());
         registry.register("reconciles", "Reconcile passes", m.reconciles.clone());
         registry.register("reconcile_errors", "Reconcile passes that failed", m.reconcile_errors.clone());

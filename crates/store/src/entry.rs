@@ -9,10 +9,11 @@ use weft_types::Lease;
 
 /// Creation order of a stored lease; lower is older. Each store fills it with what it has:
 /// etcd `(create_revision, key)`, SQLite `(rowid, node)`, Kubernetes `(creationTimestamp in s, Node name)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Created(pub i64, pub String);
 
-#[derive(Debug, Clone, PartialEq)]
+/// (Serialize only so that watchers can fingerprint what they last delivered.)
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LeaseEntry {
     /// Where the lease is stored (etcd key, SQLite node column, Kubernetes Node name): what an operator deletes
     /// to get rid of it, and what a watch's `Delete` names.
