@@ -32,8 +32,8 @@ pub use admit::{admit, Admission, Reason, Refusal, Rules};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use entry::{Created, LeaseEntry, Rejected};
-pub use etcd::{EtcdOptions, EtcdStore};
-pub use open::{open, StoreUrl};
+pub use etcd::{EtcdOptions, EtcdSecurity, EtcdSecurityFiles, EtcdStore};
+pub use open::{open, open_with, StoreUrl};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;

@@ -11,7 +11,10 @@
 //! is healthy.
 pub(crate) mod keys;
 mod lease;
+mod security;
 mod watch;
+
+pub use security::{EtcdSecurity, EtcdSecurityFiles};
 
 use crate::{LeaseEntry, Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
 use async_trait::async_trait;
@@ -33,6 +36,8 @@ pub struct EtcdOptions {
     pub op_timeout: Duration,
     /// Deadline for opening a connection.
     pub connect_timeout: Duration,
+    /// TLS and credentials (used with `https://` endpoints / a password).
+    pub security: EtcdSecurity,
 }
 
 impl Default for EtcdOptions {
@@ -41,6 +46,7 @@ impl Default for EtcdOptions {
             prefix: DEFAULT_PREFIX.to_string(),
             op_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
+            security: EtcdSecurity::default(),
         }
     }
 }
@@ -64,7 +70,8 @@ pub(crate) struct Inner {
 }
 
 impl EtcdStore {
-    /// Connects to etcd at `endpoints` (`http://host:port`). Fails only if etcd cannot be reached now.
+    /// Connects to etcd at `endpoints` (`http://host:port`, or `https://host:port` with TLS in
+    /// `opts.security`). Fails only if etcd cannot be reached now.
     pub async fn connect(endpoints: Vec<String>, opts: EtcdOptions) -> Result<Self, StoreError> {
         if endpoints.is_empty() {
             return Err(StoreError::Other("no etcd endpoints".into()));
@@ -90,7 +97,7 @@ impl EtcdStore {
 
 // gRPC status codes that mean "the server or the path to it is not working right now" (tonic::Code values;
 // etcd-client does not re-export the enum).
-const TRANSIENT_CODES: [i32; 7] = [
+const TRANSIENT_CODES: [i32; 8] = [
     1,  // Cancelled
     2,  // Unknown (tonic reports broken connections so)
     4,  // DeadlineExceeded
@@ -98,6 +105,7 @@ const TRANSIENT_CODES: [i32; 7] = [
     10, // Aborted
     13, // Internal (h2 protocol errors on a dying connection)
     14, // Unavailable (also "etcdserver: leader changed" / no leader)
+    16, // Unauthenticated (a token that could not be refreshed): reconnect, which authenticates again
 ];
 
 /// Maps an etcd-client error; the bool says whether it is a transport failure (drop the client).
@@ -121,7 +129,10 @@ impl Inner {
         if let Some((gen, c)) = conn.as_ref() {
             return Ok((*gen, c.clone()));
         }
-        let opts = ConnectOptions::new()
+        let opts = self
+            .opts
+            .security
+            .apply(ConnectOptions::new())
             .with_connect_timeout(self.opts.connect_timeout)
             .with_timeout(self.opts.op_timeout)
             // etcd refuses pings more often than every 5 s (too_many_pings).
