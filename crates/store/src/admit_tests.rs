@@ -123,7 +123,8 @@ fn one_node_one_lease() {
 #[test]
 fn bad_fields_are_refused() {
     type Edit = fn(&mut Lease);
-    let cases: [(Edit, fn(&Reason) -> bool); 11] = [
+    type Want = fn(&Reason) -> bool;
+    let cases: [(Edit, Want); 11] = [
         (|l| l.node_ip = "127.0.0.1".parse().unwrap(), |r| matches!(r, Reason::NodeIp(_))),
         (|l| l.node_ip = "224.0.0.1".parse().unwrap(), |r| matches!(r, Reason::NodeIp(_))),
         (|l| l.node_ip = "0.0.0.0".parse().unwrap(), |r| matches!(r, Reason::NodeIp(_))),

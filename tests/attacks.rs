@@ -1,0 +1,2 @@
+//! Attacks on weft's trust boundaries, each turned into a test (issue 8). One module per boundary.
+mod store;

@@ -1,0 +1,1 @@
+//! Attacks through the store.
