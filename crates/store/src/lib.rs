@@ -10,14 +10,22 @@
 //! log trimmed, reconnect that cannot resume) the stream yields [`WatchEvent::Reset`] and the consumer relists.
 //! Consumers are level-triggered anyway: an event only says "look again". After `Reset`, and after an
 //! `Unavailable` error (etcd unreachable), the stream ends: watch again from your last snapshot's revision
-//! (replaying from there is harmless) or relist after `Reset`. A `Corrupt` item is reported and the stream
-//! goes on. Events carry no revision, so resuming is always from a snapshot.
+//! (replaying from there is harmless) or relist after `Reset`. Events carry no revision, so resuming is always
+//! from a snapshot.
+//!
+//! Stored rows are hostile input: a row that does not decode never fails a list or a watch. `leases()` and
+//! `objects()` leave it out with a warning naming its key (an object watch reports it as a `Delete` of its key,
+//! a lease watch as `Reset`); `lease_entries()` keeps it as an undecodable entry, so the consumer can report it.
+//! What reaches the dataplane goes through [`admit()`] first.
 //!
 //! Layout:
+//! - [`entry`](LeaseEntry): a lease with its key and creation order; [`admit`]: which leases may reach the
+//!   dataplane (pure).
 //! - [`alloc`]: the subnet choice (own lease, hint, free scan), pure and shared by both implementations.
 //! - [`embedded`]: the SQLite store; [`clock`]: injected time for its TTLs.
 //! - [`etcd`]: the etcd store.
-//! - [`open()`]: a store from a URL (`embedded:///path.db`, `etcd://host:port`), what binaries call.
+//! - [`open()`]: a store from a URL (`embedded:///path.db`, `etcd://host:port`, `etcds://host:port`), what
+//!   binaries call; [`open_with()`] adds etcd TLS files and credentials.
 #![forbid(unsafe_code)]
 
 pub mod admit;
