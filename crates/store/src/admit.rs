@@ -8,7 +8,8 @@
 //!   paired with it, the node a key names (SQLite, Kubernetes);
 //! - the node name is a DNS-1123 subdomain (what Kubernetes allows for a Node);
 //! - the subnet is one of the cluster's node subnets (inside `clusterCidr`, `subnetLen` long, aligned), and the
-//!   IPv6 subnet is inside `clusterCidr6`;
+//!   IPv6 subnet is inside `clusterCidr6` (without a `clusterCidr6`, a lease's IPv6 subnet is dropped, not
+//!   routed);
 //! - the node IP is a unicast address one can tunnel to: not loopback, multicast, unspecified, link-local or
 //!   broadcast;
 //! - the backend data passes the backend's own check (VXLAN: [`check_vtep_mac`]);
@@ -106,6 +107,7 @@ pub fn admit<'e>(rules: Rules<'_>, entries: impl IntoIterator<Item = &'e LeaseEn
     let local = rules.local;
     let (local4, local6) = (local.map(|l| range4(l.subnet)), local.and_then(|l| l.subnet6.map(range6)));
     let mut admitted = Vec::new();
+    let cfg6_off = rules.cfg.cluster_cidr6.is_none();
     for (e, l) in valid {
         let refuse = |reason| Refusal { key: e.key.clone(), node: Some(l.node.clone()), reason };
         let r4 = range4(l.subnet);
@@ -136,7 +138,12 @@ pub fn admit<'e>(rules: Rules<'_>, entries: impl IntoIterator<Item = &'e LeaseEn
             v6.insert(r, &e.key);
         }
         nodes.insert(&l.node, &e.key);
-        admitted.push((e.key.clone(), l.clone()));
+        let mut l = l.clone();
+        if cfg6_off {
+            // A dual-stack Kubernetes node in a cluster where weft runs IPv4 only: route none of its IPv6.
+            l.subnet6 = None;
+        }
+        admitted.push((e.key.clone(), l));
     }
     refused.sort_by(|a, b| a.key.cmp(&b.key));
     Admission { admitted, refused }
@@ -169,10 +176,9 @@ fn check_one(rules: Rules<'_>, e: &LeaseEntry) -> Result<(), Reason> {
     if !crate::alloc::is_node_subnet(cfg, l.subnet) {
         return Err(Reason::SubnetOutside { subnet: l.subnet, cluster: cfg.cluster_cidr, len: cfg.subnet_len });
     }
-    if let Some(s6) = l.subnet6 {
-        if !cfg.cluster_cidr6.is_some_and(|c| c.contains(&s6)) {
-            let cluster = cfg.cluster_cidr6.map_or_else(|| "(none configured)".to_string(), |c| c.to_string());
-            return Err(Reason::Subnet6Outside { subnet: s6, cluster });
+    if let (Some(s6), Some(c6)) = (l.subnet6, cfg.cluster_cidr6) {
+        if !c6.contains(&s6) {
+            return Err(Reason::Subnet6Outside { subnet: s6, cluster: c6.to_string() });
         }
     }
     if !is_usable_node_ip(l.node_ip) {

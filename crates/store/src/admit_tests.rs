@@ -178,3 +178,13 @@ fn a_full_cluster_admits() {
     assert_eq!(a.admitted.len(), 250);
     assert!(a.refused.is_empty());
 }
+
+#[test]
+fn ipv6_is_dropped_where_the_cluster_has_none() {
+    let v4only: NetworkConfig = serde_json::from_value(json!({"clusterCidr": "10.244.0.0/16"})).unwrap();
+    let mut l = lease("n", 1);
+    l.subnet6 = Some("fd00:1::/64".parse().unwrap());
+    let a = admit(Rules::new(&v4only, None), &[LeaseEntry::by_node(l)]);
+    assert_eq!(a.admitted.len(), 1, "{a:?}");
+    assert_eq!(a.admitted[0].1.subnet6, None);
+}
