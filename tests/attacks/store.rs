@@ -172,29 +172,67 @@ fn rogue_and_garbage_leases_are_refused_and_reported() {
         return;
     }
     let lab = Lab::up(&["--store", "embedded"]);
-    let victim = lab.status("node2");
-    let victim_subnet = victim["subnet"].as_str().unwrap().to_string();
     let db = lab.dir().join("store.db");
-    let rogue = serde_json::json!({"node": "rogue", "subnet": victim_subnet, "nodeIp": "192.0.2.66",
-        "backendData": {"v": 1, "vtepMac": "02:66:66:66:66:66"}, "expiresAtMs": i64::MAX});
-    {
+    bad_rows_are_refused(&lab, "rogue", "junk", |subnet, node, value| {
         let c = rusqlite::Connection::open(&db).unwrap();
         c.busy_timeout(Duration::from_secs(10)).unwrap();
-        for (subnet, node, value) in
-            [("10.244.250.0/24", "rogue", rogue.to_string()), ("10.244.251.0/24", "junk", "not json".to_string())]
-        {
-            c.execute(
-                "INSERT INTO leases (subnet, node, value, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![subnet, node, value, i64::MAX],
-            )
-            .unwrap();
-            c.execute(
-                "INSERT INTO changelog (kind, key, op, value) VALUES ('leases', ?1, 'put', ?2)",
-                rusqlite::params![node, value],
-            )
-            .unwrap();
-        }
+        c.execute(
+            "INSERT INTO leases (subnet, node, value, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![subnet, node, value, i64::MAX],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO changelog (kind, key, op, value) VALUES ('leases', ?1, 'put', ?2)",
+            rusqlite::params![node, value],
+        )
+        .unwrap();
+    });
+}
+
+/// The same on etcd, written with the lab's own client certificate (a compromised node, not a pod).
+#[test]
+fn rogue_and_garbage_leases_in_etcd_are_refused_and_reported() {
+    if !require_root() {
+        return;
     }
+    let lab = Lab::up(&["--store", "etcd"]);
+    let st = lab.state();
+    let addr = st["storeUrl"].as_str().unwrap().split("://").nth(1).unwrap().to_string();
+    let fabric = st["fabricNs"].as_str().unwrap().to_string();
+    let pki = lab.dir().join("pki");
+    let p = |f: &str| pki.join(f).display().to_string();
+    let (rogue_key, junk_key) = ("/weft/leases/10.244.250.0_24", "/weft/leases/10.244.251.0_24");
+    bad_rows_are_refused(&lab, rogue_key, junk_key, |subnet, _node, value| {
+        let key = format!("/weft/leases/{}", subnet.replace('/', "_"));
+        let out = ns_exec(
+            &fabric,
+            &[
+                "env",
+                "ETCDCTL_API=3",
+                "etcdctl",
+                &format!("--endpoints=https://{addr}"),
+                &format!("--cacert={}", p("ca.pem")),
+                &format!("--cert={}", p("client-weftctl.pem")),
+                &format!("--key={}", p("client-weftctl-key.pem")),
+                "put",
+                &key,
+                value,
+            ],
+        );
+        assert!(out.status.success(), "etcdctl put: {}", String::from_utf8_lossy(&out.stderr));
+    });
+}
+
+/// Writes a rogue lease (claiming node2's subnet under the key of 10.244.250.0/24) and an undecodable one
+/// (10.244.251.0/24) with `write(subnet, node, value)`, then checks that agents refuse and report both (as
+/// `rogue_key` and `junk_key`), keep node2's traffic going to node2, and that a restarted agent gets ready.
+fn bad_rows_are_refused(lab: &Lab, rogue_key: &str, junk_key: &str, write: impl Fn(&str, &str, &str)) {
+    let victim = lab.status("node2");
+    let victim_subnet = victim["subnet"].as_str().unwrap().to_string();
+    let rogue = serde_json::json!({"node": "rogue", "subnet": victim_subnet, "nodeIp": "192.0.2.66",
+        "backendData": {"v": 1, "vtepMac": "02:66:66:66:66:66"}, "expiresAtMs": i64::MAX});
+    write("10.244.250.0/24", "rogue", &rogue.to_string());
+    write("10.244.251.0/24", "junk", "not json");
     let rejected = |node: &str| -> Vec<String> {
         lab.status(node)["rejectedPeers"]
             .as_array()
@@ -205,7 +243,7 @@ fn rogue_and_garbage_leases_are_refused_and_reported() {
     };
     let both = |node: &str| {
         let r = rejected(node);
-        r.contains(&"rogue".to_string()) && r.contains(&"junk".to_string())
+        r.iter().any(|k| k == rogue_key) && r.iter().any(|k| k == junk_key)
     };
     assert!(
         wait_until(Duration::from_secs(20), || both("node1")),
@@ -214,7 +252,7 @@ fn rogue_and_garbage_leases_are_refused_and_reported() {
     );
     let st = lab.status("node1");
     let rogue_reason =
-        st["rejectedPeers"].as_array().unwrap().iter().find(|r| r["key"] == "rogue").unwrap()["reason"].clone();
+        st["rejectedPeers"].as_array().unwrap().iter().find(|r| r["key"] == rogue_key).unwrap()["reason"].clone();
     assert!(rogue_reason.as_str().unwrap().contains("key names"), "{rogue_reason}");
     let peers: Vec<&str> = st["peers"].as_array().unwrap().iter().filter_map(|p| p["node"].as_str()).collect();
     assert_eq!(peers.len(), 2, "{peers:?}");
@@ -225,12 +263,13 @@ fn rogue_and_garbage_leases_are_refused_and_reported() {
     assert!(String::from_utf8_lossy(&metrics.stdout).contains("weft_peers_rejected 2"), "metric missing");
     let log = std::fs::read_to_string(lab.dir().join("node1/weftd.log")).unwrap();
     assert!(
-        log.contains("refusing a lease") && log.contains("rogue") && log.contains("junk"),
+        log.contains("refusing a lease") && log.contains(rogue_key) && log.contains(junk_key),
         "no log naming the keys"
     );
     let text = Command::new(bin("weftctl")).args(["status", "--lab", &lab.name, "--node", "node1"]).output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("REJECTED lease rogue") && text.contains("REJECTED lease junk"), "weftctl status: {text}");
+    let (r, j) = (format!("REJECTED lease {rogue_key}"), format!("REJECTED lease {junk_key}"));
+    assert!(text.contains(&r) && text.contains(&j), "weftctl status: {text}");
     assert!(lab.all_pods_ping(), "the victim's traffic is broken");
 
     // A restarting agent becomes ready with both rows present.
