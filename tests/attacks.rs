@@ -9,3 +9,5 @@ mod cni;
 mod reap;
 #[path = "attacks/spoof.rs"]
 mod spoof;
+#[path = "attacks/store.rs"]
+mod store;

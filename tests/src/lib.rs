@@ -7,6 +7,8 @@
 //! - [`bin`]: path of a workspace binary (`weft`, `weftd`, `weftctl`), built by `cargo build` before the tests.
 #![forbid(unsafe_code)]
 
+pub mod pki;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -175,43 +177,114 @@ pub struct Etcd {
     peer_port: u16,
     metrics_port: u16,
     pub dir: TempDir,
+    /// Set for a server started with [`Etcd::start_tls`]: clients must present `pki.client`.
+    pub pki: Option<pki::Pki>,
+    /// Root's password once [`Etcd::enable_auth`] ran.
+    pub root_password: Option<String>,
 }
 
 impl Etcd {
     /// Starts etcd and waits until it answers /health. Panics if `etcd` is missing (CI installs etcd-server).
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts etcd serving clients over TLS only, with `--client-cert-auth`: a client needs a certificate
+    /// signed by the test CA (in `pki`).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let dir = TempDir::new("etcd");
-        let mut e =
-            Etcd { child: None, client_port: free_port(), peer_port: free_port(), metrics_port: free_port(), dir };
+        let pki = tls.then(|| pki::generate(&dir.path().join("pki"), &["127.0.0.1".parse().unwrap()]));
+        let mut e = Etcd {
+            child: None,
+            client_port: free_port(),
+            peer_port: free_port(),
+            metrics_port: free_port(),
+            dir,
+            pki,
+            root_password: None,
+        };
         e.spawn();
         e
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// etcdctl's flags for this server (endpoint, certificates, root user once auth is on).
+    pub fn etcdctl_args(&self) -> Vec<String> {
+        let mut a = vec![format!("--endpoints={}", self.endpoint())];
+        if let Some(p) = &self.pki {
+            a.push(format!("--cacert={}", p.ca.display()));
+            a.push(format!("--cert={}", p.client.cert.display()));
+            a.push(format!("--key={}", p.client.key.display()));
+        }
+        if let Some(pw) = &self.root_password {
+            a.push(format!("--user=root:{pw}"));
+        }
+        a
+    }
+
+    /// Runs etcdctl (v3 API) against this server.
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        let mut c = Command::new("etcdctl");
+        c.env("ETCDCTL_API", "3").args(self.etcdctl_args()).args(args);
+        c.output().expect("etcdctl not installed (apt-get install etcd-client)")
+    }
+
+    /// Turns on etcd authentication with a root user whose password is `password`.
+    pub fn enable_auth(&mut self, password: &str) {
+        for args in [
+            vec!["user", "add", "root", &format!("--new-user-password={password}")],
+            vec!["user", "grant-role", "root", "root"],
+            vec!["auth", "enable"],
+        ] {
+            let args: Vec<&str> = args.iter().map(|s| s.as_ref()).collect();
+            let out = self.etcdctl(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            // etcd 3.4 creates the root role with the user; granting it again is harmless.
+            assert!(out.status.success() || err.contains("already"), "etcdctl {args:?}: {err}");
+        }
+        self.root_password = Some(password.to_string());
     }
 
     fn spawn(&mut self) {
-        let c = format!("http://127.0.0.1:{}", self.client_port);
+        let c = self.endpoint();
         let p = format!("http://127.0.0.1:{}", self.peer_port);
         let m = format!("http://127.0.0.1:{}", self.metrics_port);
         let data = self.dir.path().join("data");
-        let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", "t", "--data-dir"])
             .arg(&data)
             .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
             .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
             .args(["--initial-cluster", &format!("t={p}"), "--initial-cluster-state", "new"])
-            .args(["--listen-metrics-urls", &m, "--log-level", "warn", "--logger", "zap"])
+            .args(["--listen-metrics-urls", &m, "--log-level", "warn", "--logger", "zap"]);
+        if let Some(k) = &self.pki {
+            cmd.arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&k.ca)
+                .arg("--cert-file")
+                .arg(&k.server.cert)
+                .arg("--key-file")
+                .arg(&k.server.key);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("etcd not installed (apt-get install etcd-server)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
+        // /metrics on the plain metrics port answers whatever the client TLS settings are.
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_ok()
-                && try_run("curl", &["-sf", &format!("{c}/health")]).status.success()
+                && try_run("curl", &["-sf", &format!("{m}/health")]).status.success()
             {
                 return;
             }

@@ -10,7 +10,7 @@ use crate::desired::{path_to, vtep_mac, vxlan_backend_data, LocalNode, PeerPath}
 use crate::firewall::FirewallSpec;
 use crate::lease::{self, Keeper};
 use crate::metrics::Metrics;
-use crate::peers::{watch_peers, PeerMap};
+use crate::peers::{watch_peers, PeerFollower, PeerMap};
 use crate::reconcile::{Outcome, Reconciler};
 use crate::status::{now_ms, PeerStatus, Programmed, SharedStatus, Status};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -130,7 +130,14 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
     let keeper = Keeper { store: store.clone(), req: req.clone(), metrics: metrics.clone() };
     let keeper = tokio::spawn(keeper.run(my_lease, lease_tx, backend_rx, shutdown.clone()));
     let (peers_tx, mut peers_rx) = watch::channel::<Option<PeerMap>>(None);
-    let watcher = tokio::spawn(watch_peers(store.clone(), peers_tx, metrics.clone(), shutdown.clone()));
+    let follower = PeerFollower {
+        store: store.clone(),
+        cfg: net.clone(),
+        me: lease_rx.clone(),
+        status: status.clone(),
+        metrics: metrics.clone(),
+    };
+    let watcher = tokio::spawn(watch_peers(follower, peers_tx, shutdown.clone()));
 
     let policy_opts = weft_policy::CompileOptions { log_drops: cfg.log_drops, ..Default::default() };
     let policy_table = policy_opts.table.clone();

@@ -13,9 +13,27 @@ pub struct AgentConfig {
     /// Underlay address of this node (default: the source address of the default route).
     #[arg(long, env = "WEFT_NODE_IP")]
     pub node_ip: Option<IpAddr>,
-    /// Store URL: embedded:///path/store.db or etcd://host:port[,host:port].
+    /// Store URL: embedded:///path/store.db, etcd://host:port[,host:port] or etcds://host:port (TLS).
     #[arg(long, env = "WEFT_STORE", default_value = "embedded:///var/lib/weft/store.db")]
     pub store: String,
+    /// etcd: CA certificate (PEM) that signed etcd's server certificate; needs an etcds:// store URL.
+    #[arg(long, env = "WEFT_ETCD_CAFILE")]
+    pub etcd_cafile: Option<PathBuf>,
+    /// etcd: client certificate (PEM), for etcd's --client-cert-auth.
+    #[arg(long, env = "WEFT_ETCD_CERTFILE")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// etcd: the client certificate's private key (PEM).
+    #[arg(long, env = "WEFT_ETCD_KEYFILE")]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// etcd: username (etcd `auth enable`).
+    #[arg(long, env = "WEFT_ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+    /// etcd: password. Prefer WEFT_ETCD_PASSWORD or --etcd-password-file: a flag shows in the process list.
+    #[arg(long, env = "WEFT_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<Secret>,
+    /// etcd: file whose first line is the password.
+    #[arg(long, env = "WEFT_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
     /// Cluster network config (JSON); stored on first start, and the stored one wins afterwards.
     #[arg(long, env = "WEFT_NETWORK_CONFIG")]
     pub network_config: Option<PathBuf>,
@@ -54,6 +72,37 @@ pub struct AgentConfig {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+}
+
+/// A value that must not reach logs: `Debug` shows only that it is set.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+impl AgentConfig {
+    /// The etcd TLS files and credentials the flags name.
+    pub fn etcd_security(&self) -> weft_store::EtcdSecurityFiles {
+        weft_store::EtcdSecurityFiles {
+            ca_file: self.etcd_cafile.clone(),
+            cert_file: self.etcd_certfile.clone(),
+            key_file: self.etcd_keyfile.clone(),
+            username: self.etcd_username.clone(),
+            password: self.etcd_password.as_ref().map(|p| p.0.clone()),
+            password_file: self.etcd_password_file.clone(),
+        }
+    }
 }
 
 /// Parses `250ms`, `10s`, `5m` or a bare number of seconds.
@@ -102,5 +151,29 @@ mod tests {
         assert_eq!(c.node_name.as_deref(), Some("n1"));
         assert_eq!(c.lease_ttl, Duration::from_secs(5));
         assert_eq!(c.vxlan_device, "weft.1");
+    }
+
+    #[test]
+    fn etcd_flags_have_flannels_names() {
+        let c = AgentConfig::try_parse_from([
+            "weftd",
+            "--etcd-cafile",
+            "/ca",
+            "--etcd-certfile",
+            "/c",
+            "--etcd-keyfile",
+            "/k",
+            "--etcd-username",
+            "u",
+            "--etcd-password-file",
+            "/p",
+        ])
+        .unwrap();
+        let s = c.etcd_security();
+        assert_eq!(s.ca_file.as_deref(), Some(std::path::Path::new("/ca")));
+        assert_eq!((s.username.as_deref(), s.password_file.is_some()), (Some("u"), true));
+        let c = AgentConfig::try_parse_from(["weftd", "--etcd-username", "u", "--etcd-password", "s3cret"]).unwrap();
+        assert_eq!(c.etcd_security().password.as_deref(), Some("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"), "the password must not reach Debug output");
     }
 }

@@ -8,7 +8,7 @@ use weft_agent::{AgentConfig, Deps};
 async fn main() -> anyhow::Result<()> {
     let cfg = AgentConfig::parse();
     init_logs(&cfg.log_format);
-    let store = open_store(&cfg.store).await?;
+    let store = open_store(&cfg.store, &cfg.etcd_security()).await?;
     let dataplane = Arc::new(weft_dataplane::netlink::NetlinkDataplane::new().context("opening netlink")?);
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
@@ -28,11 +28,14 @@ async fn main() -> anyhow::Result<()> {
 
 /// A node may boot before its store: keep trying (and say why) instead of crash-looping without a reason.
 /// A malformed URL is a configuration error and fails at once. `kube://` URLs go to the Kubernetes store.
-async fn open_store(url: &str) -> anyhow::Result<Arc<dyn weft_store::Store>> {
+async fn open_store(url: &str, etcd: &weft_store::EtcdSecurityFiles) -> anyhow::Result<Arc<dyn weft_store::Store>> {
     let mut backoff = std::time::Duration::from_millis(200);
     loop {
-        let opened =
-            if weft_store_kube::handles(url) { weft_store_kube::open(url).await } else { weft_store::open(url).await };
+        let opened = if weft_store_kube::handles(url) {
+            weft_store_kube::open(url).await
+        } else {
+            weft_store::open_with(url, etcd).await
+        };
         match opened {
             Ok(s) => return Ok(s),
             Err(weft_store::StoreError::Unavailable(e)) => {

@@ -23,6 +23,8 @@ pub struct Metrics {
     /// Packets from pods with a source address that is not theirs, and packets from pods to the agent's port.
     pub spoofed_dropped: Gauge,
     pub agent_port_rejected: Gauge,
+    /// Stored leases refused by admission (see `peers`).
+    pub peers_rejected: Gauge,
 }
 
 impl Default for Metrics {
@@ -43,9 +45,15 @@ impl Default for Metrics {
             vxlan_rejected: Gauge::default(),
             spoofed_dropped: Gauge::default(),
             agent_port_rejected: Gauge::default(),
+            peers_rejected: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("peers", "Peers (other nodes' leases) known", m.peers.clone());
+        registry.register(
+            "peers_rejected",
+            "Stored leases refused by admission (undecodable, hijacking, overlapping, invalid)",
+            m.peers_rejected.clone(),
+        );
         registry.register("store_up", "1 when the last store call succeeded", m.store_up.clone());
         registry.register("reconciles", "Reconcile passes", m.reconciles.clone());
         registry.register("reconcile_errors", "Reconcile passes that failed", m.reconcile_errors.clone());

@@ -16,6 +16,18 @@ pub struct PeerStatus {
     pub path: String,
 }
 
+/// A stored lease admission refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedPeer {
+    /// Where it is stored (etcd key, SQLite node, Kubernetes Node): what to delete.
+    pub key: String,
+    /// The node its value names, if it decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
@@ -34,6 +46,10 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// Peers whose lease we could not program, with the reason.
     pub skipped_peers: Vec<String>,
+    /// Stored leases refused by admission (undecodable, disagreeing with their key, overlapping an older one,
+    /// claiming this node's subnet, ...): never programmed.
+    #[serde(default)]
+    pub rejected_peers: Vec<RejectedPeer>,
     pub programmed: Programmed,
     /// Entries a periodic resync found missing or wrong (deleted behind our back), last time it found any.
     pub last_drift: Vec<String>,

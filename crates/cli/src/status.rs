@@ -48,6 +48,15 @@ pub fn show(state_dir: &Path, json: bool) -> Result<()> {
     for sk in st["skippedPeers"].as_array().into_iter().flatten() {
         println!("skipped peer: {}", sk.as_str().unwrap_or_default());
     }
+    // Leases admission refused: someone wrote the store who should not have, or a row is damaged.
+    for r in st["rejectedPeers"].as_array().into_iter().flatten() {
+        let node = r["node"].as_str().map(|n| format!(" (node {n})")).unwrap_or_default();
+        println!(
+            "REJECTED lease {}{node}: {}",
+            r["key"].as_str().unwrap_or_default(),
+            r["reason"].as_str().unwrap_or_default()
+        );
+    }
     match st["lastDrift"].as_array() {
         Some(d) if !d.is_empty() => {
             let age = (now - st["lastDriftAtMs"].as_i64().unwrap_or(0)) as f64 / 1000.0;

@@ -30,6 +30,17 @@ impl StoreArgs {
         Ok((lab.store_url.clone(), ns))
     }
 
+    /// The lab's etcd client certificate for weftctl, when its etcd runs TLS.
+    fn etcd_security(&self) -> Result<weft_store::EtcdSecurityFiles> {
+        if self.store.is_some() {
+            return Ok(Default::default());
+        }
+        match LabState::load(&self.lab) {
+            Ok(lab) if crate::lab::pki::uses_tls(&lab) => crate::lab::pki::client(&lab, "weftctl"),
+            _ => Ok(Default::default()),
+        }
+    }
+
     /// The lab, when it runs the Kubernetes store (objects are then written through the API, not the store).
     pub fn kube_lab(&self) -> Result<Option<LabState>> {
         if self.store.is_some() {
@@ -48,12 +59,13 @@ impl StoreArgs {
         Fut: std::future::Future<Output = Result<T>>,
     {
         let (url, ns) = self.url()?;
+        let security = self.etcd_security()?;
         let body = move || -> Result<T> {
             runtime().block_on(async {
                 let store = if weft_store_kube::handles(&url) {
                     weft_store_kube::open(&url).await
                 } else {
-                    weft_store::open(&url).await
+                    weft_store::open_with(&url, &security).await
                 };
                 let store = store.with_context(|| format!("opening store {url}"))?;
                 f(store).await

@@ -14,7 +14,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use weft_store::{Object as StoreObject, ObjectKind, Revision, Snapshot, Store, StoreError, WatchEvent, WatchStream};
+use weft_store::{
+    LeaseEntry, Object as StoreObject, ObjectKind, Revision, Snapshot, Store, StoreError, WatchEvent, WatchStream,
+};
 use weft_types::{Lease, LeaseRequest, NetworkConfig};
 
 /// The ConfigMap in `weft-system` holding the cluster network config, and its key.
@@ -262,6 +264,18 @@ impl Store for KubeStore {
             });
             (node::name(n), lease)
         });
+        self.watch_kind(after, convert).await
+    }
+
+    async fn lease_entries(&self) -> Result<Snapshot<LeaseEntry>, StoreError> {
+        let list = self.kube.cluster::<Node>().list().await?;
+        let items = list.items.iter().filter_map(node::entry_of).collect();
+        let revision = self.rv.to_revision(list.metadata.resource_version.as_deref().unwrap_or("0"));
+        Ok(Snapshot { items, revision })
+    }
+
+    async fn watch_lease_entries(&self, after: Revision) -> Result<WatchStream<LeaseEntry>, StoreError> {
+        let convert: Convert<Node, LeaseEntry> = Box::new(|n: &Node| (node::name(n), node::entry_of(n)));
         self.watch_kind(after, convert).await
     }
 

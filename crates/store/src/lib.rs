@@ -10,26 +10,38 @@
 //! log trimmed, reconnect that cannot resume) the stream yields [`WatchEvent::Reset`] and the consumer relists.
 //! Consumers are level-triggered anyway: an event only says "look again". After `Reset`, and after an
 //! `Unavailable` error (etcd unreachable), the stream ends: watch again from your last snapshot's revision
-//! (replaying from there is harmless) or relist after `Reset`. A `Corrupt` item is reported and the stream
-//! goes on. Events carry no revision, so resuming is always from a snapshot.
+//! (replaying from there is harmless) or relist after `Reset`. Events carry no revision, so resuming is always
+//! from a snapshot.
+//!
+//! Stored rows are hostile input: a row that does not decode never fails a list or a watch. `leases()` and
+//! `objects()` leave it out with a warning naming its key (an object watch reports it as a `Delete` of its key,
+//! a lease watch as `Reset`); `lease_entries()` keeps it as an undecodable entry, so the consumer can report it.
+//! What reaches the dataplane goes through [`admit()`] first.
 //!
 //! Layout:
+//! - [`entry`](LeaseEntry): a lease with its key and creation order; [`admit`]: which leases may reach the
+//!   dataplane (pure).
 //! - [`alloc`]: the subnet choice (own lease, hint, free scan), pure and shared by both implementations.
 //! - [`embedded`]: the SQLite store; [`clock`]: injected time for its TTLs.
 //! - [`etcd`]: the etcd store.
-//! - [`open()`]: a store from a URL (`embedded:///path.db`, `etcd://host:port`), what binaries call.
+//! - [`open()`]: a store from a URL (`embedded:///path.db`, `etcd://host:port`, `etcds://host:port`), what
+//!   binaries call; [`open_with()`] adds etcd TLS files and credentials.
 #![forbid(unsafe_code)]
 
+pub mod admit;
 pub mod alloc;
 pub mod clock;
 pub mod embedded;
+mod entry;
 pub mod etcd;
 mod open;
 
+pub use admit::{admit, Admission, Reason, Refusal, Rules};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
-pub use etcd::{EtcdOptions, EtcdStore};
-pub use open::{open, StoreUrl};
+pub use entry::{Created, LeaseEntry, Rejected};
+pub use etcd::{EtcdOptions, EtcdSecurity, EtcdSecurityFiles, EtcdStore};
+pub use open::{open, open_with, StoreUrl};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -108,9 +120,28 @@ pub trait Store: Send + Sync + 'static {
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError>;
     /// Gives the subnet back now.
     async fn release(&self, node: &str) -> Result<(), StoreError>;
-    /// Live (unexpired) leases.
+    /// Live (unexpired) leases that decode; an undecodable one is left out with a warning naming its key.
     async fn leases(&self) -> Result<Snapshot<Lease>, StoreError>;
     async fn watch_leases(&self, after: Revision) -> Result<WatchStream<Lease>, StoreError>;
+    /// Live leases as stored, with their keys and creation order, undecodable ones included (as `Err`): what
+    /// [`admit()`] needs. The default suits a store keyed by node name with no creation order of its own.
+    async fn lease_entries(&self) -> Result<Snapshot<LeaseEntry>, StoreError> {
+        let snap = self.leases().await?;
+        Ok(Snapshot { items: snap.items.into_iter().map(LeaseEntry::by_node).collect(), revision: snap.revision })
+    }
+    /// Watch of [`Store::lease_entries`]: `Put` of an entry (maybe undecodable), `Delete` of its key.
+    async fn watch_lease_entries(&self, after: Revision) -> Result<WatchStream<LeaseEntry>, StoreError> {
+        use futures::StreamExt;
+        let s = self.watch_leases(after).await?;
+        Ok(s.map(|ev| {
+            ev.map(|ev| match ev {
+                WatchEvent::Put(l) => WatchEvent::Put(LeaseEntry::by_node(l)),
+                WatchEvent::Delete(k) => WatchEvent::Delete(k),
+                WatchEvent::Reset => WatchEvent::Reset,
+            })
+        })
+        .boxed())
+    }
 
     async fn put_object(&self, kind: ObjectKind, key: &str, value: &serde_json::Value) -> Result<Revision, StoreError>;
     /// Deleting a missing key succeeds.

@@ -3,9 +3,11 @@
 //! - `embedded:///var/lib/weft/store.db` or `sqlite:///var/lib/weft/store.db` (or a bare path starting with
 //!   `/` or `.`): the embedded SQLite store. `embedded://rel/path.db` is relative to the working directory.
 //! - `etcd://127.0.0.1:2379` or `etcd+http://h1:2379,h2:2379`, optionally followed by a key prefix path
-//!   (`etcd://h:2379/lab1` keeps keys under `/lab1/`; default `/weft/`). TLS is not supported yet.
+//!   (`etcd://h:2379/lab1` keeps keys under `/lab1/`; default `/weft/`).
+//! - `etcds://h1:2379,h2:2379[/prefix]` (also `etcd+https://`, `https://`): etcd over TLS; the CA, client
+//!   certificate and credentials come from [`EtcdSecurityFiles`] (weftd's `--etcd-*` flags).
 use crate::embedded::EmbeddedStore;
-use crate::etcd::{EtcdOptions, EtcdStore};
+use crate::etcd::{EtcdOptions, EtcdSecurityFiles, EtcdStore};
 use crate::{Store, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,10 +42,11 @@ impl std::str::FromStr for StoreUrl {
                 }
                 Ok(StoreUrl::Embedded(PathBuf::from(rest)))
             }
-            "etcd" | "etcd+http" => {
+            "etcd" | "etcd+http" | "etcds" | "etcd+https" | "https" => {
+                let scheme = if matches!(scheme, "etcd" | "etcd+http") { "http" } else { "https" };
                 let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
                 let endpoints: Vec<String> =
-                    hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("http://{h}")).collect();
+                    hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("{scheme}://{h}")).collect();
                 if endpoints.is_empty() {
                     return Err(bad(url, "no etcd endpoint"));
                 }
@@ -52,18 +55,32 @@ impl std::str::FromStr for StoreUrl {
                     if path.is_empty() { crate::etcd::DEFAULT_PREFIX.to_string() } else { format!("/{path}/") };
                 Ok(StoreUrl::Etcd { endpoints, prefix })
             }
-            "etcd+https" => Err(bad(url, "TLS to etcd is not supported yet")),
-            _ => Err(bad(url, "unknown scheme (embedded://, sqlite://, etcd://)")),
+            _ => Err(bad(url, "unknown scheme (embedded://, sqlite://, etcd://, etcds://)")),
         }
     }
 }
 
-/// Opens the store `url` names, with default options.
+/// Opens the store `url` names, with default options and no etcd credentials.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, &EtcdSecurityFiles::default()).await
+}
+
+/// Opens the store `url` names; `etcd` gives TLS files and credentials for an etcd URL (refused for others).
+pub async fn open_with(url: &str, etcd: &EtcdSecurityFiles) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match url.parse::<StoreUrl>()? {
-        StoreUrl::Embedded(path) => Arc::new(EmbeddedStore::open(path).await?),
+        StoreUrl::Embedded(path) => {
+            if !etcd.is_empty() {
+                return Err(bad(url, "etcd TLS/credential flags given for a store that is not etcd"));
+            }
+            Arc::new(EmbeddedStore::open(path).await?)
+        }
         StoreUrl::Etcd { endpoints, prefix } => {
-            Arc::new(EtcdStore::connect(endpoints, EtcdOptions { prefix, ..EtcdOptions::default() }).await?)
+            let tls = endpoints.iter().all(|e| e.starts_with("https://"));
+            let security = etcd.load(tls)?;
+            if security.user.is_some() && !tls {
+                tracing::warn!(store = url, "etcd password sent without TLS: anyone on the path can read it");
+            }
+            Arc::new(EtcdStore::connect(endpoints, EtcdOptions { prefix, security, ..EtcdOptions::default() }).await?)
         }
     })
 }
@@ -94,7 +111,12 @@ mod tests {
 
     #[test]
     fn rejects_nonsense() {
-        for bad in ["", "etcd://", "etcd+https://a:1", "redis://x", "embedded://", "weft.db"] {
+        assert_eq!(
+            p("etcds://a:1,b:2"),
+            StoreUrl::Etcd { endpoints: vec!["https://a:1".into(), "https://b:2".into()], prefix: "/weft/".into() }
+        );
+        assert_eq!(p("https://a:1/x"), p("etcd+https://a:1/x"));
+        for bad in ["", "etcd://", "etcds://", "redis://x", "embedded://", "weft.db"] {
             assert!(bad.parse::<StoreUrl>().is_err(), "{bad} should not parse");
         }
     }

@@ -7,22 +7,31 @@ use std::time::{Duration, Instant};
 pub const ETCD_PORT: u16 = 23790;
 
 /// Starts etcd inside the fabric namespace, listening on the fabric's addresses so every node reaches it.
+/// With an `etcds://` store URL it serves TLS only and requires a client certificate signed by the lab CA
+/// (`pki`), so pods, which reach the fabric too, cannot talk to it.
 pub fn start_etcd(lab: &LabState) -> Result<u32> {
     let dir = lab.dir().join("etcd");
     std::fs::create_dir_all(&dir)?;
-    let client = format!("http://0.0.0.0:{ETCD_PORT}");
-    let advertise = format!("http://127.0.0.1:{ETCD_PORT}");
+    let scheme = if super::pki::uses_tls(lab) { "https" } else { "http" };
+    let client = format!("{scheme}://0.0.0.0:{ETCD_PORT}");
+    let advertise = format!("{scheme}://127.0.0.1:{ETCD_PORT}");
     let mut c = ns_command(&lab.fabric_ns, "etcd");
     c.args(["--name", "lab", "--data-dir"]).arg(dir.join("data"));
     c.args(["--listen-client-urls", &client, "--advertise-client-urls", &advertise]);
     c.args(["--listen-peer-urls", "http://127.0.0.1:23800", "--initial-advertise-peer-urls", "http://127.0.0.1:23800"]);
     c.args(["--initial-cluster", "lab=http://127.0.0.1:23800", "--initial-cluster-state", "new"]);
     c.args(["--listen-metrics-urls", "http://127.0.0.1:23810", "--log-level", "warn", "--logger", "zap"]);
+    if super::pki::uses_tls(lab) {
+        let (cert, key) = super::pki::server(lab)?;
+        c.arg("--client-cert-auth").arg("--trusted-ca-file").arg(super::pki::dir(lab).join("ca.pem"));
+        c.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+    }
     let pid = spawn_detached(c, &dir.join("etcd.log"))?;
-    let url = format!("http://127.0.0.1:{ETCD_PORT}/health");
+    // The metrics listener (loopback of the fabric namespace) answers /health without a client certificate.
+    let url = "http://127.0.0.1:23810/health";
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let ok = ns_command(&lab.fabric_ns, "curl").args(["-sf", &url]).output().map(|o| o.status.success());
+        let ok = ns_command(&lab.fabric_ns, "curl").args(["-sf", url]).output().map(|o| o.status.success());
         if ok.unwrap_or(false) {
             return Ok(pid);
         }
@@ -43,6 +52,12 @@ pub fn start_agent(lab: &LabState, node: &NodeState, lease_ttl: &str) -> Result<
     c.arg("--node-file").arg(node.dir.join("node.json"));
     c.arg("--state-dir").arg(&node.dir);
     c.args(["--lease-ttl", lease_ttl, "--resync-interval", "2s", "--listen", "127.0.0.1:9473"]);
+    if super::pki::uses_tls(lab) {
+        let f = super::pki::client(lab, &node.name)?;
+        let path = |p: Option<std::path::PathBuf>| p.unwrap_or_default();
+        c.arg("--etcd-cafile").arg(path(f.ca_file)).arg("--etcd-certfile").arg(path(f.cert_file));
+        c.arg("--etcd-keyfile").arg(path(f.key_file));
+    }
     spawn_detached(c, &node.dir.join("weftd.log")).context("starting weftd")
 }
 

@@ -6,6 +6,7 @@ pub mod agents;
 pub mod kube;
 pub mod label;
 pub mod matrix;
+pub mod pki;
 pub mod pods;
 pub mod state;
 pub mod topology;
@@ -71,7 +72,8 @@ pub fn up(o: &UpOptions) -> Result<LabState> {
     std::fs::create_dir_all(&dir)?;
     let fabric_ip = if underlay == "l2" { topology::FABRIC_IP_L2.to_string() } else { "172.30.1.254".to_string() };
     let store_url = match o.store.as_str() {
-        "etcd" => format!("etcd://{fabric_ip}:{}", agents::ETCD_PORT),
+        // TLS with client certificates (lab/pki.rs): pods reach the fabric, and must not reach the store.
+        "etcd" => format!("etcds://{fabric_ip}:{}", agents::ETCD_PORT),
         "kube" => format!("kube+http://{fabric_ip}:{}", kube::API_PORT),
         _ => format!("embedded://{}", dir.join("store.db").display()),
     };

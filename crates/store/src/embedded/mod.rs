@@ -10,7 +10,7 @@ mod tx;
 mod watch;
 
 use crate::clock::{Clock, SystemClock};
-use crate::{Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
+use crate::{LeaseEntry, Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
 use async_trait::async_trait;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -150,6 +150,14 @@ impl Store for EmbeddedStore {
 
     async fn watch_leases(&self, after: Revision) -> Result<WatchStream<Lease>, StoreError> {
         Ok(watch::leases(self.inner.clone(), after))
+    }
+
+    async fn lease_entries(&self) -> Result<Snapshot<LeaseEntry>, StoreError> {
+        self.run(tx::lease_entries).await
+    }
+
+    async fn watch_lease_entries(&self, after: Revision) -> Result<WatchStream<LeaseEntry>, StoreError> {
+        Ok(watch::lease_entries(self.inner.clone(), after))
     }
 
     async fn put_object(&self, kind: ObjectKind, key: &str, value: &serde_json::Value) -> Result<Revision, StoreError> {

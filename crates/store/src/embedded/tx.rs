@@ -9,7 +9,7 @@
 //! learn the lease is gone.
 use super::schema::is_busy;
 use crate::alloc::{self, Plan};
-use crate::{Object, Revision, Snapshot, StoreError};
+use crate::{Created, LeaseEntry, Object, Revision, Snapshot, StoreError};
 use ipnet::Ipv4Net;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::HashSet;
@@ -216,16 +216,47 @@ pub fn release(conn: &mut Connection, ctx: Ctx, node: &str) -> Result<(), StoreE
 }
 
 /// Live leases and the revision they are current at. Expired but not yet swept leases are left out; their
-/// delete event follows when the sweep runs.
+/// delete event follows when the sweep runs. A row whose value does not decode is left out with a warning.
 pub fn leases(conn: &mut Connection, ctx: Ctx) -> Result<Snapshot<Lease>, StoreError> {
+    let snap = lease_entries(conn, ctx)?;
+    let items = snap
+        .items
+        .into_iter()
+        .filter_map(|e| match e.lease {
+            Ok(l) => Some(l),
+            Err(why) => {
+                tracing::warn!(key = %e.key, error = %why, "skipping an undecodable lease row");
+                None
+            }
+        })
+        .collect();
+    Ok(Snapshot { items, revision: snap.revision })
+}
+
+/// Live lease rows as entries: keyed by node (the change log's key), naming the row's subnet, ordered by
+/// rowid. Without AUTOINCREMENT a new row gets the largest rowid plus one, so rowid order is creation order
+/// among live rows, and an update keeps the rowid.
+pub fn lease_entries(conn: &mut Connection, ctx: Ctx) -> Result<Snapshot<LeaseEntry>, StoreError> {
     let tx = conn.transaction()?;
     let items = tx
-        .prepare("SELECT value FROM leases WHERE expires_at_ms > ?1 ORDER BY subnet")?
-        .query_map([ctx.now_ms as i64], |r| r.get::<_, String>(0))?
-        .map(|v| serde_json::from_str(&v?).map_err(|e| corrupt("lease", e)))
-        .collect::<Result<Vec<Lease>, _>>()?;
+        .prepare("SELECT rowid, subnet, node, value FROM leases WHERE expires_at_ms > ?1 ORDER BY subnet")?
+        .query_map([ctx.now_ms as i64], |r| {
+            Ok(lease_entry(r.get(0)?, r.get::<_, String>(1)?, r.get(2)?, &r.get::<_, String>(3)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
     let revision = head(&tx)?;
     Ok(Snapshot { items, revision })
+}
+
+pub fn lease_entry(rowid: i64, subnet: String, node: String, value: &str) -> LeaseEntry {
+    LeaseEntry {
+        key: node.clone(),
+        // A subnet column that does not parse names no subnet: the value cannot agree with it.
+        key_subnet: Some(subnet.parse().unwrap_or(Ipv4Net::default())),
+        key_node: Some(node.clone()),
+        created: Created(rowid, node),
+        lease: serde_json::from_str(value).map_err(|e| e.to_string()),
+    }
 }
 
 pub fn put_object(
@@ -260,18 +291,24 @@ pub fn objects(conn: &mut Connection, kind: &str) -> Result<Snapshot<Object>, St
     let items = tx
         .prepare("SELECT key, value FROM objects WHERE kind = ?1 ORDER BY key")?
         .query_map([kind], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-        .map(|row| {
-            let (k, v) = row?;
-            let v = serde_json::from_str(&v).map_err(|e| corrupt("object", e))?;
-            Ok((k, v))
+        .filter_map(|row| match row {
+            Err(e) => Some(Err(StoreError::from(e))),
+            Ok((k, v)) => match serde_json::from_str(&v) {
+                Ok(v) => Some(Ok((k, v))),
+                Err(e) => {
+                    tracing::warn!(kind, key = %k, error = %e, "skipping an undecodable object row");
+                    None
+                }
+            },
         })
         .collect::<Result<Vec<Object>, StoreError>>()?;
     let revision = head(&tx)?;
     Ok(Snapshot { items, revision })
 }
 
-/// One logged change: key, and the value after it (None for a delete).
-pub type Change = (String, Option<String>);
+/// One logged change: key, the value after it (None for a delete), and for leases the row's current rowid and
+/// subnet if it still exists.
+pub type Change = (String, Option<String>, Option<(i64, String)>);
 
 /// What a watcher gets from one poll.
 #[derive(Debug)]
@@ -295,12 +332,15 @@ pub fn changes(conn: &mut Connection, kind: &str, after: Revision, limit: usize)
     let mut rows = Vec::new();
     let mut last = after;
     let mut stmt = tx.prepare(
-        "SELECT rev, key, value FROM changelog WHERE kind = ?1 AND rev > ?2 AND rev <= ?3 ORDER BY rev LIMIT ?4",
+        "SELECT c.rev, c.key, c.value, l.rowid, l.subnet FROM changelog c
+         LEFT JOIN leases l ON c.kind = 'leases' AND l.node = c.key
+         WHERE c.kind = ?1 AND c.rev > ?2 AND c.rev <= ?3 ORDER BY c.rev LIMIT ?4",
     )?;
     let mut q = stmt.query(params![kind, after as i64, h as i64, limit as i64])?;
     while let Some(r) = q.next()? {
         last = r.get::<_, i64>(0)? as Revision;
-        rows.push((r.get(1)?, r.get(2)?));
+        let row: Option<i64> = r.get(3)?;
+        rows.push((r.get(1)?, r.get(2)?, row.zip(r.get::<_, Option<String>>(4)?)));
     }
     // A full page may stop short of the head: resume from its last row, not from the head.
     let head = if rows.len() == limit { last } else { h };

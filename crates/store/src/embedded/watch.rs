@@ -9,7 +9,7 @@
 //! A watcher whose revision was trimmed from the log gets `Reset` and the stream ends; the consumer relists.
 use super::tx::{self, Change, Changes};
 use super::Inner;
-use crate::{Object, ObjectKind, Revision, StoreError, WatchEvent, WatchStream};
+use crate::{LeaseEntry, Object, ObjectKind, Revision, StoreError, WatchEvent, WatchStream};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use weft_types::Lease;
@@ -35,25 +35,48 @@ pub(super) fn leases(inner: Arc<Inner>, after: Revision) -> WatchStream<Lease> {
     stream(Poller::new(inner, tx::LEASES, after, true, decode_lease))
 }
 
+pub(super) fn lease_entries(inner: Arc<Inner>, after: Revision) -> WatchStream<LeaseEntry> {
+    stream(Poller::new(inner, tx::LEASES, after, true, decode_entry))
+}
+
 pub(super) fn objects(inner: Arc<Inner>, kind: ObjectKind, after: Revision) -> WatchStream<Object> {
     stream(Poller::new(inner, kind.as_str(), after, false, decode_object))
 }
 
-fn decode_lease((node, value): Change) -> Result<WatchEvent<Lease>, StoreError> {
+fn decode_lease((node, value, _): Change) -> Result<WatchEvent<Lease>, StoreError> {
     match value {
         None => Ok(WatchEvent::Delete(node)),
-        Some(v) => serde_json::from_str(&v)
-            .map(WatchEvent::Put)
-            .map_err(|e| StoreError::Corrupt(format!("lease of {node} in change log: {e}"))),
+        Some(v) => match serde_json::from_str(&v) {
+            Ok(l) => Ok(WatchEvent::Put(l)),
+            // The node it names is not known for sure: a relist leaves the row out and keeps every other lease.
+            Err(e) => {
+                tracing::warn!(key = %node, error = %e, "undecodable lease in the change log; relisting");
+                Ok(WatchEvent::Reset)
+            }
+        },
     }
 }
 
-fn decode_object((key, value): Change) -> Result<WatchEvent<Object>, StoreError> {
+fn decode_entry((node, value, row): Change) -> Result<WatchEvent<LeaseEntry>, StoreError> {
+    match (value, row) {
+        (Some(v), Some((rowid, subnet))) => Ok(WatchEvent::Put(tx::lease_entry(rowid, subnet, node, &v))),
+        // Put of a row deleted since: its delete follows in the log.
+        (Some(_), None) => Ok(WatchEvent::Delete(node)),
+        (None, _) => Ok(WatchEvent::Delete(node)),
+    }
+}
+
+fn decode_object((key, value, _): Change) -> Result<WatchEvent<Object>, StoreError> {
     match value {
         None => Ok(WatchEvent::Delete(key)),
-        Some(v) => serde_json::from_str(&v)
-            .map(|v| WatchEvent::Put((key.clone(), v)))
-            .map_err(|e| StoreError::Corrupt(format!("object {key} in change log: {e}"))),
+        Some(v) => match serde_json::from_str(&v) {
+            Ok(v) => Ok(WatchEvent::Put((key, v))),
+            // Whatever the key held before is not what the store says now: drop it, keep the rest.
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "undecodable object in the change log; dropping it");
+                Ok(WatchEvent::Delete(key))
+            }
+        },
     }
 }
 

@@ -37,6 +37,11 @@ impl Keys {
         format!("{}{}", self.leases(), subnet.to_string().replace('/', "_"))
     }
 
+    /// The subnet a full lease key names, if it is one.
+    pub fn subnet_of(&self, key: &[u8]) -> Option<Ipv4Net> {
+        strip(&self.leases(), key)?.replacen('_', "/", 1).parse().ok()
+    }
+
     pub fn objects(&self, kind: ObjectKind) -> String {
         format!("{}objects/{}/", self.prefix, kind.as_str())
     }
@@ -64,5 +69,7 @@ mod tests {
         assert_eq!(k.object(ObjectKind::Endpoint, "ns/pod"), "/weft/objects/endpoints/ns/pod");
         assert_eq!(strip(&dir, b"/weft/objects/endpoints/ns/pod"), Some("ns/pod"));
         assert_eq!(strip(&dir, b"/weft/objects/policies/ns/p"), None);
+        assert_eq!(k.subnet_of(b"/weft/leases/10.244.3.0_24"), Some("10.244.3.0/24".parse().unwrap()));
+        assert_eq!(k.subnet_of(b"/weft/leases/garbage"), None);
     }
 }

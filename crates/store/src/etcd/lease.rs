@@ -9,8 +9,9 @@
 //! A failed compare means another agent won the race: list again and retry. The scan starts at a random
 //! offset so fifty agents starting together mostly pick different subnets. One etcd lease is granted per
 //! acquire call and reused across retries, and revoked if the call fails, so retries leak nothing.
-use super::{parse, Inner};
+use super::Inner;
 use crate::alloc::{self, Plan};
+use crate::{Created, LeaseEntry};
 use crate::{Revision, StoreError};
 use etcd_client::{Compare, CompareOp, GetOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp};
 use ipnet::Ipv4Net;
@@ -21,12 +22,31 @@ use weft_types::{Lease, LeaseRequest};
 /// Compare-and-swap attempts before giving up; each conflict means another agent made progress.
 const MAX_ATTEMPTS: u32 = 64;
 
-/// A stored lease with the etcd facts needed to update it safely.
+/// A stored lease with the etcd facts needed to update it safely. `lease` is `Err` when the value does not
+/// decode: such a key still occupies its subnet (allocation must not pick it), it just names no node.
 pub(crate) struct Stored {
-    pub lease: Lease,
-    key: String,
+    pub lease: Result<Lease, String>,
+    pub key: String,
+    pub key_subnet: Option<Ipv4Net>,
+    pub create_revision: i64,
     mod_revision: i64,
     lease_id: i64,
+}
+
+impl Stored {
+    fn node(&self) -> Option<&str> {
+        self.lease.as_ref().ok().map(|l| l.node.as_str())
+    }
+
+    pub fn entry(self) -> LeaseEntry {
+        LeaseEntry {
+            created: Created(self.create_revision, self.key.clone()),
+            key: self.key,
+            key_subnet: self.key_subnet,
+            key_node: None,
+            lease: self.lease,
+        }
+    }
 }
 
 fn ttl_secs(ttl: Duration) -> i64 {
@@ -37,22 +57,23 @@ fn now_ms() -> u64 {
     crate::clock::Clock::now_ms(&crate::clock::SystemClock)
 }
 
-/// Live leases and the revision of the read.
+pub(crate) fn stored(keys: &super::keys::Keys, kv: &etcd_client::KeyValue) -> Stored {
+    let key = String::from_utf8_lossy(kv.key()).into_owned();
+    Stored {
+        lease: serde_json::from_slice(kv.value()).map_err(|e| e.to_string()),
+        key_subnet: keys.subnet_of(kv.key()),
+        key,
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        lease_id: kv.lease(),
+    }
+}
+
+/// Every stored lease (decodable or not) and the revision of the read.
 pub(crate) async fn list(s: &Inner) -> Result<(Vec<Stored>, Revision), StoreError> {
     let dir = s.keys.leases();
     let resp = s.call(|mut c| async move { c.get(dir, Some(GetOptions::new().with_prefix())).await }).await?;
-    let items = resp
-        .kvs()
-        .iter()
-        .map(|kv| {
-            Ok(Stored {
-                lease: parse(kv.value(), "lease")?,
-                key: String::from_utf8_lossy(kv.key()).into_owned(),
-                mod_revision: kv.mod_revision(),
-                lease_id: kv.lease(),
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    let items = resp.kvs().iter().map(|kv| stored(&s.keys, kv)).collect();
     Ok((items, super::header_rev(resp.header())))
 }
 
@@ -104,9 +125,11 @@ async fn try_acquire(
     id: i64,
 ) -> Result<Option<(Lease, i64)>, StoreError> {
     let (stored, _) = list(s).await?;
-    let own = stored.iter().find(|l| l.lease.node == req.node);
-    let taken: HashSet<Ipv4Net> = stored.iter().map(|l| l.lease.subnet).collect();
-    let plan = alloc::plan(cfg, own.map(|l| l.lease.subnet), req.hint, &taken, rand::random());
+    let own = stored.iter().find(|l| l.node() == Some(&req.node) && l.key_subnet.is_some());
+    // A key is taken whatever its value says, and so is the subnet a value claims.
+    let taken: HashSet<Ipv4Net> =
+        stored.iter().flat_map(|l| l.key_subnet.into_iter().chain(l.lease.as_ref().ok().map(|l| l.subnet))).collect();
+    let plan = alloc::plan(cfg, own.and_then(|l| l.key_subnet), req.hint, &taken, rand::random());
     let mut when = Vec::new();
     let mut ops = Vec::new();
     let subnet = match plan {
@@ -140,7 +163,8 @@ pub(crate) async fn renew(s: &Inner, lease: &Lease, ttl: Duration) -> Result<Lea
     let resp = s.call(|mut c| async move { c.get(k, None).await }).await?;
     let lost = || StoreError::LeaseLost(lease.node.clone());
     let kv = resp.kvs().first().ok_or_else(lost)?;
-    let current: Lease = parse(kv.value(), "lease")?;
+    // A value that no longer decodes was overwritten by someone: the lease is not ours any more.
+    let current: Lease = serde_json::from_slice(kv.value()).map_err(|_| lost())?;
     if current.node != lease.node {
         return Err(lost());
     }
@@ -194,7 +218,7 @@ pub(crate) async fn renew(s: &Inner, lease: &Lease, ttl: Duration) -> Result<Lea
 
 pub(crate) async fn release(s: &Inner, node: &str) -> Result<(), StoreError> {
     let (stored, _) = list(s).await?;
-    for l in stored.into_iter().filter(|l| l.lease.node == node) {
+    for l in stored.into_iter().filter(|l| l.node() == Some(node)) {
         let txn = Txn::new()
             .when([Compare::mod_revision(l.key.clone(), CompareOp::Equal, l.mod_revision)])
             .and_then([TxnOp::delete(l.key, None)]);

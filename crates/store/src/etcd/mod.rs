@@ -9,11 +9,14 @@
 //! and a call that failed in transport or timed out drops the client, so the next call connects afresh
 //! instead of trusting a channel that may be wedged. Connecting is lazy and cheap: nothing is lost while etcd
 //! is healthy.
-mod keys;
+pub(crate) mod keys;
 mod lease;
+mod security;
 mod watch;
 
-use crate::{Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
+pub use security::{EtcdSecurity, EtcdSecurityFiles};
+
+use crate::{LeaseEntry, Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
 use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use keys::Keys;
@@ -33,6 +36,8 @@ pub struct EtcdOptions {
     pub op_timeout: Duration,
     /// Deadline for opening a connection.
     pub connect_timeout: Duration,
+    /// TLS and credentials (used with `https://` endpoints / a password).
+    pub security: EtcdSecurity,
 }
 
 impl Default for EtcdOptions {
@@ -41,6 +46,7 @@ impl Default for EtcdOptions {
             prefix: DEFAULT_PREFIX.to_string(),
             op_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
+            security: EtcdSecurity::default(),
         }
     }
 }
@@ -64,7 +70,8 @@ pub(crate) struct Inner {
 }
 
 impl EtcdStore {
-    /// Connects to etcd at `endpoints` (`http://host:port`). Fails only if etcd cannot be reached now.
+    /// Connects to etcd at `endpoints` (`http://host:port`, or `https://host:port` with TLS in
+    /// `opts.security`). Fails only if etcd cannot be reached now.
     pub async fn connect(endpoints: Vec<String>, opts: EtcdOptions) -> Result<Self, StoreError> {
         if endpoints.is_empty() {
             return Err(StoreError::Other("no etcd endpoints".into()));
@@ -90,7 +97,7 @@ impl EtcdStore {
 
 // gRPC status codes that mean "the server or the path to it is not working right now" (tonic::Code values;
 // etcd-client does not re-export the enum).
-const TRANSIENT_CODES: [i32; 7] = [
+const TRANSIENT_CODES: [i32; 8] = [
     1,  // Cancelled
     2,  // Unknown (tonic reports broken connections so)
     4,  // DeadlineExceeded
@@ -98,6 +105,7 @@ const TRANSIENT_CODES: [i32; 7] = [
     10, // Aborted
     13, // Internal (h2 protocol errors on a dying connection)
     14, // Unavailable (also "etcdserver: leader changed" / no leader)
+    16, // Unauthenticated (a token that could not be refreshed): reconnect, which authenticates again
 ];
 
 /// Maps an etcd-client error; the bool says whether it is a transport failure (drop the client).
@@ -121,7 +129,10 @@ impl Inner {
         if let Some((gen, c)) = conn.as_ref() {
             return Ok((*gen, c.clone()));
         }
-        let opts = ConnectOptions::new()
+        let opts = self
+            .opts
+            .security
+            .apply(ConnectOptions::new())
             .with_connect_timeout(self.opts.connect_timeout)
             .with_timeout(self.opts.op_timeout)
             // etcd refuses pings more often than every 5 s (too_many_pings).
@@ -218,7 +229,26 @@ impl Store for EtcdStore {
 
     async fn leases(&self) -> Result<Snapshot<Lease>, StoreError> {
         let (items, revision) = lease::list(&self.inner).await?;
-        Ok(Snapshot { items: items.into_iter().map(|l| l.lease).collect(), revision })
+        let items = items
+            .into_iter()
+            .filter_map(|l| match l.lease {
+                Ok(lease) => Some(lease),
+                Err(e) => {
+                    tracing::warn!(key = %l.key, error = %e, "skipping an undecodable lease");
+                    None
+                }
+            })
+            .collect();
+        Ok(Snapshot { items, revision })
+    }
+
+    async fn lease_entries(&self) -> Result<Snapshot<LeaseEntry>, StoreError> {
+        let (items, revision) = lease::list(&self.inner).await?;
+        Ok(Snapshot { items: items.into_iter().map(lease::Stored::entry).collect(), revision })
+    }
+
+    async fn watch_lease_entries(&self, after: Revision) -> Result<WatchStream<LeaseEntry>, StoreError> {
+        watch::lease_entries(&self.inner, after).await
     }
 
     async fn watch_leases(&self, after: Revision) -> Result<WatchStream<Lease>, StoreError> {
@@ -246,8 +276,14 @@ impl Store for EtcdStore {
             .kvs()
             .iter()
             .filter_map(|kv| keys::strip(&dir, kv.key()).map(|k| (k, kv)))
-            .map(|(k, kv)| Ok((k.to_string(), parse(kv.value(), "object")?)))
-            .collect::<Result<Vec<Object>, StoreError>>()?;
+            .filter_map(|(k, kv)| match serde_json::from_slice(kv.value()) {
+                Ok(v) => Some((k.to_string(), v)),
+                Err(e) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "skipping an undecodable object");
+                    None
+                }
+            })
+            .collect::<Vec<Object>>();
         Ok(Snapshot { items, revision: header_rev(resp.header()) })
     }
 

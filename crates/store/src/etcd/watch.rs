@@ -10,7 +10,7 @@
 //! the consumer watches again from its snapshot revision once the store answers; replaying from there is
 //! harmless because consumers are level-triggered.
 use super::{keys, parse, Inner};
-use crate::{Object, ObjectKind, Revision, StoreError, WatchEvent, WatchStream};
+use crate::{LeaseEntry, Object, ObjectKind, Revision, StoreError, WatchEvent, WatchStream};
 use etcd_client::{Event, EventType, WatchOptions, WatchRequestSender, WatchResponseStream};
 use std::collections::VecDeque;
 use weft_types::Lease;
@@ -27,15 +27,40 @@ struct State<T> {
 }
 
 pub(super) async fn leases(s: &Inner, after: Revision) -> Result<WatchStream<Lease>, StoreError> {
-    let decode: Decode<Lease> = Box::new(|ev: &Event| match ev.event_type() {
-        EventType::Put => Ok(WatchEvent::Put(parse(value(ev.kv()), "lease")?)),
-        EventType::Delete => match ev.prev_kv() {
-            Some(prev) => Ok(WatchEvent::Delete(parse::<Lease>(prev.value(), "lease")?.node)),
+    let decode: Decode<Lease> = Box::new(|ev: &Event| {
+        let kv = match ev.event_type() {
+            EventType::Put => ev.kv(),
             // Without the old value we cannot name the node: have the consumer relist instead.
-            None => Ok(WatchEvent::Reset),
-        },
+            EventType::Delete => ev.prev_kv(),
+        };
+        match (ev.event_type(), parse::<Lease>(value(kv), "lease")) {
+            (EventType::Put, Ok(l)) => Ok(WatchEvent::Put(l)),
+            (EventType::Delete, Ok(l)) => Ok(WatchEvent::Delete(l.node)),
+            // An undecodable value names no node either: a relist leaves it out and keeps every other lease.
+            (_, Err(e)) => {
+                tracing::warn!(key = %key_of(ev), error = %e, "undecodable lease in a watch event; relisting");
+                Ok(WatchEvent::Reset)
+            }
+        }
     });
     start(s, s.keys.leases(), after, decode).await
+}
+
+/// Leases as entries: keyed by the etcd key, so a delete needs no old value and a bad value is an entry.
+pub(super) async fn lease_entries(s: &Inner, after: Revision) -> Result<WatchStream<LeaseEntry>, StoreError> {
+    let keys = s.keys.clone();
+    let decode: Decode<LeaseEntry> = Box::new(move |ev: &Event| {
+        let kv = ev.kv().ok_or_else(|| StoreError::Corrupt("watch event without key".into()))?;
+        match ev.event_type() {
+            EventType::Put => Ok(WatchEvent::Put(super::lease::stored(&keys, kv).entry())),
+            EventType::Delete => Ok(WatchEvent::Delete(String::from_utf8_lossy(kv.key()).into_owned())),
+        }
+    });
+    start(s, s.keys.leases(), after, decode).await
+}
+
+fn key_of(ev: &Event) -> String {
+    ev.kv().map_or_else(String::new, |kv| String::from_utf8_lossy(kv.key()).into_owned())
 }
 
 pub(super) async fn objects(s: &Inner, kind: ObjectKind, after: Revision) -> Result<WatchStream<Object>, StoreError> {
@@ -45,7 +70,14 @@ pub(super) async fn objects(s: &Inner, kind: ObjectKind, after: Revision) -> Res
         let kv = ev.kv().ok_or_else(|| StoreError::Corrupt("watch event without key".into()))?;
         let key = keys::strip(&d, kv.key()).ok_or_else(|| StoreError::Corrupt("watch event outside prefix".into()))?;
         match ev.event_type() {
-            EventType::Put => Ok(WatchEvent::Put((key.to_string(), parse(kv.value(), "object")?))),
+            EventType::Put => match serde_json::from_slice(kv.value()) {
+                Ok(v) => Ok(WatchEvent::Put((key.to_string(), v))),
+                // Whatever the key held before is no longer what the store says: drop it, keep the rest.
+                Err(e) => {
+                    tracing::warn!(key = %key_of(ev), error = %e, "undecodable object in a watch event; dropping it");
+                    Ok(WatchEvent::Delete(key.to_string()))
+                }
+            },
             EventType::Delete => Ok(WatchEvent::Delete(key.to_string())),
         }
     });

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use weft_e2e::{Etcd, TempDir};
-use weft_store::{EmbeddedOptions, EmbeddedStore, EtcdOptions, EtcdStore, ManualClock, Store, WatchEvent, WatchStream};
+use weft_store::{
+    EmbeddedOptions, EmbeddedStore, EtcdOptions, EtcdStore, ManualClock, ObjectKind, Store, WatchEvent, WatchStream,
+};
 use weft_types::{LeaseRequest, NetworkConfig};
 
 pub enum Backend {
@@ -68,6 +70,59 @@ impl Harness {
                 let mut c = etcd_store(e).await.client().await.expect("client");
                 let rev = c.get("x", None).await.expect("get").header().expect("header").revision();
                 c.compact(rev, None).await.expect("compact");
+            }
+        }
+    }
+}
+
+impl Harness {
+    /// Writes a lease row behind the store's back, as an attacker with write access (or a broken writer)
+    /// would: stored under `subnet`'s key, naming `node` where the store keys by node, with `value` verbatim.
+    pub async fn write_raw_lease(&self, subnet: &str, node: &str, value: &str) {
+        match &self.backend {
+            Backend::Embedded { db, .. } => {
+                let c = rusqlite::Connection::open(db).expect("open db");
+                c.busy_timeout(Duration::from_secs(10)).unwrap();
+                c.execute(
+                    "INSERT INTO leases (subnet, node, value, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![subnet, node, value, i64::MAX],
+                )
+                .expect("insert lease row");
+                c.execute(
+                    "INSERT INTO changelog (kind, key, op, value) VALUES ('leases', ?1, 'put', ?2)",
+                    rusqlite::params![node, value],
+                )
+                .expect("insert change");
+            }
+            Backend::Etcd(e) => {
+                let mut c = etcd_store(e).await.client().await.expect("client");
+                c.put(format!("/weft/leases/{}", subnet.replace('/', "_")), value, None).await.expect("put");
+            }
+        }
+    }
+
+    /// Writes an object row behind the store's back, `value` verbatim.
+    pub async fn write_raw_object(&self, kind: ObjectKind, key: &str, value: &str) {
+        match &self.backend {
+            Backend::Embedded { db, .. } => {
+                let c = rusqlite::Connection::open(db).expect("open db");
+                c.busy_timeout(Duration::from_secs(10)).unwrap();
+                c.execute(
+                    "INSERT INTO changelog (kind, key, op, value) VALUES (?1, ?2, 'put', ?3)",
+                    rusqlite::params![kind.as_str(), key, value],
+                )
+                .expect("insert change");
+                let rev = c.last_insert_rowid();
+                c.execute(
+                    "INSERT INTO objects (kind, key, value, rev) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, rev = excluded.rev",
+                    rusqlite::params![kind.as_str(), key, value, rev],
+                )
+                .expect("insert object");
+            }
+            Backend::Etcd(e) => {
+                let mut c = etcd_store(e).await.client().await.expect("client");
+                c.put(format!("/weft/objects/{}/{key}", kind.as_str()), value, None).await.expect("put");
             }
         }
     }

@@ -3,6 +3,7 @@
 //! `embedded_only` cover what only one backend can show: a server outage, several processes on one file.
 //!
 //! Run: `cargo test -p weft-store --test contract` (needs `etcd` on PATH: apt-get install etcd-server).
+mod bad_rows;
 mod cases;
 mod embedded_only;
 mod etcd_only;
@@ -16,7 +17,7 @@ macro_rules! contract {
                 #[test]
                 fn $case() {
                     let h = crate::harness::Harness::embedded();
-                    crate::harness::runtime().block_on(crate::cases::$case(h));
+                    crate::harness::runtime().block_on(crate::$case(h));
                 }
             )*
         }
@@ -25,7 +26,7 @@ macro_rules! contract {
                 #[test]
                 fn $case() {
                     let h = crate::harness::Harness::etcd();
-                    crate::harness::runtime().block_on(crate::cases::$case(h));
+                    crate::harness::runtime().block_on(crate::$case(h));
                 }
             )*
         }
@@ -45,4 +46,10 @@ contract!(
     watch_sees_every_change_after_a_listed_revision,
     objects_put_list_delete_watch,
     compaction_resets_old_watchers,
+    undecodable_rows_are_skipped_and_named,
+    entries_carry_key_and_creation_order,
+    a_value_claiming_another_subnet_is_refused,
 );
+
+use bad_rows::*;
+use cases::*;
