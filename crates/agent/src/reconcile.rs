@@ -45,7 +45,11 @@ impl Reconciler {
     }
 
     /// One pass over `peers` (other nodes' leases): device, then entries, then the backend's own peer list.
-    pub async fn reconcile(&mut self, peers: &[Lease]) -> Result<Outcome, BackendError> {
+    pub async fn reconcile<'a>(
+        &mut self,
+        peers: impl IntoIterator<Item = &'a Lease, IntoIter: Send> + Send,
+    ) -> Result<Outcome, BackendError> {
+        let peers = peers.into_iter();
         let data = self.backend.ensure_device(self.dp.as_ref()).await?;
         let d = desired_state(&self.cfg, self.backend.as_ref(), &self.local, peers);
         let actual = self.dp.read_state(&self.backend.scope()).await?;

@@ -86,6 +86,9 @@ mod tests {
     }
 
     async fn pass(m: &mut FirewallManager, peers: Option<&[Lease]>, full: bool) {
+        let all: Option<std::collections::BTreeMap<String, Lease>> =
+            peers.map(|p| p.iter().map(|l| (l.node.clone(), l.clone())).collect());
+        let peers = all.as_ref().map(|all| crate::manager::Peers { all, me: "n1" });
         m.update(&View { me: &lease(1), peers, periodic: full, full }).await.unwrap();
     }
 

@@ -3,9 +3,10 @@
 //!
 //! Drift means the kernel changed behind our back: the desired state is what it was after the last pass, yet the
 //! diff is not empty, or the device was recreated (new ifindex). Which trigger woke the pass does not matter.
+//! "What it was" is kept as a fingerprint of the desired state, not a copy (a copy is ~1 MiB per 5 000 peers).
 //! When the device comes back with a new identity (VXLAN: a new MAC), the new backend data is handed to the lease
 //! keeper, which publishes it at once.
-use super::{Manager, ManagerError, View};
+use super::{Manager, ManagerError, Peers, View};
 use crate::backend::vxlan::vtep_mac;
 use crate::metrics::Metrics;
 use crate::reconcile::{Outcome, Reconciler};
@@ -23,7 +24,7 @@ pub struct OverlayManager {
     status: SharedStatus,
     metrics: Arc<Metrics>,
     subnets: (Ipv4Net, Option<Ipv6Net>),
-    last_desired: Option<OverlayState>,
+    last_desired: Option<u64>,
     last_device: Option<u32>,
 }
 
@@ -56,13 +57,14 @@ impl Manager for OverlayManager {
         }
         // Peers not listed yet (store slow or away): leave the kernel exactly as it is.
         let Some(peers) = view.peers else { return Ok(()) };
-        let out = self.rec.reconcile(peers).await?;
+        let out = self.rec.reconcile(peers.iter()).await?;
         if *self.published.borrow() != out.data {
             tracing::warn!(data = ?out.data, "backend device was recreated; publishing its new data");
             self.published.send_replace(out.data.clone());
         }
         let recreated = matches!((self.last_device, out.device), (Some(a), Some(b)) if a != b);
-        let drift = recreated || (self.last_desired.as_ref() == Some(&out.desired) && !out.ops.is_empty());
+        let desired = fingerprint(&out.desired);
+        let drift = recreated || (self.last_desired == Some(desired) && !out.ops.is_empty());
         self.last_device = out.device;
         self.record(me, peers, &out, drift);
         if !out.ops.is_empty() || !out.report.failed.is_empty() {
@@ -77,7 +79,7 @@ impl Manager for OverlayManager {
         for (op, err) in &out.report.failed {
             tracing::warn!(?op, %err, "kernel refused a change; next resync retries");
         }
-        self.last_desired = Some(out.desired);
+        self.last_desired = Some(desired);
         Ok(())
     }
 
@@ -90,8 +92,16 @@ impl Manager for OverlayManager {
     }
 }
 
+/// A hash of every entry (std's SipHash with fixed keys: stable within the process, which is all drift needs).
+fn fingerprint(st: &OverlayState) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (&st.neighs, &st.fdbs, &st.nexthops, &st.routes).hash(&mut h);
+    h.finish()
+}
+
 impl OverlayManager {
-    fn record(&self, me: &Lease, peers: &[Lease], out: &Outcome, drift: bool) {
+    fn record(&self, me: &Lease, peers: Peers<'_>, out: &Outcome, drift: bool) {
         let (metrics, backend, local) = (&self.metrics, self.rec.backend(), &self.rec.local);
         metrics.peers.set(peers.len() as i64);
         metrics.ops_applied.inc_by(out.report.applied as u64);
@@ -129,5 +139,23 @@ impl OverlayManager {
         st.last_reconcile_at_ms = now_ms();
         st.last_error = out.report.failed.first().map(|(op, e)| format!("{op:?}: {e}"));
         st.ready = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_dataplane::{Route, RouteTarget};
+
+    #[test]
+    fn fingerprint_tells_states_apart() {
+        let mut a = OverlayState::default();
+        let empty = fingerprint(&a);
+        a.add_route(Route { dst: "10.244.2.0/24".parse().unwrap(), target: RouteTarget::Nexthop(7) });
+        let b = a.clone();
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), empty);
+        a.add_route(Route { dst: "10.244.2.0/24".parse().unwrap(), target: RouteTarget::Nexthop(8) });
+        assert_ne!(fingerprint(&a), fingerprint(&b), "same key, new value");
     }
 }
