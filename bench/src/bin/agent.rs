@@ -74,7 +74,7 @@ async fn fill_store(url: &str, n: usize) -> Result<()> {
         let req = LeaseRequest {
             node: format!("peer-{i}"),
             node_ip: peer_ip(i).parse()?,
-            backend_data: serde_json::json!({"v": 1, "vtepMac": peer_mac(i)}),
+            backend_data: weft_types::BackendData::Vxlan { vtep_mac: peer_mac(i) },
             ttl: Duration::from_secs(3600),
             hint: cfg.subnet(i as u64 + 1),
         };

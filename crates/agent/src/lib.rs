@@ -5,20 +5,24 @@
 //! - [`lease`]: acquire the node's subnet, renew it, re-acquire if lost.
 //! - [`follow`]: list + watch of one kind of store object, relist on reset (leases and policy objects).
 //! - [`peers`]: watch other nodes' leases (list + watch from revision, relist on reset).
-//! - [`desired`]: leases → desired kernel entries (pure; VXLAN, direct routing, host-gw).
-//! - [`firewall`]: the `inet weft` nftables table (masquerade, VXLAN port protection, checksum workaround).
+//! - [`backend`]: the `Backend` trait and one module per backend (VXLAN, host-gw), with their registry.
+//! - [`desired`]: leases → desired kernel entries (pure; the shared peer checks, then the backend's entries).
 //! - [`reconcile`]: desired vs actual → apply only the diff; teardown on uninstall.
-//! - [`agent`]: start-up order and the main loop.
+//! - [`firewall`]: the `inet weft` nftables table (masquerade, VXLAN port protection, checksum workaround).
+//! - [`manager`]: the shared event loop and its managers (node file, overlay, firewall, policy).
+//! - [`agent`]: start-up order and wiring.
 //! - [`status`], [`metrics`], [`http`]: what the agent tells operators.
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod backend;
 pub mod config;
 pub mod desired;
 pub mod firewall;
 pub mod follow;
 pub mod http;
 pub mod lease;
+pub mod manager;
 pub mod metrics;
 pub mod peers;
 pub mod policy;

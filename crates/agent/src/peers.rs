@@ -144,7 +144,7 @@ mod tests {
             subnet: cfg.subnet(i).unwrap(),
             subnet6: None,
             node_ip: "192.0.2.9".parse().unwrap(),
-            backend_data: serde_json::json!({"v": 1}),
+            backend_data: weft_types::BackendData::HostGw,
             expires_at_ms: 0,
         };
         let me = lease("me", 1);

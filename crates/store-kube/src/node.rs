@@ -10,9 +10,12 @@
 //! | `weft.dev/subnet6`        | the IPv6 pod subnet, if any                                |
 //! | `weft.dev/subnet-source`  | `podCIDR` or `weft`                                        |
 //! | `weft.dev/node-ip`        | underlay address: VXLAN destination, host-gw next hop      |
-//! | `weft.dev/backend-data`   | the backend's opaque JSON (VXLAN: `{"v":1,"vtepMac":..}`)  |
+//! | `weft.dev/backend-data`   | the backend's data, JSON (`{"type":"vxlan","vtepMac":..}`) |
 //! | `weft.dev/renewed-at`     | RFC 3339, last write (on change, else every 5 min at most) |
 //! | `weft.dev/expires-at`     | RFC 3339, renewed-at + TTL (informational: nothing expires)|
+//!
+//! Backend data written by earlier versions (`{"v":1,"vtepMac":..}`, untagged) is still read (see
+//! `weft_types::lease`); an unknown backend type makes the Node's lease malformed (skipped, reported).
 //!
 //! A Node has a lease when it has `weft.dev/node-ip` and a subnet. Kubernetes does not expire anything: a
 //! lease ends when the agent releases it (annotations removed) or the Node is deleted.
@@ -20,7 +23,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use k8s_openapi::api::core::v1::Node;
 use serde_json::{json, Value};
 use std::net::IpAddr;
-use weft_types::Lease;
+use weft_types::{BackendData, Lease};
 
 pub const PREFIX: &str = "weft.dev/";
 pub const SUBNET: &str = "weft.dev/subnet";
@@ -107,8 +110,11 @@ pub fn lease_of(node: &Node) -> Result<Option<Lease>, String> {
         (None, None) => None,
     };
     let backend_data = match annotation(node, BACKEND_DATA) {
-        Some(b) => serde_json::from_str(b).map_err(|_| bad(BACKEND_DATA, b))?,
-        None => Value::Null,
+        Some(b) => serde_json::from_str(b)
+            .map_err(|e| e.to_string())
+            .and_then(BackendData::from_value)
+            .map_err(|e| format!("{}: {e}", bad(BACKEND_DATA, b)))?,
+        None => BackendData::default(),
     };
     let expires_at_ms = annotation(node, EXPIRES_AT).and_then(parse_time).unwrap_or(0);
     Ok(Some(Lease { node: n, subnet, subnet6, node_ip, backend_data, expires_at_ms }))
@@ -140,7 +146,7 @@ pub fn publish_patch(lease: &Lease, source: Source, now_ms: u64) -> Value {
         SUBNET6: lease.subnet6.map(|s| s.to_string()),
         SOURCE: source.as_str(),
         NODE_IP: lease.node_ip.to_string(),
-        BACKEND_DATA: lease.backend_data.to_string(),
+        BACKEND_DATA: serde_json::to_string(&lease.backend_data).expect("backend data serializes"),
         RENEWED_AT: format_time(now_ms),
         EXPIRES_AT: format_time(lease.expires_at_ms),
     }}})
@@ -175,7 +181,7 @@ mod tests {
             subnet: "10.244.3.0/24".parse().unwrap(),
             subnet6: Some("fd00::/80".parse().unwrap()),
             node_ip: "192.0.2.7".parse().unwrap(),
-            backend_data: json!({"v": 1, "vtepMac": "02:00:00:00:00:01"}),
+            backend_data: BackendData::Vxlan { vtep_mac: "02:00:00:00:00:01".into() },
             expires_at_ms: 1_700_000_060_123,
         };
         let mut n = node(json!({"metadata": {"name": "n1", "annotations": {"other": "kept"}}}));
@@ -204,6 +210,26 @@ mod tests {
         assert!(lease_of(&bad).unwrap_err().contains("weft.dev/node-ip"));
         let bad = node(json!({"metadata": {"name": "n"}, "spec": {"podCIDR": "x"}}));
         assert!(pod_cidrs(&bad).is_err());
+        let unknown = node(json!({"metadata": {"name": "n", "annotations": {NODE_IP: "10.0.0.1",
+            SUBNET: "10.244.9.0/24", BACKEND_DATA: r#"{"type":"geneve"}"#}}}));
+        let e = lease_of(&unknown).unwrap_err();
+        assert!(e.contains("weft.dev/backend-data") && e.contains("unknown variant `geneve`"), "{e}");
+    }
+
+    #[test]
+    fn backend_data_of_earlier_versions_is_read() {
+        let old = node(json!({"metadata": {"name": "n", "annotations": {NODE_IP: "10.0.0.1",
+            SUBNET: "10.244.9.0/24", BACKEND_DATA: r#"{"v":1,"vtepMac":"02:00:00:00:00:09"}"#}}}));
+        let l = lease_of(&old).unwrap().unwrap();
+        assert_eq!(l.backend_data, BackendData::Vxlan { vtep_mac: "02:00:00:00:00:09".into() });
+        let patch = publish_patch(&l, Source::Weft, 0);
+        let written: Value =
+            serde_json::from_str(patch["metadata"]["annotations"][BACKEND_DATA].as_str().unwrap()).unwrap();
+        assert_eq!(
+            written,
+            json!({"type": "vxlan", "vtepMac": "02:00:00:00:00:09"}),
+            "agents of the previous version read vtepMac"
+        );
     }
 
     #[test]

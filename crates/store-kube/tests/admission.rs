@@ -127,7 +127,7 @@ fn publish(node: &str) -> Value {
         subnet: "10.244.1.0/24".parse().unwrap(),
         subnet6: None,
         node_ip: "192.168.1.2".parse().unwrap(),
-        backend_data: json!({"v": 1, "vtepMac": "02:00:00:00:00:01"}),
+        backend_data: weft_types::BackendData::Vxlan { vtep_mac: "02:00:00:00:00:01".into() },
         expires_at_ms: 1_800_000_000_000,
     };
     node::publish_patch(&lease, Source::Weft, 1_799_999_000_000)

@@ -60,7 +60,7 @@ async fn the_binary_serves_a_seeded_cluster() {
     let req = |node: &str| weft_types::LeaseRequest {
         node: node.into(),
         node_ip: "192.0.2.1".parse().unwrap(),
-        backend_data: serde_json::json!({"v": 1}),
+        backend_data: weft_types::BackendData::HostGw,
         ttl: Duration::from_secs(60),
         hint: None,
     };

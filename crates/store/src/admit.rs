@@ -201,11 +201,10 @@ pub fn is_usable_node_ip(ip: IpAddr) -> bool {
     }
 }
 
-/// The VXLAN backend's check of its lease data: a `vtepMac`, when present, is a unicast, non-zero MAC.
+/// The VXLAN backend's check of its lease data: the VTEP MAC of VXLAN data is a unicast, non-zero MAC.
 /// (Kept separate so the VXLAN backend can own it once backends carry typed data.)
 pub fn check_vtep_mac(data: &BackendData) -> Result<(), String> {
-    let Some(mac) = data.get("vtepMac") else { return Ok(()) };
-    let text = mac.as_str().ok_or_else(|| format!("vtepMac {mac} is not a string"))?;
+    let BackendData::Vxlan { vtep_mac: text } = data else { return Ok(()) };
     let bytes: Vec<u8> = text
         .split(':')
         .map(|b| if b.len() == 2 { u8::from_str_radix(b, 16).ok() } else { None })

@@ -8,6 +8,10 @@ fn cfg() -> NetworkConfig {
     .unwrap()
 }
 
+fn vx(mac: &str) -> BackendData {
+    BackendData::Vxlan { vtep_mac: mac.into() }
+}
+
 fn lease(node: &str, i: u64) -> Lease {
     let c = cfg();
     Lease {
@@ -15,7 +19,7 @@ fn lease(node: &str, i: u64) -> Lease {
         subnet: c.subnet(i).unwrap(),
         subnet6: c.subnet6(i),
         node_ip: format!("192.0.2.{}", i + 1).parse().unwrap(),
-        backend_data: json!({"v": 1, "vtepMac": "02:00:00:00:00:01"}),
+        backend_data: vx("02:00:00:00:00:01"),
         expires_at_ms: 0,
     }
 }
@@ -132,8 +136,8 @@ fn bad_fields_are_refused() {
         (|l| l.node_ip = "255.255.255.255".parse().unwrap(), |r| matches!(r, Reason::NodeIp(_))),
         (|l| l.node_ip = "fe80::1".parse().unwrap(), |r| matches!(r, Reason::NodeIp(_))),
         (|l| l.node_ip = "::ffff:127.0.0.1".parse().unwrap(), |r| matches!(r, Reason::NodeIp(_))),
-        (|l| l.backend_data = json!({"vtepMac": "01:00:5e:00:00:01"}), |r| matches!(r, Reason::BackendData(_))),
-        (|l| l.backend_data = json!({"vtepMac": "00:00:00:00:00:00"}), |r| matches!(r, Reason::BackendData(_))),
+        (|l| l.backend_data = vx("01:00:5e:00:00:01"), |r| matches!(r, Reason::BackendData(_))),
+        (|l| l.backend_data = vx("00:00:00:00:00:00"), |r| matches!(r, Reason::BackendData(_))),
         (|l| l.node = "Bad Name!".into(), |r| matches!(r, Reason::NodeName(_))),
         (|l| l.subnet6 = Some("fd99::/64".parse().unwrap()), |r| matches!(r, Reason::Subnet6Outside { .. })),
     ];
@@ -158,10 +162,10 @@ fn bad_fields_are_refused() {
 
 #[test]
 fn macs_and_names() {
-    assert!(check_vtep_mac(&json!({"v": 1})).is_ok());
-    assert!(check_vtep_mac(&json!({"vtepMac": "0a:58:0a:f4:01:01"})).is_ok());
-    for bad in [json!({"vtepMac": 7}), json!({"vtepMac": "0a:58"}), json!({"vtepMac": "ff:ff:ff:ff:ff:ff"})] {
-        assert!(check_vtep_mac(&bad).is_err(), "{bad}");
+    assert!(check_vtep_mac(&BackendData::HostGw).is_ok());
+    assert!(check_vtep_mac(&vx("0a:58:0a:f4:01:01")).is_ok());
+    for bad in ["0a:58", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00", "03:00:00:00:00:01", "zz:00:00:00:00:01"] {
+        assert!(check_vtep_mac(&vx(bad)).is_err(), "{bad}");
     }
     for good in ["node1", "ip-10-0-0-1.ec2.internal", "a"] {
         assert!(is_dns1123_subdomain(good), "{good}");

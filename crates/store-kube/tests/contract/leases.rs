@@ -38,7 +38,7 @@ async fn acquire_takes_the_node_pod_cidr() {
     assert_eq!(a["weft.dev/subnet-source"], "podCIDR");
     assert_eq!(a["weft.dev/node-ip"], "192.0.2.1");
     let data: serde_json::Value = serde_json::from_str(a["weft.dev/backend-data"].as_str().unwrap()).unwrap();
-    assert_eq!(data, serde_json::json!({"v": 1, "vtepMac": "02:00:00:00:00:01"}));
+    assert_eq!(data, serde_json::json!({"type": "vxlan", "vtepMac": "02:00:00:00:00:01"}));
     assert!(k.claims().is_empty(), "no claim when the controller manager allocates");
     assert_eq!(s.leases().await.unwrap().items, vec![l]);
 }
@@ -155,14 +155,17 @@ async fn renew_publishes_and_moves_expiry_forward() {
     let mut l = s.acquire(&req("n1")).await.unwrap();
     for i in 0..3 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        l.backend_data = serde_json::json!({"v": 1, "round": i});
+        l.backend_data = weft_types::BackendData::Vxlan { vtep_mac: format!("02:00:00:00:00:{i:02x}") };
         let before = l.expires_at_ms;
         l = s.renew(&l, LONG).await.unwrap();
         assert!(l.expires_at_ms > before, "renew moves the expiry forward");
     }
     assert_eq!(s.leases().await.unwrap().items, vec![l.clone()]);
     let data = k.annotations("n1")["weft.dev/backend-data"].as_str().unwrap().to_string();
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&data).unwrap(), serde_json::json!({"v": 1, "round": 2}));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&data).unwrap(),
+        serde_json::json!({"type": "vxlan", "vtepMac": "02:00:00:00:00:02"})
+    );
     assert!(k.annotations("n1")["weft.dev/renewed-at"].as_str().unwrap().ends_with('Z'));
     let mut stranger = l.clone();
     stranger.node = "n2".into();

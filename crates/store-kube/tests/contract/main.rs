@@ -89,7 +89,7 @@ pub fn req(node: &str) -> LeaseRequest {
     LeaseRequest {
         node: node.to_string(),
         node_ip: "192.0.2.1".parse().unwrap(),
-        backend_data: json!({"v": 1, "vtepMac": "02:00:00:00:00:01"}),
+        backend_data: weft_types::BackendData::Vxlan { vtep_mac: "02:00:00:00:00:01".into() },
         ttl: LONG,
         hint: None,
     }

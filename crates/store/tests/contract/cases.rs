@@ -117,14 +117,14 @@ pub async fn renew_keeps_the_lease_and_publishes_attributes(h: Harness) {
     // Renew at about half the TTL for three TTLs: the lease must survive throughout.
     for i in 0..6 {
         h.pass_time(ttl / 2).await;
-        l.backend_data = serde_json::json!({"v": 1, "round": i});
+        l.backend_data = weft_types::BackendData::Vxlan { vtep_mac: format!("02:00:00:00:00:{i:02x}") };
         let before = l.expires_at_ms;
         l = s.renew(&l, ttl).await.unwrap();
         assert!(l.expires_at_ms >= before, "renew moves the expiry forward");
     }
     let snap = s.leases().await.unwrap();
     assert_eq!(snap.items.len(), 1);
-    assert_eq!(snap.items[0].backend_data, serde_json::json!({"v": 1, "round": 5}));
+    assert_eq!(snap.items[0].backend_data, weft_types::BackendData::Vxlan { vtep_mac: "02:00:00:00:00:05".into() });
     // Renewing with a longer TTL works too (etcd needs a new lease for that).
     l = s.renew(&l, LONG).await.unwrap();
     h.pass_time(ttl * 2).await;

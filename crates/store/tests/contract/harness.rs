@@ -144,7 +144,7 @@ pub fn req(node: &str, ttl: Duration) -> LeaseRequest {
     LeaseRequest {
         node: node.to_string(),
         node_ip: "192.0.2.1".parse().unwrap(),
-        backend_data: serde_json::json!({"v": 1, "vtepMac": "02:00:00:00:00:01"}),
+        backend_data: weft_types::BackendData::Vxlan { vtep_mac: "02:00:00:00:00:01".into() },
         ttl,
         hint: None,
     }

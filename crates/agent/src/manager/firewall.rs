@@ -1,0 +1,117 @@
+//! The firewall manager: keeps the agent's `inet weft` table (rendered by `crate::firewall`) in the kernel.
+//!
+//! The table changes with the set of node IPs (only they may send to the backend's UDP port), so it is replaced
+//! only when its text changes. A full pass checks that the table is still there (its counters are) instead of
+//! replacing it, which would cost an nft run every resync for nothing, and exports the rejected-packet counter.
+use super::{Manager, ManagerError, View};
+use crate::firewall::{self, FirewallSpec};
+use crate::metrics::Metrics;
+use async_trait::async_trait;
+use std::sync::Arc;
+use weft_dataplane::Dataplane;
+
+pub struct FirewallManager {
+    dp: Arc<dyn Dataplane>,
+    spec: FirewallSpec,
+    metrics: Arc<Metrics>,
+    applied: Option<String>,
+}
+
+impl FirewallManager {
+    /// `spec.node_ips` is filled on every pass; `spec.vxlan_port` is the backend's UDP port.
+    pub fn new(dp: Arc<dyn Dataplane>, spec: FirewallSpec, metrics: Arc<Metrics>) -> Self {
+        Self { dp, spec, metrics, applied: None }
+    }
+}
+
+#[async_trait]
+impl Manager for FirewallManager {
+    fn name(&self) -> &'static str {
+        "firewall"
+    }
+
+    async fn update(&mut self, view: &View<'_>) -> Result<(), ManagerError> {
+        let Some(peers) = view.peers else { return Ok(()) };
+        let mut ips: Vec<_> = peers.iter().map(|p| p.node_ip).chain(std::iter::once(view.me.node_ip)).collect();
+        ips.sort();
+        ips.dedup();
+        self.spec.node_ips = ips;
+        let text = firewall::render(&self.spec);
+        let mut missing = false;
+        if view.full {
+            let counters = self.dp.nft_counters(firewall::FAMILY, firewall::TABLE).await.unwrap_or_default();
+            missing = counters.is_empty();
+            self.metrics.set_firewall_counters(&counters);
+        }
+        if missing || self.applied.as_deref() != Some(text.as_str()) {
+            self.dp.apply_nft(firewall::FAMILY, firewall::TABLE, &text).await?;
+            self.applied = Some(text);
+        }
+        Ok(())
+    }
+
+    async fn teardown(&mut self) -> Result<(), ManagerError> {
+        Ok(self.dp.delete_nft(firewall::FAMILY, firewall::TABLE).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_dataplane::fake::FakeDataplane;
+    use weft_types::{BackendData, Lease};
+
+    fn lease(i: u8) -> Lease {
+        Lease {
+            node: format!("n{i}"),
+            subnet: format!("10.244.{i}.0/24").parse().unwrap(),
+            subnet6: None,
+            node_ip: format!("172.30.{i}.1").parse().unwrap(),
+            backend_data: BackendData::HostGw,
+            expires_at_ms: 0,
+        }
+    }
+
+    fn manager(fake: Arc<FakeDataplane>) -> FirewallManager {
+        let spec = FirewallSpec {
+            cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+            cluster_cidr6: None,
+            vxlan_port: Some(8472),
+            node_ips: vec![],
+            masquerade: true,
+            agent_port: None,
+        };
+        FirewallManager::new(fake, spec, Arc::new(Metrics::default()))
+    }
+
+    async fn pass(m: &mut FirewallManager, peers: Option<&[Lease]>, full: bool) {
+        let all: Option<std::collections::BTreeMap<String, Lease>> =
+            peers.map(|p| p.iter().map(|l| (l.node.clone(), l.clone())).collect());
+        let peers = all.as_ref().map(|all| crate::manager::Peers { all, me: "n1" });
+        m.update(&View { me: &lease(1), peers, periodic: full, full }).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn applied_on_change_checked_on_resync() {
+        let fake = Arc::new(FakeDataplane::new());
+        let mut m = manager(fake.clone());
+        pass(&mut m, None, true).await;
+        assert!(fake.nft_table("inet", "weft").is_none(), "nothing before the peers are listed");
+        let peers = [lease(2), lease(3)];
+        pass(&mut m, Some(&peers), false).await;
+        let t = fake.nft_table("inet", "weft").unwrap();
+        assert!(t.contains("172.30.1.1, 172.30.2.1, 172.30.3.1"), "{t}");
+        let applied = |f: &FakeDataplane| f.nft_table("inet", "weft");
+        // Unchanged: not applied again (a full pass only checks the table is there).
+        fake.delete_nft_behind_back("inet", "weft");
+        pass(&mut m, Some(&peers), false).await;
+        assert!(applied(&fake).is_none(), "an unchanged table is not re-applied on an event");
+        pass(&mut m, Some(&peers), true).await;
+        assert!(applied(&fake).is_some(), "a full pass reloads a deleted table");
+        // A removed node's IP may no longer send to the VXLAN port.
+        pass(&mut m, Some(&peers[..1]), false).await;
+        assert!(!applied(&fake).unwrap().contains("172.30.3.1"));
+        m.teardown().await.unwrap();
+        assert!(applied(&fake).is_none());
+    }
+}
