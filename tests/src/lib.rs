@@ -7,6 +7,8 @@
 //! - [`bin`]: path of a workspace binary (`weft`, `weftd`, `weftctl`), built by `cargo build` before the tests.
 #![forbid(unsafe_code)]
 
+pub mod wg;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -7,6 +7,9 @@
 //! is applied level-triggered, and a larger `rotate` generates, stores and switches to a new key. The stats file
 //! is rewritten every 100 ms (`{"public_key", "listen_port", "peers": [PeerStats...], "counters"}`).
 //! SIGTERM/SIGINT stop the tunnel cleanly (a persistent device stays).
+//!
+//! `weft-tunnel-test send-udp --from IP --to IP:PORT --hex HEX...`: sends raw datagrams (the forgery tests use
+//! it from a spoofed underlay address, so no python or nc is needed).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -38,7 +41,23 @@ fn need(args: &[String], name: &str) -> String {
     })
 }
 
+fn send_udp(args: &[String]) {
+    let from: std::net::IpAddr = need(args, "--from").parse().unwrap_or_else(|_| fail("bad --from"));
+    let to: std::net::SocketAddr = need(args, "--to").parse().unwrap_or_else(|_| fail("bad --to"));
+    let sock = std::net::UdpSocket::bind((from, 0)).unwrap_or_else(|e| fail(&format!("bind {from}: {e}")));
+    let start = args.iter().position(|a| a == "--hex").map_or(args.len(), |i| i + 1);
+    for hex in &args[start..] {
+        let bytes: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or_else(|_| fail("bad hex")))
+            .collect();
+        sock.send_to(&bytes, to).unwrap_or_else(|e| fail(&format!("send: {e}")));
+    }
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("send-udp") {
+        return send_udp(&std::env::args().collect::<Vec<_>>());
+    }
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let args: Vec<String> = std::env::args().collect();
     let ifname = need(&args, "--ifname");
