@@ -9,7 +9,8 @@ use crate::config::TunnelCounters;
 use crate::keys::PublicKey;
 use crate::offload;
 use crate::peers::{dst_addr, Peer, Tables};
-use crate::sys::{self, tun, udp::Udp};
+use crate::sys::udp::{RecvBatch, SendBatch, Udp};
+use crate::sys::{self, tun};
 use defguard_boringtun::noise::errors::WireGuardError;
 use defguard_boringtun::noise::handshake::parse_handshake_anon;
 use defguard_boringtun::noise::{Packet, Tunn, TunnResult};
@@ -68,8 +69,9 @@ pub(crate) fn run(shared: &Shared, q: usize) {
     let sock = &shared.udp[q];
     let head = if shared.offload { tun::VNET_HDR_LEN } else { 0 };
     let mut inbuf = vec![0u8; MAX_PACKET + head];
-    let mut out = Out::new(head);
+    let mut out = Out::new(head, shared.offload);
     let mut seg = offload::Segmenter::default();
+    let mut rx = RecvBatch::default();
     while !shared.stop.load(Ordering::Relaxed) {
         let ready = match sys::poll_readable(&[tun_fd.as_fd(), sock.fd()], Duration::from_millis(100)) {
             Ok(r) => r,
@@ -95,35 +97,79 @@ pub(crate) fn run(shared: &Shared, q: usize) {
                     }
                 }
             }
-            out.flush(sock);
+            sock.send_batch(&mut out.tx);
         }
         if ready[1] {
-            for _ in 0..BATCH {
-                match sock.recv_from(&mut inbuf) {
-                    Ok(Some((n, from))) => inbound(shared, &tables, sock, tun_fd, &inbuf[..n], from, &mut out),
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!("UDP receive: {e}");
-                        break;
+            if shared.offload {
+                for _ in 0..BATCH / 8 {
+                    match sock.recv_batch(&mut rx) {
+                        Ok(0) => break,
+                        Ok(_) => {
+                            for (d, from) in rx.datagrams() {
+                                inbound(shared, &tables, sock, tun_fd, d, from, &mut out);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!("UDP receive: {e}");
+                            break;
+                        }
+                    }
+                }
+            } else {
+                for _ in 0..BATCH {
+                    match sock.recv_from(&mut inbuf) {
+                        Ok(Some((n, from))) => inbound(shared, &tables, sock, tun_fd, &inbuf[..n], from, &mut out),
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!("UDP receive: {e}");
+                            break;
+                        }
                     }
                 }
             }
-            out.flush(sock);
+            out.flush_tun(tun_fd);
         }
     }
 }
 
-/// Output buffers of one worker: a decrypt/encrypt scratch buffer with room for the vnet header in front.
+/// Output state of one worker: a decrypt scratch buffer (with room for the vnet header in front), the batch
+/// of encrypted datagrams, and the TUN-side coalescer.
 pub(crate) struct Out {
     head: usize,
     buf: Vec<u8>,
+    tx: SendBatch,
+    gro: Option<offload::Coalescer>,
 }
 
 impl Out {
-    fn new(head: usize) -> Self {
-        Out { head, buf: vec![0u8; MAX_PACKET + 256] }
+    fn new(head: usize, offload: bool) -> Self {
+        Out {
+            head,
+            buf: vec![0u8; MAX_PACKET + 256],
+            tx: SendBatch::default(),
+            gro: offload.then(offload::Coalescer::default),
+        }
     }
-    fn flush(&mut self, _sock: &Udp) {}
+
+    fn deliver(&mut self, tun_fd: &OwnedFd, len: usize) {
+        let frame = &self.buf[..self.head + len];
+        match &mut self.gro {
+            Some(c) => c.push(&frame[self.head..], &mut |f| write_tun(tun_fd, f)),
+            None => write_tun(tun_fd, frame),
+        }
+    }
+
+    fn flush_tun(&mut self, tun_fd: &OwnedFd) {
+        if let Some(c) = &mut self.gro {
+            c.flush(&mut |f| write_tun(tun_fd, f));
+        }
+    }
+}
+
+fn write_tun(tun_fd: &OwnedFd, frame: &[u8]) {
+    if let Err(e) = tun::write(tun_fd, frame) {
+        tracing::debug!("TUN write: {e}");
+    }
 }
 
 fn outbound(shared: &Shared, tables: &Tables, sock: &Udp, pkt: &[u8], out: &mut Out) {
@@ -134,14 +180,19 @@ fn outbound(shared: &Shared, tables: &Tables, sock: &Udp, pkt: &[u8], out: &mut 
     };
     let mut st = peer.lock();
     let endpoint = st.endpoint;
-    match st.sender().tunn.encapsulate(pkt, &mut out.buf) {
+    // Encrypt straight into the send batch (WireGuard adds 32 bytes; a handshake initiation is 148).
+    let need = (pkt.len() + 32).max(148);
+    if out.tx.slot(need).is_none() {
+        sock.send_batch(&mut out.tx);
+    }
+    let Some(slot) = out.tx.slot(need) else { return };
+    match st.sender().tunn.encapsulate(pkt, slot) {
         TunnResult::WriteToNetwork(wire) => {
             if wire.first() == Some(&4) {
                 bump(&peer.counters.tx_bytes, pkt.len() as u64);
             }
-            if let Err(e) = sock.send_to(wire, endpoint) {
-                tracing::debug!(%endpoint, "UDP send: {e}");
-            }
+            let len = wire.len();
+            out.tx.commit(len, endpoint);
         }
         TunnResult::Err(e) => tracing::debug!("encapsulate: {e:?}"),
         _ => {}
@@ -237,11 +288,17 @@ fn inbound(
         }
         TunnResult::WriteToTunnelV4(inner, src) => {
             let len = inner.len();
-            deliver(tables, peer, IpAddr::V4(src), len, &mut st.endpoint, from, tun_fd, &out.buf[..head + len]);
+            if accept(tables, peer, IpAddr::V4(src), len, &mut st.endpoint, from) {
+                drop(st);
+                out.deliver(tun_fd, len);
+            }
         }
         TunnResult::WriteToTunnelV6(inner, src) => {
             let len = inner.len();
-            deliver(tables, peer, IpAddr::V6(src), len, &mut st.endpoint, from, tun_fd, &out.buf[..head + len]);
+            if accept(tables, peer, IpAddr::V6(src), len, &mut st.endpoint, from) {
+                drop(st);
+                out.deliver(tun_fd, len);
+            }
         }
         TunnResult::Done => {
             // An authenticated keepalive (or a cookie reply): the peer is alive at `from`.
@@ -260,26 +317,21 @@ fn inbound(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn deliver(
+/// Cryptokey routing: an authenticated packet is accepted only when its inner source is one of this peer's
+/// allowed IPs; then (roaming, as WireGuard does) its outer source becomes the peer's endpoint.
+fn accept(
     tables: &Tables,
     peer: &Arc<Peer>,
     src: IpAddr,
     len: usize,
     endpoint: &mut SocketAddr,
     from: SocketAddr,
-    tun_fd: &OwnedFd,
-    frame: &[u8],
-) {
-    // Cryptokey routing: the inner source must be one of this peer's allowed IPs.
+) -> bool {
     if !tables.router.lookup(src).is_some_and(|p| Arc::ptr_eq(p, peer)) {
         bump(&peer.counters.spoofed_source, 1);
-        return;
+        return false;
     }
-    // Roaming, as WireGuard does: an authenticated packet tells us where the peer is now.
     *endpoint = from;
     bump(&peer.counters.rx_bytes, len as u64);
-    if let Err(e) = tun::write(tun_fd, frame) {
-        tracing::debug!("TUN write: {e}");
-    }
+    true
 }
