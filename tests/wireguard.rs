@@ -314,3 +314,40 @@ fn key_rotation_keeps_a_tcp_stream() {
     eprintln!("rotation: pings lost {lost} of 700 at 100 pps, TCP stream kept");
     ours.stop();
 }
+
+#[test]
+fn peers_join_and_leave_live_without_disturbing_the_others() {
+    if !require_root() {
+        return;
+    }
+    let Pair { u, go, mut ours } = pair(&[]);
+    // A second wireguard-go node with its own inner subnet.
+    let go2 = Go::start(&u.a, &format!("wg{}h", u.token), 51822, "10.201.1.1/24");
+    go2.add_peer(&ours.public_key(), &format!("{UNDER_B}:{OUR_PORT}"), &format!("{OUR_INNER}/32"));
+    // Both nodes live in namespace A: the second one's replies leave through its own device (policy routing).
+    u.a.ip(&["route", "add", &format!("{OUR_INNER}/32"), "dev", &go2.ifname, "table", "100"]);
+    u.a.ip(&["rule", "add", "from", "10.201.1.1", "lookup", "100"]);
+    u.b.ip(&["route", "add", "10.201.1.0/24", "dev", &ours.ifname]);
+    let (ep1, ep2) = (format!("{UNDER_A}:{GO_PORT}"), format!("{UNDER_A}:51822"));
+    let (ips1, ips2) = ([format!("{GO_INNER}/32")], ["10.201.1.0/24".to_string()]);
+    let ips1: Vec<&str> = ips1.iter().map(String::as_str).collect();
+    let ips2: Vec<&str> = ips2.iter().map(String::as_str).collect();
+    let handshakes = |o: &Ours, k: &str| o.peer_stats(k)["handshakes"].as_u64().unwrap_or(0);
+
+    // Join: the new peer works, the first one keeps its session (no new handshake).
+    let h1 = handshakes(&ours, &go.public_key);
+    ours.set_peers(&[(&go.public_key, &ep1, &ips1), (&go2.public_key, &ep2, &ips2)]);
+    assert!(wait_until(Duration::from_secs(20), || u.b.ping("10.201.1.1")), "the new peer is reachable");
+    assert!(u.b.ping(GO_INNER), "the first peer still is");
+    assert_eq!(handshakes(&ours, &go.public_key), h1, "the first peer was not disturbed");
+
+    // Leave: the removed peer is unreachable at once, the other untouched.
+    let h2 = handshakes(&ours, &go2.public_key);
+    ours.set_peers(&[(&go2.public_key, &ep2, &ips2)]);
+    assert!(wait_until(Duration::from_secs(10), || !u.b.ping(GO_INNER)), "the removed peer still gets traffic");
+    assert!(u.b.ping("10.201.1.1"));
+    assert_eq!(handshakes(&ours, &go2.public_key), h2, "the remaining peer was not disturbed");
+    let peers = ours.stats()["peers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(peers.len(), 1, "stats list only the configured peer: {peers:?}");
+    ours.stop();
+}
