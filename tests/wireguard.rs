@@ -351,3 +351,34 @@ fn peers_join_and_leave_live_without_disturbing_the_others() {
     assert_eq!(peers.len(), 1, "stats list only the configured peer: {peers:?}");
     ours.stop();
 }
+
+/// Both ends weft (the real deployment): one node rotates, the other learns the new key through its desired
+/// peer set (same endpoint, new key), and a stream between them continues.
+#[test]
+fn weft_to_weft_key_change_on_one_side_keeps_a_tcp_stream() {
+    if !require_root() {
+        return;
+    }
+    let u = Underlay::new();
+    let mut a = Ours::start(&u.a, &format!("wg{}p", u.token), GO_PORT, &format!("{GO_INNER}/24"), &[]);
+    let mut b = Ours::start(&u.b, &format!("wg{}q", u.token), OUR_PORT, &format!("{OUR_INNER}/24"), &[]);
+    let (ep_a, ep_b) = (format!("{UNDER_A}:{GO_PORT}"), format!("{UNDER_B}:{OUR_PORT}"));
+    let (ips_a, ips_b) = (format!("{GO_INNER}/32"), format!("{OUR_INNER}/32"));
+    let (ka, kb) = (a.public_key(), b.public_key());
+    a.set_peers(&[(&kb, &ep_b, &[&ips_b])]);
+    b.set_peers(&[(&ka, &ep_a, &[&ips_a])]);
+    assert!(wait_until(Duration::from_secs(20), || u.a.ping(OUR_INNER)), "a: {}\nb: {}", a.log(), b.log());
+    let before = a.peer_stats(&kb)["handshakes"].as_u64().unwrap_or(0);
+    let mut new = String::new();
+    let (lost, json) = stream_across(&u.a, &u.b, 5305, || {
+        new = b.rotate();
+        a.set_peers(&[(&new, &ep_b, &[&ips_b])]);
+    });
+    assert!(received_bytes(&json) > 1_000_000, "the stream carried data: {json}");
+    let st = a.peer_stats(&new);
+    assert!(st["handshakes"].as_u64().unwrap_or(0) > before, "a handshake with the new key: {st}");
+    assert!(u.a.ping(OUR_INNER));
+    eprintln!("weft↔weft key change: pings lost {lost} of 700 at 100 pps, TCP stream kept");
+    a.stop();
+    b.stop();
+}

@@ -30,3 +30,13 @@ pub use keys::{KeyError, PrivateKey, PublicKey};
 pub const OVERHEAD_V4: u32 = 60;
 /// The same on an IPv6 underlay (IPv6 header 40).
 pub const OVERHEAD_V6: u32 = 80;
+
+#[cfg(test)]
+mod tests {
+    /// The agent holds a `Tunnel` across threads and async tasks.
+    #[test]
+    fn tunnel_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::Tunnel>();
+    }
+}
