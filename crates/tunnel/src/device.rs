@@ -122,7 +122,7 @@ impl Tunnel {
         let (socks, listen_port) = udp::bind_group(config.listen_port, queues, config.offload)
             .map_err(|source| TunnelError::Udp { port: config.listen_port, source })?;
 
-        let mut control = Control {
+        let control = Control {
             key: config.private_key.clone(),
             previous: None,
             peers: BTreeMap::new(),
@@ -137,7 +137,6 @@ impl Tunnel {
             udp: socks,
             offload: config.offload,
         });
-        control.next_index = control.next_index.max(1);
         let control = Arc::new(Mutex::new(control));
 
         let mut threads = Vec::new();

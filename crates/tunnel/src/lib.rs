@@ -13,11 +13,14 @@
 //! The protocol itself (Noise IK handshake, ChaCha20-Poly1305 sessions, timers, cookies) is
 //! `defguard_boringtun`'s I/O-free `noise::Tunn`; this crate does the I/O around it.
 
+#![deny(unsafe_code)]
+
 pub mod config;
 mod device;
 pub mod keys;
 pub mod offload;
 mod peers;
+#[allow(unsafe_code)]
 mod sys;
 pub mod uapi;
 mod worker;

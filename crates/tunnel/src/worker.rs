@@ -251,7 +251,6 @@ fn inbound(
         },
     };
     let mut st = peer.lock();
-    let endpoint = st.endpoint;
     let inst = match &target {
         Target::Keys(remote, local) => st.by_keys(remote, local),
         Target::Index(i) => st.by_index(*i),
@@ -306,14 +305,11 @@ fn inbound(
                 st.endpoint = from;
             }
         }
-        TunnResult::Err(e) => {
-            let _ = endpoint;
-            match e {
-                WireGuardError::DestinationBufferTooSmall => tracing::warn!("decapsulate: buffer too small"),
-                WireGuardError::UnderLoad => {}
-                _ => bump(&peer.counters.decrypt_failures, 1),
-            }
-        }
+        TunnResult::Err(e) => match e {
+            WireGuardError::DestinationBufferTooSmall => tracing::warn!("decapsulate: buffer too small"),
+            WireGuardError::UnderLoad => {}
+            _ => bump(&peer.counters.decrypt_failures, 1),
+        },
     }
 }
 
