@@ -2,7 +2,9 @@
 //! Debian's `wireguard-go`, kernel VXLAN (weft's default datapath) and the bare veth, all in the same run.
 //!
 //! Run as root after `cargo build --release --bins`:
-//!   target/release/wireguard [--secs 5] [--reps 1]   (best of reps per cell)
+//!   target/release/wireguard [--secs 5] [--reps 1]
+//! All paths stay up for the whole run and the repetitions go round them in turn, so a load spike on the
+//! shared machine hits every path alike; each cell is the best of `--reps`.
 //! Prints Gb/s for 1 and 4 iperf3 streams and, for the userspace tunnels, CPU seconds per GB moved (utime +
 //! stime of both tunnel processes from /proc/PID/stat). The `weft-wg-plain` row is the same tunnel without
 //! offloads or batching (the first, correct-only step) to show what they buy.
@@ -43,26 +45,22 @@ struct Row {
     cpu_per_gb: [Option<f64>; 2],
 }
 
-/// Measures 1 and 4 streams towards `server_ip`, with CPU time of `pids` per GB.
-fn measure(name: &'static str, u: &Underlay, server_ip: &str, pids: &[u32], secs: u32, reps: u32) -> Result<Row> {
-    let mut row = Row { name, ..Default::default() };
-    for (i, streams) in [1u32, 4].into_iter().enumerate() {
-        let mut best: Option<(f64, Option<f64>)> = None;
-        for _ in 0..reps {
-            let cpu0: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
-            let r = iperf(u, server_ip, streams, secs)?;
-            let cpu1: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
-            let per_gb = (!pids.is_empty() && r.bytes > 0.0).then(|| (cpu1 - cpu0) / (r.bytes / 1e9));
-            // Best of `reps`: on a shared machine noise only ever takes throughput away.
-            if best.is_none_or(|(g, _)| r.gbps > g) {
-                best = Some((r.gbps, per_gb));
-            }
-        }
-        let (g, c) = best.unwrap_or_default();
-        row.gbps[i] = g;
-        row.cpu_per_gb[i] = c;
-    }
-    Ok(row)
+/// One path under test, kept up for the whole run so repetitions interleave across paths (load on a shared
+/// machine then hits every path alike).
+struct Path {
+    name: &'static str,
+    u: Underlay,
+    server_ip: &'static str,
+    pids: Vec<u32>,
+    _keep: Vec<Box<dyn std::any::Any>>,
+}
+
+/// One iperf3 run of `streams` over `p`: (Gb/s, CPU s/GB of its tunnel processes).
+fn measure(p: &Path, streams: u32, secs: u32) -> Result<(f64, Option<f64>)> {
+    let cpu0: f64 = p.pids.iter().map(|pid| cpu_seconds(*pid)).sum();
+    let r = iperf(&p.u, p.server_ip, streams, secs)?;
+    let cpu1: f64 = p.pids.iter().map(|pid| cpu_seconds(*pid)).sum();
+    Ok((r.gbps, (!p.pids.is_empty() && r.bytes > 0.0).then(|| (cpu1 - cpu0) / (r.bytes / 1e9))))
 }
 
 fn ours_pair(u: &Underlay, extra: &[&str]) -> (Ours, Ours) {
@@ -92,10 +90,10 @@ fn main() -> Result<()> {
         let dir = std::env::current_exe()?.parent().context("exe dir")?.to_path_buf();
         std::env::set_var("WEFT_BIN_DIR", dir);
     }
-    let mut rows = Vec::new();
+    let mut paths = Vec::new();
     {
         let u = Underlay::new();
-        rows.push(measure("bare veth", &u, UNDER_B, &[], secs, reps)?);
+        paths.push(Path { name: "bare veth", u, server_ip: UNDER_B, pids: vec![], _keep: vec![] });
     }
     {
         let u = Underlay::new();
@@ -107,7 +105,7 @@ fn main() -> Result<()> {
             ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "vx"]);
         }
         wait_ping(&u, INNER_B)?;
-        rows.push(measure("kernel VXLAN", &u, INNER_B, &[], secs, reps)?);
+        paths.push(Path { name: "kernel VXLAN", u, server_ip: INNER_B, pids: vec![], _keep: vec![] });
     }
     {
         let u = Underlay::new();
@@ -116,13 +114,28 @@ fn main() -> Result<()> {
         a.add_peer(&b.public_key, &format!("{UNDER_B}:51821"), &format!("{INNER_B}/32"));
         b.add_peer(&a.public_key, &format!("{UNDER_A}:51820"), &format!("{INNER_A}/32"));
         wait_ping(&u, INNER_B)?;
-        rows.push(measure("wireguard-go", &u, INNER_B, &[a.pid(), b.pid()], secs, reps)?);
+        let pids = vec![a.pid(), b.pid()];
+        paths.push(Path { name: "wireguard-go", u, server_ip: INNER_B, pids, _keep: vec![Box::new(a), Box::new(b)] });
     }
     for (name, extra) in [("weft-wg-plain", &["--no-offload"][..]), ("weft-wg", &[][..])] {
         let u = Underlay::new();
         let (a, b) = ours_pair(&u, extra);
         wait_ping(&u, INNER_B)?;
-        rows.push(measure(name, &u, INNER_B, &[a.pid(), b.pid()], secs, reps)?);
+        let pids = vec![a.pid(), b.pid()];
+        paths.push(Path { name, u, server_ip: INNER_B, pids, _keep: vec![Box::new(a), Box::new(b)] });
+    }
+    let mut rows: Vec<Row> = paths.iter().map(|p| Row { name: p.name, ..Default::default() }).collect();
+    for _ in 0..reps {
+        for (i, streams) in [1u32, 4].into_iter().enumerate() {
+            for (p, row) in paths.iter().zip(rows.iter_mut()) {
+                let (g, c) = measure(p, streams, secs)?;
+                // Best of `reps`: on a shared machine noise only ever takes throughput away.
+                if g > row.gbps[i] {
+                    row.gbps[i] = g;
+                    row.cpu_per_gb[i] = c;
+                }
+            }
+        }
     }
 
     let get = |n: &str| rows.iter().find(|r| r.name == n).map(|r| r.gbps).unwrap_or([0.0; 2]);
