@@ -107,16 +107,34 @@ fn fix_ip_header(pkt: &mut [u8], id_add: u16) {
     }
 }
 
-/// Cuts super-packets into wire packets; keeps one scratch buffer so the hot path does not allocate.
+/// Cuts super-packets into wire packets, all into one reused buffer (no allocation on the hot path), so the
+/// caller can encrypt the whole run under one lock of the peer.
 #[derive(Default)]
 pub struct Segmenter {
     scratch: Vec<u8>,
+    ranges: Vec<(usize, usize)>,
 }
 
 impl Segmenter {
     /// Calls `emit` with each wire-ready IP packet contained in `pkt` (described by vnet header `hdr`).
     /// Malformed input (offsets out of range, unknown GSO type) is dropped.
     pub fn split(&mut self, hdr: &[u8], pkt: &mut [u8], mut emit: impl FnMut(&[u8])) {
+        self.cut(hdr, pkt);
+        for seg in self.segments() {
+            emit(seg);
+        }
+    }
+
+    /// The packets produced by the last [`Segmenter::cut`].
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        self.ranges.iter().map(|&(a, b)| &self.scratch[a..b])
+    }
+
+    /// Cuts `pkt` (described by vnet header `hdr`) into wire-ready IP packets, read back with `segments`.
+    /// Malformed input (offsets out of range, unknown GSO type) yields nothing.
+    pub fn cut(&mut self, hdr: &[u8], pkt: &mut [u8]) {
+        self.scratch.clear();
+        self.ranges.clear();
         let Some(h) = VnetHdr::parse(hdr) else { return };
         let gso = h.gso_type & !GSO_ECN;
         let l4 = usize::from(h.csum_start);
@@ -129,7 +147,8 @@ impl Segmenter {
                 let c = !csum_fold(csum_add(0, &pkt[l4..]));
                 pkt[field..field + 2].copy_from_slice(&c.to_be_bytes());
             }
-            emit(pkt);
+            self.scratch.extend_from_slice(pkt);
+            self.ranges.push((0, pkt.len()));
             return;
         }
         let (proto, l4_hdr) = match gso {
@@ -154,10 +173,11 @@ impl Segmenter {
         for i in 0..count {
             let start = hdrs + i * mss;
             let end = (start + mss).min(pkt.len());
-            self.scratch.clear();
+            let at = self.scratch.len();
             self.scratch.extend_from_slice(&pkt[..hdrs]);
             self.scratch.extend_from_slice(&pkt[start..end]);
-            let seg = &mut self.scratch[..];
+            self.ranges.push((at, self.scratch.len()));
+            let seg = &mut self.scratch[at..];
             fix_ip_header(seg, i as u16);
             if proto == 6 {
                 let seq = seq0.wrapping_add((i * mss) as u32);
@@ -174,7 +194,6 @@ impl Segmenter {
                 seg[l4 + 4..l4 + 6].copy_from_slice(&len.to_be_bytes());
                 set_l4_checksum(seg, l4, 6, 17);
             }
-            emit(seg);
         }
     }
 }

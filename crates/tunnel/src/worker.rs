@@ -87,9 +87,10 @@ pub(crate) fn run(shared: &Shared, q: usize) {
                 match tun::read(tun_fd, &mut inbuf) {
                     Ok(Some(n)) if shared.offload => {
                         let (hdr, pkt) = inbuf[..n].split_at_mut(head);
-                        seg.split(hdr, pkt, |p| outbound(shared, &tables, sock, p, &mut out));
+                        seg.cut(hdr, pkt);
+                        outbound(shared, &tables, sock, seg.segments(), &mut out);
                     }
-                    Ok(Some(n)) => outbound(shared, &tables, sock, &inbuf[..n], &mut out),
+                    Ok(Some(n)) => outbound(shared, &tables, sock, std::iter::once(&inbuf[..n]), &mut out),
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!("TUN read: {e}");
@@ -172,31 +173,38 @@ fn write_tun(tun_fd: &OwnedFd, frame: &[u8]) {
     }
 }
 
-fn outbound(shared: &Shared, tables: &Tables, sock: &Udp, pkt: &[u8], out: &mut Out) {
-    let Some(dst) = dst_addr(pkt) else { return };
+/// Encrypts a run of packets to one destination (the segments of one super-packet, or a single packet) under
+/// one lock of the peer, straight into the send batch.
+fn outbound<'a>(shared: &Shared, tables: &Tables, sock: &Udp, mut pkts: impl Iterator<Item = &'a [u8]>, out: &mut Out) {
+    let Some(first) = pkts.next() else { return };
+    let Some(dst) = dst_addr(first) else { return };
     let Some(peer) = tables.router.lookup(dst) else {
         bump(&shared.counters.no_route, 1);
         return;
     };
     let mut st = peer.lock();
     let endpoint = st.endpoint;
-    // Encrypt straight into the send batch (WireGuard adds 32 bytes; a handshake initiation is 148).
-    let need = (pkt.len() + 32).max(148);
-    if out.tx.slot(need).is_none() {
-        sock.send_batch(&mut out.tx);
-    }
-    let Some(slot) = out.tx.slot(need) else { return };
-    match st.sender().tunn.encapsulate(pkt, slot) {
-        TunnResult::WriteToNetwork(wire) => {
-            if wire.first() == Some(&4) {
-                bump(&peer.counters.tx_bytes, pkt.len() as u64);
-            }
-            let len = wire.len();
-            out.tx.commit(len, endpoint);
+    let mut tx = 0u64;
+    for pkt in std::iter::once(first).chain(pkts) {
+        // WireGuard adds 32 bytes; a handshake initiation (when there is no session yet) is 148.
+        let need = (pkt.len() + 32).max(148);
+        if out.tx.slot(need).is_none() {
+            sock.send_batch(&mut out.tx);
         }
-        TunnResult::Err(e) => tracing::debug!("encapsulate: {e:?}"),
-        _ => {}
+        let Some(slot) = out.tx.slot(need) else { return };
+        match st.sender().tunn.encapsulate(pkt, slot) {
+            TunnResult::WriteToNetwork(wire) => {
+                if wire.first() == Some(&4) {
+                    tx += pkt.len() as u64;
+                }
+                let len = wire.len();
+                out.tx.commit(len, endpoint);
+            }
+            TunnResult::Err(e) => tracing::debug!("encapsulate: {e:?}"),
+            _ => {}
+        }
     }
+    bump(&peer.counters.tx_bytes, tx);
 }
 
 enum Target {
