@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod pki;
+pub mod wg;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
