@@ -174,7 +174,8 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
             // Peers not listed yet (store slow or away): leave the kernel exactly as it is.
             continue;
         };
-        let list: Vec<Lease> = peers.values().filter(|l| l.node != me.node).cloned().collect();
+        // References, not copies: a copy of 10 000 leases is ~8 MiB (docs-notes/mem.md).
+        let list: Vec<&Lease> = peers.values().filter(|l| l.node != me.node).collect();
         let t0 = Instant::now();
         metrics.reconciles.inc();
         match rec.reconcile(&me, &list, periodic || first).await {
@@ -311,7 +312,7 @@ fn record(
     metrics: &Metrics,
     rec: &Reconciler,
     me: &Lease,
-    peers: &[Lease],
+    peers: &[&Lease],
     out: &Outcome,
     drift: bool,
     net: &NetworkConfig,

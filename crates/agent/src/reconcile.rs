@@ -5,6 +5,7 @@
 //! which is why an agent restart does not disturb a single packet.
 use crate::desired::{desired_state, LocalNode};
 use crate::firewall::{self, FirewallSpec};
+use std::borrow::Borrow;
 use std::sync::Arc;
 use weft_dataplane::diff::diff;
 use weft_dataplane::{ApplyReport, Dataplane, DataplaneError, Op, OverlayState, Scope, VtepInfo, VxlanSpec};
@@ -42,14 +43,21 @@ impl Reconciler {
 
     /// One pass. `full` also checks that the firewall table is still in the kernel (periodic resync: someone may
     /// have deleted it) and loads it again if not.
-    pub async fn reconcile(&mut self, me: &Lease, peers: &[Lease], full: bool) -> Result<Outcome, DataplaneError> {
+    /// `peers` may be borrowed (`&[&Lease]`): the agent passes references into its peer map, not copies.
+    pub async fn reconcile<L: Borrow<Lease>>(
+        &mut self,
+        me: &Lease,
+        peers: &[L],
+        full: bool,
+    ) -> Result<Outcome, DataplaneError> {
+        let peers = || peers.iter().map(Borrow::<Lease>::borrow);
         let mut out = Outcome::default();
         if let Some(spec) = &self.vxlan {
             let v = self.dp.ensure_vxlan(spec).await?;
             self.local.vxlan_ifindex = Some(v.ifindex);
             out.vtep = Some(v);
         }
-        let (desired, skipped) = desired_state(&self.cfg, &self.local, peers.iter().filter(|p| p.node != me.node));
+        let (desired, skipped) = desired_state(&self.cfg, &self.local, peers().filter(|p| p.node != me.node));
         let actual = self.dp.read_state(&Scope { vxlan_ifindex: self.local.vxlan_ifindex }).await?;
         out.ops = diff(&desired, &actual);
         if !out.ops.is_empty() {
@@ -59,7 +67,7 @@ impl Reconciler {
         out.desired = desired;
 
         let mut fw = self.firewall.clone();
-        fw.node_ips = peers.iter().map(|p| p.node_ip).chain(std::iter::once(me.node_ip)).collect();
+        fw.node_ips = peers().map(|p| p.node_ip).chain(std::iter::once(me.node_ip)).collect();
         fw.node_ips.sort();
         fw.node_ips.dedup();
         let text = firewall::render(&fw);
