@@ -1,9 +1,10 @@
 //! The whole agent at scale: N peers' leases in the store, `weftd` started in a node namespace, time until all N
 //! peers are programmed (store list + watch → desired state → diff → batched netlink), and the agent's resident
-//! memory once converged. Reference in the same run: the same N entries programmed flannel-style with
+//! memory once converged: now (VmRSS), at its peak (VmHWM) and the anonymous part (heap + stacks). Reference in the same run: the same N entries programmed flannel-style with
 //! `ip -batch` / `bridge -batch` (no store, no agent: the kernel work alone).
 //!
 //! Usage (root, after `cargo build --release --bins`): agent [--sizes 1000,5000,10000]
+//! To profile weftd's heap, run it under a wrapper: `BENCH_AGENT_WRAP="heaptrack -o /tmp/weftd" agent --sizes 5000`.
 use anyhow::{bail, Context, Result};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,13 +85,27 @@ async fn fill_store(url: &str, n: usize) -> Result<()> {
     Ok(())
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+/// Resident memory of a process, from /proc/PID/status (KiB).
+#[derive(Default, Clone, Copy)]
+struct Mem {
+    /// VmRSS: resident now.
+    rss: u64,
+    /// VmHWM: the peak resident set since start (the first full pass allocates the most).
+    peak: u64,
+    /// RssAnon: heap and stacks (RSS minus the mapped binary and libraries).
+    anon: u64,
+}
+
+fn mem_kib(pid: u32) -> Mem {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        s.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    };
+    Mem { rss: field("VmRSS:"), peak: field("VmHWM:"), anon: field("RssAnon:") }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 struct Agent(Child);
@@ -101,16 +116,19 @@ impl Drop for Agent {
     }
 }
 
-fn weft(n: usize) -> Result<(f64, u64)> {
+fn weft(n: usize) -> Result<(f64, Mem)> {
     let dir = TempDir::new("bench-agent");
     let url = format!("embedded://{}", dir.path().join("store.db").display());
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(fill_store(&url, n))?;
     let ns = node("w");
     let weftd = std::env::current_exe()?.parent().context("exe dir")?.join("weftd");
     let state = dir.path().join("state");
+    // A profiler to run weftd under (e.g. `BENCH_AGENT_WRAP="heaptrack -o /tmp/weftd"`); RSS is then the wrapper's.
+    let wrap = std::env::var("BENCH_AGENT_WRAP").unwrap_or_default();
     let t0 = Instant::now();
     let child = Command::new("ip")
         .args(["netns", "exec", &ns.name])
+        .args(wrap.split_whitespace())
         .arg(&weftd)
         .args(["--node-name", "me", "--node-ip", "172.31.0.1", "--store", &url, "--lease-ttl", "3600s"])
         .args(["--resync-interval", "600s", "--listen", "127.0.0.1:0"])
@@ -138,12 +156,12 @@ fn weft(n: usize) -> Result<(f64, u64)> {
     }
     let took = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(500));
-    let rss = rss_kib(pid);
+    let mem = mem_kib(pid);
     let routes = run("ip", &["-n", &ns.name, "route", "show", "proto", "201"]).lines().count();
     if routes != n {
         bail!("kernel has {routes} weft routes, expected {n}");
     }
-    Ok((took, rss))
+    Ok((took, mem))
 }
 
 fn main() -> Result<()> {
@@ -159,16 +177,27 @@ fn main() -> Result<()> {
     }
     println!("weftd end to end: N leases in the store → weftd started → N peers in the kernel (embedded store)");
     let (_, idle) = weft(0)?;
-    println!("weftd resident memory with 0 peers: {:.1} MiB", idle as f64 / 1024.0);
     println!(
-        "{:>6} | {:>15} | {:>11} | {:>6} | {:>12}",
-        "N", "ip -batch ref s", "weftd e2e s", "ratio", "RSS at N MiB"
+        "weftd resident memory with 0 peers: {:.1} MiB (peak {:.1}, anonymous {:.1})",
+        mib(idle.rss),
+        mib(idle.peak),
+        mib(idle.anon)
+    );
+    println!(
+        "{:>6} | {:>15} | {:>11} | {:>6} | {:>12} | {:>13} | {:>8}",
+        "N", "ip -batch ref s", "weftd e2e s", "ratio", "RSS at N MiB", "peak RSS MiB", "anon MiB"
     );
     for n in sizes {
         let dir = TempDir::new("bench-ref");
         let r = reference(n, &dir)?;
-        let (w, rss) = weft(n)?;
-        println!("{n:>6} | {r:>15.3} | {w:>11.3} | {:>6.2} | {:>12.1}", w / r, rss as f64 / 1024.0);
+        let (w, m) = weft(n)?;
+        println!(
+            "{n:>6} | {r:>15.3} | {w:>11.3} | {:>6.2} | {:>12.1} | {:>13.1} | {:>8.1}",
+            w / r,
+            mib(m.rss),
+            mib(m.peak),
+            mib(m.anon)
+        );
     }
     Ok(())
 }
