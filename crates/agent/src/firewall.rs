@@ -21,10 +21,12 @@
 //!   is admitted by every policy that admits that pod. IPv4 also has strict rp_filter on the host veth (set by the
 //!   plugin); IPv6 has no rp_filter at all. The check is a reverse-path lookup: the host routes each pod's `/32`
 //!   and `/128` through that pod's veth, so "the route back to the source leaves through the interface the
-//!   packet came in on" holds for exactly the pod's own addresses (and its link-local ones, `fe80::/64` on the
-//!   veth, which neighbour discovery needs), and fails for another local pod, a remote pod, a node address or
-//!   anything else. The one packet without a routable source is the unspecified `::` of duplicate address
-//!   detection and MLD, which may go to link-scope multicast only. Drops are counted (`spoofed`).
+//!   packet came in on" holds for exactly the pod's own addresses and fails for another local pod, a remote pod, a node
+//!   address or anything else. Two exemptions come first, both ICMPv6 that never leaves the link: the unspecified
+//!   source `::` of duplicate address detection and MLD (to link-scope multicast, those message types only), and
+//!   the pod's link-local ICMPv6 (router solicitation, MLD, ND) to link-local or link-scope multicast addresses:
+//!   the host veth has no link-local address (`addr_gen_mode none`), so no route leads back to `fe80::/64` there.
+//!   Drops are counted (`spoofed`).
 //! - **Pods never reach the agent's HTTP port** (status: every node IP, VTEP MAC, subnet, policy names;
 //!   metrics), whatever address the agent listens on: dropped when a local pod sends to any address of this node
 //!   or to a node IP of a peer (a pod's packets to a peer's underlay address are masqueraded, so the peer could
@@ -95,7 +97,19 @@ fn pods(t: &mut String, spec: &FirewallSpec) {
         let _ = writeln!(t, "  counter agent_port_rejected {{ }}");
     }
     let _ = writeln!(t, "  chain pods {{\n    type filter hook prerouting priority raw - 10; policy accept;");
-    let _ = writeln!(t, "    iifname {POD_IFACES} ip6 saddr :: ip6 daddr ff02::/16 accept");
+    // Duplicate address detection and MLD before an address is usable: source `::`, to link-scope multicast,
+    // those ICMPv6 messages only (a UDP packet from `::` would reach host sockets unchecked).
+    let _ = writeln!(
+        t,
+        "    iifname {POD_IFACES} ip6 saddr :: ip6 daddr ff02::/16 icmpv6 type {{ nd-neighbor-solicit, \
+         mld-listener-report, mld2-listener-report }} accept"
+    );
+    // A pod's own link-local ICMPv6 (router solicitation, MLD, ND) stays on its link: the host veth has no
+    // link-local address (no route back), so the reverse-path check would drop and count it as spoofed.
+    let _ = writeln!(
+        t,
+        "    iifname {POD_IFACES} ip6 saddr fe80::/10 ip6 daddr {{ fe80::/10, ff02::/16 }} meta l4proto ipv6-icmp accept"
+    );
     let _ = writeln!(t, "    iifname {POD_IFACES} fib saddr . iif oif missing counter name spoofed drop");
     if let Some(port) = spec.agent_port {
         let _ = writeln!(
@@ -181,8 +195,10 @@ mod tests {
         assert!(t.contains(spoof), "{t}");
         assert!(t.contains("counter spoofed { }"));
         // Duplicate address detection (source ::) goes to link-scope multicast only, and is let through first.
-        let dad = t.find("ip6 saddr :: ip6 daddr ff02::/16 accept").expect("DAD exemption");
+        let dad = t.find("ip6 saddr :: ip6 daddr ff02::/16 icmpv6 type { nd-neighbor-solicit,").expect("DAD exemption");
         assert!(dad < t.find(spoof).unwrap());
+        let ll = t.find("ip6 saddr fe80::/10 ip6 daddr { fe80::/10, ff02::/16 } meta l4proto ipv6-icmp accept");
+        assert!(ll.expect("link-local ICMPv6 exemption") < t.find(spoof).unwrap());
         nft_accepts(&t);
         let mut hg = spec();
         hg.vxlan_port = None;

@@ -55,6 +55,11 @@ fn spawn_exec(index: u32, name: &str) -> io::Result<()> {
 
 /// In a reaper started by [`spawn_exec`]: the link to delete.
 pub fn requested(get: &dyn Fn(&str) -> Option<String>) -> Option<(u32, String)> {
+    // The reaper is re-executed without CNI_COMMAND; a CNI call that also carries the variable (hostile or stray
+    // env) is a CNI call and must get its CNI answer, not a silent reaper run.
+    if get("CNI_COMMAND").is_some() {
+        return None;
+    }
     let v = get(ENV)?;
     let (index, name) = v.split_once(':')?;
     Some((index.parse().ok()?, name.to_string()))
@@ -64,9 +69,11 @@ pub fn requested(get: &dyn Fn(&str) -> Option<String>) -> Option<(u32, String)> 
 mod tests {
     #[test]
     fn parses_its_request() {
-        let get = |v: &'static str| move |_: &str| Some(v.to_string());
+        let get = |v: &'static str| move |k: &str| (k == super::ENV).then(|| v.to_string());
         assert_eq!(super::requested(&get("12:wfabc")), Some((12, "wfabc".into())));
         assert_eq!(super::requested(&get("x:wfabc")), None);
+        let cni_call = |k: &str| Some(if k == "CNI_COMMAND" { "ADD".to_string() } else { "12:wfabc".to_string() });
+        assert_eq!(super::requested(&cni_call), None, "a CNI call is never a reaper run");
         assert_eq!(super::requested(&|_| None), None);
     }
 }

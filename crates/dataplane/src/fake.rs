@@ -38,6 +38,9 @@ type OpFilter = Box<dyn Fn(&Op) -> bool + Send + Sync>;
 struct Inner {
     links: BTreeMap<String, FakeLink>,
     next_ifindex: u32,
+    /// Distinguishes the MACs of different fakes, as real kernels do: several fake nodes in one test must not
+    /// publish the same VTEP MAC (admission refuses a copied one).
+    mac_seed: u16,
     state: OverlayState,
     nft: BTreeMap<(String, String), String>,
     applied: Vec<Op>,
@@ -55,7 +58,11 @@ pub struct FakeDataplane {
 impl FakeDataplane {
     pub fn new() -> Self {
         let fake = Self::default();
-        fake.lock().next_ifindex = 2; // 1 is loopback in a real namespace
+        static SEED: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+        let mut g = fake.lock();
+        g.next_ifindex = 2; // 1 is loopback in a real namespace
+        g.mac_seed = SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        drop(g);
         fake
     }
 
@@ -68,7 +75,7 @@ impl FakeDataplane {
     pub fn add_link(&self, name: &str, mtu: u32, addresses: Vec<IpNet>) -> u32 {
         let mut g = self.lock();
         let ifindex = g.alloc_ifindex();
-        let link = FakeLink { ifindex, mac: fake_mac(ifindex), mtu, addresses, vxlan: None, up: true };
+        let link = FakeLink { ifindex, mac: fake_mac(g.mac_seed, ifindex), mtu, addresses, vxlan: None, up: true };
         g.links.insert(name.to_string(), link);
         ifindex
     }
@@ -135,9 +142,9 @@ impl FakeDataplane {
     }
 }
 
-fn fake_mac(ifindex: u32) -> Mac {
-    let b = ifindex.to_be_bytes();
-    [0x02, 0xfa, b[0], b[1], b[2], b[3]]
+fn fake_mac(seed: u16, ifindex: u32) -> Mac {
+    let (s, b) = (seed.to_be_bytes(), ifindex.to_be_bytes());
+    [0x02, 0xfa, s[0], s[1], b[2], b[3]]
 }
 
 impl Inner {
@@ -219,7 +226,14 @@ impl Dataplane for FakeDataplane {
         if !keep {
             g.remove_link(&spec.name);
             let ifindex = g.alloc_ifindex();
-            let link = FakeLink { ifindex, mac: fake_mac(ifindex), mtu: 0, addresses: vec![], vxlan: None, up: false };
+            let link = FakeLink {
+                ifindex,
+                mac: fake_mac(g.mac_seed, ifindex),
+                mtu: 0,
+                addresses: vec![],
+                vxlan: None,
+                up: false,
+            };
             g.links.insert(spec.name.clone(), link);
             g.vxlan_creations += 1;
         }

@@ -53,6 +53,8 @@ pub enum Reason {
     Overlap(String),
     #[error("node already has the older lease {0}")]
     DuplicateNode(String),
+    #[error("backend identity {identity} is already published by {holder}")]
+    DuplicateIdentity { identity: String, holder: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +106,13 @@ pub fn admit<'e>(rules: Rules<'_>, entries: impl IntoIterator<Item = &'e LeaseEn
     let mut v4 = Intervals::<u32>::default();
     let mut v6 = Intervals::<u128>::default();
     let mut nodes: HashMap<&str, &str> = HashMap::new();
+    // A VTEP MAC names exactly one node: FDB entries for one MAC are appended per destination, so a second lease
+    // with a victim's MAC would get a copy of every frame sent to the victim.
+    let mut identities: HashMap<String, String> = HashMap::new();
     let local = rules.local;
+    if let Some((me, id)) = local.and_then(|me| identity(&me.backend_data).map(|id| (me, id))) {
+        identities.insert(id, format!("the local node {}", me.node));
+    }
     let (local4, local6) = (local.map(|l| range4(l.subnet)), local.and_then(|l| l.subnet6.map(range6)));
     let mut admitted = Vec::new();
     let cfg6_off = rules.cfg.cluster_cidr6.is_none();
@@ -133,6 +141,16 @@ pub fn admit<'e>(rules: Rules<'_>, entries: impl IntoIterator<Item = &'e LeaseEn
             refused.push(refuse(Reason::Overlap(k.to_string())));
             continue;
         }
+        let id = identity(&l.backend_data);
+        if let Some((identity, holder)) = id.as_ref().and_then(|i| identities.get(i).map(|h| (i.clone(), h.clone()))) {
+            if !local.is_some_and(|me| me.node == l.node) {
+                refused.push(refuse(Reason::DuplicateIdentity { identity, holder }));
+                continue;
+            }
+        }
+        if let Some(i) = id {
+            identities.entry(i).or_insert_with(|| e.key.clone());
+        }
         v4.insert(r4, &e.key);
         if let Some(r) = r6 {
             v6.insert(r, &e.key);
@@ -147,6 +165,15 @@ pub fn admit<'e>(rules: Rules<'_>, entries: impl IntoIterator<Item = &'e LeaseEn
     }
     refused.sort_by(|a, b| a.key.cmp(&b.key));
     Admission { admitted, refused }
+}
+
+/// What in a lease's backend data names one node only (VXLAN: its VTEP MAC), normalised for comparison.
+fn identity(data: &BackendData) -> Option<String> {
+    match data {
+        BackendData::Vxlan { vtep_mac } => Some(format!("vtepMac {}", vtep_mac.to_ascii_lowercase())),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
 }
 
 /// The rules that look at one entry alone.

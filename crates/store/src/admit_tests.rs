@@ -19,7 +19,7 @@ fn lease(node: &str, i: u64) -> Lease {
         subnet: c.subnet(i).unwrap(),
         subnet6: c.subnet6(i),
         node_ip: format!("192.0.2.{}", i + 1).parse().unwrap(),
-        backend_data: vx("02:00:00:00:00:01"),
+        backend_data: vx(&format!("02:00:00:00:{:02x}:{:02x}", i >> 8 & 0xff, i & 0xff)),
         expires_at_ms: 0,
     }
 }
@@ -158,6 +158,26 @@ fn bad_fields_are_refused() {
     }
     let e = LeaseEntry { lease: Err("expected value at line 1 column 1".into()), ..at(1, lease("n", 1)) };
     assert!(matches!(run(None, &[e]).refused[0].reason, Reason::Undecodable(_)));
+}
+
+#[test]
+fn a_copied_vtep_mac_is_refused() {
+    // A rogue on its own valid subnet publishes the victim's (or our own) VTEP MAC: its FDB entry would be appended
+    // beside the victim's and receive a copy of every frame sent to the victim.
+    let me = lease("me", 1);
+    let victim = lease("victim", 2);
+    let mut rogue = lease("rogue", 3);
+    rogue.backend_data = victim.backend_data.clone();
+    let mut rogue_me = lease("rogue-me", 4);
+    rogue_me.backend_data = vx(&"02:00:00:00:00:01".to_uppercase());
+    let a = run(Some(&me), &[at(1, me.clone()), at(2, victim.clone()), at(3, rogue.clone()), at(4, rogue_me.clone())]);
+    assert_eq!(nodes(&a), ["me", "victim"]);
+    let k = |l: &Lease| at(0, l.clone()).key;
+    assert!(matches!(reason(&a, &k(&rogue)), Reason::DuplicateIdentity { .. }), "{a:?}");
+    assert!(matches!(reason(&a, &k(&rogue_me)), Reason::DuplicateIdentity { holder, .. } if holder.contains("local")));
+    // Oldest wins here too: the same pair the other way round keeps the rogue if it was first.
+    let a = run(None, &[at(1, rogue.clone()), at(2, victim.clone())]);
+    assert_eq!(nodes(&a), ["rogue"]);
 }
 
 #[test]

@@ -31,7 +31,23 @@ impl Manager for FirewallManager {
     }
 
     async fn update(&mut self, view: &View<'_>) -> Result<(), ManagerError> {
-        let Some(peers) = view.peers else { return Ok(()) };
+        let Some(peers) = view.peers else {
+            // Peers not listed yet (store slow or away). A table left by the previous agent stays as it is (its
+            // node IPs keep the tunnel open: a restart loses no packet). Without one (a fresh boot), pods the
+            // kubelet re-creates must not run without the anti-spoofing and agent-port rules until the store
+            // answers: install the table with only our own IP admitted to the tunnel port, fail closed.
+            if self.applied.is_none() {
+                let present =
+                    self.dp.nft_counters(firewall::FAMILY, firewall::TABLE).await.is_ok_and(|c| !c.is_empty());
+                if !present {
+                    self.spec.node_ips = vec![view.me.node_ip];
+                    let text = firewall::render(&self.spec);
+                    self.dp.apply_nft(firewall::FAMILY, firewall::TABLE, &text).await?;
+                    self.applied = Some(text);
+                }
+            }
+            return Ok(());
+        };
         let mut ips: Vec<_> = peers.iter().map(|p| p.node_ip).chain(std::iter::once(view.me.node_ip)).collect();
         ips.sort();
         ips.dedup();
@@ -96,7 +112,14 @@ mod tests {
         let fake = Arc::new(FakeDataplane::new());
         let mut m = manager(fake.clone());
         pass(&mut m, None, true).await;
-        assert!(fake.nft_table("inet", "weft").is_none(), "nothing before the peers are listed");
+        let first = fake.nft_table("inet", "weft").expect("a fresh node gets its table before the peers are listed");
+        assert!(first.contains("spoofed") && !first.contains("172.30.2.1"), "only our own IP admitted: {first}");
+        // A table already in the kernel (left by the previous agent) is not touched before the peers are listed.
+        let mut restarted = manager(fake.clone());
+        fake.apply_nft("inet", "weft", "table inet weft {\n  counter kept { }\n}\n").await.unwrap();
+        pass(&mut restarted, None, true).await;
+        assert!(fake.nft_table("inet", "weft").unwrap().contains("kept"), "a restart replaced the table early");
+        fake.delete_nft_behind_back("inet", "weft");
         let peers = [lease(2), lease(3)];
         pass(&mut m, Some(&peers), false).await;
         let t = fake.nft_table("inet", "weft").unwrap();
