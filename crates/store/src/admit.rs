@@ -143,7 +143,7 @@ pub fn admit<'e>(rules: Rules<'_>, entries: impl IntoIterator<Item = &'e LeaseEn
         }
         let id = identity(&l.backend_data);
         if let Some((identity, holder)) = id.as_ref().and_then(|i| identities.get(i).map(|h| (i.clone(), h.clone()))) {
-            if !local.is_some_and(|me| me.node == l.node) {
+            if local.is_none_or(|me| me.node != l.node) {
                 refused.push(refuse(Reason::DuplicateIdentity { identity, holder }));
                 continue;
             }
