@@ -140,11 +140,18 @@ pub fn config(cidr: &str, len: u8) -> NetworkConfig {
     .expect("config")
 }
 
+fn node_mac(node: &str) -> String {
+    let h = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let b = h.to_be_bytes();
+    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[3], b[4], b[5], b[6], b[7])
+}
+
 pub fn req(node: &str, ttl: Duration) -> LeaseRequest {
     LeaseRequest {
         node: node.to_string(),
         node_ip: "192.0.2.1".parse().unwrap(),
-        backend_data: weft_types::BackendData::Vxlan { vtep_mac: "02:00:00:00:00:01".into() },
+        // One MAC per node, as real VTEPs have (admission refuses a copied one).
+        backend_data: weft_types::BackendData::Vxlan { vtep_mac: node_mac(node) },
         ttl,
         hint: None,
     }
