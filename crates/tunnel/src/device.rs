@@ -187,6 +187,11 @@ impl Tunnel {
         &self.ifname
     }
 
+    /// The device's ifindex in the caller's network namespace (0 when it is gone).
+    pub fn ifindex(&self) -> u32 {
+        tun::ifindex(&self.ifname)
+    }
+
     pub fn public_key(&self) -> PublicKey {
         self.control().key.public_key()
     }

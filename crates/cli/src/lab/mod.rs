@@ -46,9 +46,12 @@ impl Progress {
     }
 }
 
+/// The lab's WireGuard port (the conventional one); tests capture the underlay for it.
+pub const WIREGUARD_PORT: u16 = 51820;
+
 pub fn up(o: &UpOptions) -> Result<LabState> {
-    if !matches!(o.backend.as_str(), "vxlan" | "host-gw") {
-        bail!("--backend must be vxlan or host-gw");
+    if !matches!(o.backend.as_str(), "vxlan" | "host-gw" | "wireguard") {
+        bail!("--backend must be vxlan, host-gw or wireguard");
     }
     if !matches!(o.store.as_str(), "embedded" | "etcd" | "kube") {
         bail!("--store must be embedded, etcd or kube (a fake Kubernetes API server)");
@@ -112,9 +115,11 @@ fn build(lab: &mut LabState, o: &UpOptions, p: &mut Progress) -> Result<()> {
         lab.nodes.push(NodeState { dir: lab.dir().join(&name), name, ns, ip, agent_pid: None, pods: vec![] });
     }
     lab.save()?;
+    // `port` is the backend's UDP port: VXLAN's, or WireGuard's listen port.
+    let port = if o.backend == "wireguard" { WIREGUARD_PORT } else { 8472 };
     let mut net = serde_json::json!({
         "clusterCidr": "10.244.0.0/16", "subnetLen": 24,
-        "backend": {"type": o.backend, "vni": 1, "port": 8472},
+        "backend": {"type": o.backend, "vni": 1, "port": port},
     });
     if o.ipv6 {
         net["clusterCidr6"] = "fd00:10:244::/56".into();
