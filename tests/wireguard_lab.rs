@@ -181,6 +181,23 @@ fn wireguard_lab_all_pairs_bulk_and_the_underlay_shows_only_wireguard() {
     let private = std::fs::read_to_string(&key).unwrap();
     assert!(!log.contains(private.trim()), "the private key is in the log");
 
+    // Per-peer session counters in the status (refreshed every pass, at the latest on the periodic resync).
+    let status = || -> Value {
+        serde_json::from_slice(&std::fs::read(lab.dir().join("node1/status.json")).unwrap_or_default())
+            .unwrap_or(Value::Null)
+    };
+    let counted = wait_until(Duration::from_secs(60), || {
+        let st = status();
+        let peers = st["peers"].as_array().cloned().unwrap_or_default();
+        peers.len() == 2
+            && peers.iter().all(|p| {
+                let t = &p["tunnel"];
+                t["handshakeAgeMs"].is_u64() && t["rxBytes"].as_u64() > Some(0) && t["txBytes"].as_u64() > Some(0)
+            })
+    });
+    assert!(counted, "no per-peer WireGuard counters in node1's status: {}", status());
+    assert!(!status().to_string().contains(private.trim()), "the private key is in the status");
+
     // A marker from a pod on node1 to one on node2: on the underlay only WireGuard UDP, never the marker;
     // inside the tunnel device (the control) the marker is there.
     let marker = b"weft-wg-marker-7";
