@@ -120,8 +120,9 @@ impl OverlayManager {
         st.store_up = metrics.store_up.get() == 1;
         st.spoofed_dropped = metrics.spoofed_dropped.get() as u64;
         st.agent_port_rejected = metrics.agent_port_rejected.get() as u64;
-        let tunnel: std::collections::BTreeMap<String, crate::status::TunnelPeerStatus> = backend
-            .peer_stats()
+        let stats = backend.peer_stats();
+        metrics.set_tunnel_stats(&stats);
+        let tunnel: std::collections::BTreeMap<String, crate::status::TunnelPeerStatus> = stats
             .into_iter()
             .map(|s| {
                 let t = crate::status::TunnelPeerStatus {
