@@ -25,6 +25,12 @@ pub struct Metrics {
     pub agent_port_rejected: Gauge,
     /// Stored leases refused by admission (see `peers`).
     pub peers_rejected: Gauge,
+    /// Per-peer counters of the agent's own datapath (WireGuard), labelled `peer` = node name.
+    pub tunnel_rx_bytes: Family<Vec<(String, String)>, Gauge>,
+    pub tunnel_tx_bytes: Family<Vec<(String, String)>, Gauge>,
+    pub tunnel_decrypt_failures: Family<Vec<(String, String)>, Gauge>,
+    /// Milliseconds since the peer's last handshake (absent before the first).
+    pub tunnel_handshake_age_ms: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -46,6 +52,10 @@ impl Default for Metrics {
             spoofed_dropped: Gauge::default(),
             agent_port_rejected: Gauge::default(),
             peers_rejected: Gauge::default(),
+            tunnel_rx_bytes: Family::default(),
+            tunnel_tx_bytes: Family::default(),
+            tunnel_decrypt_failures: Family::default(),
+            tunnel_handshake_age_ms: Family::default(),
             registry: Registry::default(),
         };
         registry.register("peers", "Peers (other nodes' leases) known", m.peers.clone());
@@ -87,11 +97,42 @@ impl Default for Metrics {
             m.agent_port_rejected.clone(),
         );
         registry.register("reconcile_duration_seconds", "Time of a reconcile pass", m.reconcile_seconds.clone());
+        registry.register("tunnel_peer_rx_bytes", "Bytes decrypted from a peer (WireGuard)", m.tunnel_rx_bytes.clone());
+        registry.register("tunnel_peer_tx_bytes", "Bytes encrypted to a peer (WireGuard)", m.tunnel_tx_bytes.clone());
+        registry.register(
+            "tunnel_peer_decrypt_failures",
+            "Packets for a peer's sessions that failed authentication (WireGuard)",
+            m.tunnel_decrypt_failures.clone(),
+        );
+        registry.register(
+            "tunnel_peer_handshake_age_ms",
+            "Milliseconds since the last handshake with a peer (WireGuard)",
+            m.tunnel_handshake_age_ms.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
+    /// Replaces the per-peer tunnel gauges with `stats` (a peer that left loses its series).
+    pub fn set_tunnel_stats(&self, stats: &[crate::backend::PeerStats]) {
+        for f in
+            [&self.tunnel_rx_bytes, &self.tunnel_tx_bytes, &self.tunnel_decrypt_failures, &self.tunnel_handshake_age_ms]
+        {
+            f.clear();
+        }
+        let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for s in stats {
+            let labels = vec![("peer".to_string(), s.node.clone())];
+            self.tunnel_rx_bytes.get_or_create(&labels).set(g(s.rx_bytes));
+            self.tunnel_tx_bytes.get_or_create(&labels).set(g(s.tx_bytes));
+            self.tunnel_decrypt_failures.get_or_create(&labels).set(g(s.decrypt_failures));
+            if let Some(age) = s.handshake_age_ms {
+                self.tunnel_handshake_age_ms.get_or_create(&labels).set(g(age));
+            }
+        }
+    }
+
     /// Takes the `inet weft` counters the metrics export from a counter listing (name, packets, bytes).
     pub fn set_firewall_counters(&self, counters: &[(String, u64, u64)]) {
         for (name, packets, _) in counters {
@@ -115,6 +156,27 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tunnel_peer_stats_are_exported_and_a_departed_peer_loses_its_series() {
+        let m = Metrics::default();
+        let peer = |node: &str, age| crate::backend::PeerStats {
+            node: node.into(),
+            rx_bytes: 10,
+            tx_bytes: 20,
+            handshake_age_ms: age,
+            decrypt_failures: 3,
+        };
+        m.set_tunnel_stats(&[peer("n2", Some(1500)), peer("n3", None)]);
+        let text = m.encode();
+        assert!(text.contains("weft_tunnel_peer_rx_bytes{peer=\"n2\"} 10\n"), "{text}");
+        assert!(text.contains("weft_tunnel_peer_tx_bytes{peer=\"n3\"} 20\n"), "{text}");
+        assert!(text.contains("weft_tunnel_peer_decrypt_failures{peer=\"n2\"} 3\n"), "{text}");
+        assert!(text.contains("weft_tunnel_peer_handshake_age_ms{peer=\"n2\"} 1500\n"), "{text}");
+        assert!(!text.contains("weft_tunnel_peer_handshake_age_ms{peer=\"n3\"}"), "{text}");
+        m.set_tunnel_stats(&[peer("n3", None)]);
+        assert!(!m.encode().contains("peer=\"n2\""));
+    }
 
     #[test]
     fn firewall_counters_are_exported() {

@@ -14,6 +14,22 @@ pub struct PeerStatus {
     pub vtep_mac: Option<String>,
     /// "tunnel" or "direct".
     pub path: String,
+    /// Counters of a datapath the agent runs itself (the WireGuard backend); absent for kernel backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelPeerStatus>,
+}
+
+/// One peer as the agent's own datapath sees it (WireGuard: the session with that node).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelPeerStatus {
+    /// Milliseconds since the last completed handshake; absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_age_ms: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Packets for the peer's sessions that failed authentication (forged, corrupted, replayed).
+    pub decrypt_failures: u64,
 }
 
 /// A stored lease admission refused.

@@ -45,6 +45,29 @@ pub fn show(state_dir: &Path, json: bool) -> Result<()> {
         t.add_row([g("node"), g("nodeIp"), g("subnet"), g("vtepMac"), g("path")]);
     }
     println!("{t}");
+    // The agent's own datapath (WireGuard): one session per peer.
+    let tunneled: Vec<&serde_json::Value> =
+        st["peers"].as_array().into_iter().flatten().filter(|p| p["tunnel"].is_object()).collect();
+    if !tunneled.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(["peer", "last handshake", "rx bytes", "tx bytes", "decrypt failures"]);
+        for p in tunneled {
+            let w = &p["tunnel"];
+            let age = w["handshakeAgeMs"]
+                .as_u64()
+                .map_or("never".to_string(), |ms| format!("{:.1}s ago", ms as f64 / 1000.0));
+            let n = |k: &str| w[k].as_u64().unwrap_or(0).to_string();
+            t.add_row([
+                p["node"].as_str().unwrap_or("-").to_string(),
+                age,
+                n("rxBytes"),
+                n("txBytes"),
+                n("decryptFailures"),
+            ]);
+        }
+        println!("{t}");
+    }
     for sk in st["skippedPeers"].as_array().into_iter().flatten() {
         println!("skipped peer: {}", sk.as_str().unwrap_or_default());
     }

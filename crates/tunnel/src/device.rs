@@ -187,6 +187,11 @@ impl Tunnel {
         &self.ifname
     }
 
+    /// The device's ifindex in the caller's network namespace (0 when it is gone).
+    pub fn ifindex(&self) -> u32 {
+        tun::ifindex(&self.ifname)
+    }
+
     pub fn public_key(&self) -> PublicKey {
         self.control().key.public_key()
     }
@@ -217,6 +222,10 @@ impl Tunnel {
         let mut old = std::mem::take(&mut ctl.peers);
         let mut fresh = Vec::new();
         let mut kept = BTreeMap::new();
+        // Handshakes start only once the tables carrying the new instances are published: a peer's response can
+        // arrive within microseconds, and a worker that does not yet know the session index drops it (and the
+        // next attempt is REKEY_TIMEOUT, 5 s, later).
+        let mut kick: Vec<Arc<Peer>> = Vec::new();
         for (key, cfg) in wanted {
             match old.remove(&key) {
                 Some(entry) => {
@@ -227,7 +236,7 @@ impl Tunnel {
                             st.keepalive = cfg.keepalive;
                             let next = ctl.instance(key, cfg.keepalive);
                             st.succeed(next);
-                            start_handshake(&self.shared, &mut st);
+                            kick.push(entry.peer.clone());
                         }
                     }
                     kept.insert(key, Entry { config: cfg, peer: entry.peer });
@@ -248,21 +257,25 @@ impl Tunnel {
                     st.endpoint = cfg.endpoint;
                     st.keepalive = cfg.keepalive;
                     st.succeed(next);
-                    start_handshake(&self.shared, &mut st);
                     drop(st);
+                    kick.push(entry.peer.clone());
                     entry.peer
                 }
                 None => {
-                    let mut st =
+                    let st =
                         PeerState { current: next, retiring: None, endpoint: cfg.endpoint, keepalive: cfg.keepalive };
-                    start_handshake(&self.shared, &mut st);
-                    Arc::new(Peer { state: Mutex::new(st), counters: PeerCounters::default() })
+                    let peer = Arc::new(Peer { state: Mutex::new(st), counters: PeerCounters::default() });
+                    kick.push(peer.clone());
+                    peer
                 }
             };
             kept.insert(cfg.public_key, Entry { config: cfg, peer });
         }
         ctl.peers = kept;
         self.publish(&ctl);
+        for peer in kick {
+            start_handshake(&self.shared, &mut peer.lock());
+        }
     }
 
     fn publish(&self, ctl: &Control) {

@@ -32,6 +32,10 @@ pub enum BackendData {
     /// host-gw publishes nothing: peers route via the node IP.
     #[default]
     HostGw,
+    /// The node's WireGuard public key (base64, as `wg pubkey` prints it) and UDP port: peers make it a
+    /// WireGuard peer at `nodeIp:port`. Judged by the agent's backend (the key must parse, the port be non-zero).
+    #[serde(rename_all = "camelCase")]
+    Wireguard { public_key: String, port: u16 },
 }
 
 impl BackendData {
@@ -101,6 +105,10 @@ mod tests {
         let text = serde_json::to_value(&vx).unwrap();
         assert_eq!(text, json!({"type": "vxlan", "vtepMac": "02:00:00:00:00:01"}));
         assert_eq!(parse(text).unwrap(), vx);
+        let wg = BackendData::Wireguard { public_key: "k".into(), port: 51820 };
+        let v = serde_json::to_value(&wg).unwrap();
+        assert_eq!(v, json!({"type": "wireguard", "publicKey": "k", "port": 51820}));
+        assert_eq!(parse(v).unwrap(), wg);
         let hg = serde_json::to_value(BackendData::HostGw).unwrap();
         assert_eq!(hg, json!({"type": "host-gw"}));
         assert_eq!(parse(hg).unwrap(), BackendData::HostGw);
@@ -124,7 +132,7 @@ mod tests {
     #[test]
     fn unknown_type_is_rejected_clearly() {
         let e = parse(json!({"type": "geneve", "vni": 5})).unwrap_err();
-        assert!(e.contains("unknown variant `geneve`, expected `vxlan` or `host-gw`"), "{e}");
+        assert!(e.contains("unknown variant `geneve`, expected one of `vxlan`, `host-gw`, `wireguard`"), "{e}");
         let e = parse(json!({"type": 7})).unwrap_err();
         assert!(e.starts_with("backend data:"), "{e}");
         assert_eq!(

@@ -14,6 +14,8 @@ pub enum BackendKind {
     Vxlan,
     /// Plain routes via the remote node IP; needs every node on one L2 segment.
     HostGw,
+    /// Encrypted: a userspace WireGuard device (TUN) run by the agent; `port` is its UDP port.
+    Wireguard,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

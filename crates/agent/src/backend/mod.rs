@@ -25,6 +25,7 @@ use weft_types::{BackendData, Lease};
 
 pub mod hostgw;
 pub mod vxlan;
+pub mod wireguard;
 
 /// What the backends need to know about this node.
 #[derive(Debug, Clone)]
@@ -69,6 +70,8 @@ pub struct PeerStats {
     pub tx_bytes: u64,
     /// Milliseconds since the peer's last handshake, for backends that have one.
     pub handshake_age_ms: Option<u64>,
+    /// Packets for one of the peer's sessions that failed authentication (forged, corrupted, replayed).
+    pub decrypt_failures: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,8 +142,11 @@ pub struct Setup<'a> {
 type Build = fn(&Setup<'_>) -> Result<Box<dyn Backend>, BackendError>;
 
 /// `backend.type` → constructor. Adding a backend adds one line here.
-pub const REGISTRY: &[(BackendKind, Build)] =
-    &[(BackendKind::Vxlan, vxlan::build), (BackendKind::HostGw, hostgw::build)];
+pub const REGISTRY: &[(BackendKind, Build)] = &[
+    (BackendKind::Vxlan, vxlan::build),
+    (BackendKind::HostGw, hostgw::build),
+    (BackendKind::Wireguard, wireguard::build),
+];
 
 /// Builds the backend the network config names.
 pub fn build(setup: &Setup<'_>) -> Result<Box<dyn Backend>, BackendError> {

@@ -120,9 +120,24 @@ impl OverlayManager {
         st.store_up = metrics.store_up.get() == 1;
         st.spoofed_dropped = metrics.spoofed_dropped.get() as u64;
         st.agent_port_rejected = metrics.agent_port_rejected.get() as u64;
+        let stats = backend.peer_stats();
+        metrics.set_tunnel_stats(&stats);
+        let tunnel: std::collections::BTreeMap<String, crate::status::TunnelPeerStatus> = stats
+            .into_iter()
+            .map(|s| {
+                let t = crate::status::TunnelPeerStatus {
+                    handshake_age_ms: s.handshake_age_ms,
+                    rx_bytes: s.rx_bytes,
+                    tx_bytes: s.tx_bytes,
+                    decrypt_failures: s.decrypt_failures,
+                };
+                (s.node, t)
+            })
+            .collect();
         st.peers = peers
             .iter()
             .map(|p| PeerStatus {
+                tunnel: tunnel.get(&p.node).cloned(),
                 node: p.node.clone(),
                 subnet: p.subnet.to_string(),
                 subnet6: p.subnet6.map(|s| s.to_string()),

@@ -46,9 +46,12 @@ impl Progress {
     }
 }
 
+/// The lab's WireGuard port (the conventional one); tests capture the underlay for it.
+pub const WIREGUARD_PORT: u16 = 51820;
+
 pub fn up(o: &UpOptions) -> Result<LabState> {
-    if !matches!(o.backend.as_str(), "vxlan" | "host-gw") {
-        bail!("--backend must be vxlan or host-gw");
+    if !matches!(o.backend.as_str(), "vxlan" | "host-gw" | "wireguard") {
+        bail!("--backend must be vxlan, host-gw or wireguard");
     }
     if !matches!(o.store.as_str(), "embedded" | "etcd" | "kube") {
         bail!("--store must be embedded, etcd or kube (a fake Kubernetes API server)");
@@ -112,9 +115,11 @@ fn build(lab: &mut LabState, o: &UpOptions, p: &mut Progress) -> Result<()> {
         lab.nodes.push(NodeState { dir: lab.dir().join(&name), name, ns, ip, agent_pid: None, pods: vec![] });
     }
     lab.save()?;
+    // `port` is the backend's UDP port: VXLAN's, or WireGuard's listen port.
+    let port = if o.backend == "wireguard" { WIREGUARD_PORT } else { 8472 };
     let mut net = serde_json::json!({
         "clusterCidr": "10.244.0.0/16", "subnetLen": 24,
-        "backend": {"type": o.backend, "vni": 1, "port": 8472},
+        "backend": {"type": o.backend, "vni": 1, "port": port},
     });
     if o.ipv6 {
         net["clusterCidr6"] = "fd00:10:244::/56".into();
@@ -165,7 +170,39 @@ fn build(lab: &mut LabState, o: &UpOptions, p: &mut Progress) -> Result<()> {
     workloads::register(lab, &all).context("registering pods in the store")?;
     p.say("convergence: waiting for every agent to program every peer and admit its pods");
     agents::wait_converged(lab, Duration::from_secs(60))?;
+    if lab.backend == "wireguard" {
+        wait_handshakes(lab, Duration::from_secs(30))?;
+    }
     p.say("connectivity: every pod pings every other pod");
+    Ok(())
+}
+
+/// WireGuard sessions are made by the first packet: an initiation that reaches a node which has not yet read
+/// the sender's lease is dropped, and the sender tries again only after WireGuard's rekey timeout (5 s). So
+/// before the matrix, one pod per node pings one pod on every other node until each answers.
+fn wait_handshakes(lab: &LabState, timeout: Duration) -> Result<()> {
+    let firsts: Vec<(&str, &str)> =
+        lab.nodes.iter().filter_map(|n| n.pods.first().and_then(|p| Some((p.ns.as_str(), p.ip.as_deref()?)))).collect();
+    let deadline = Instant::now() + timeout;
+    for (i, (src, _)) in firsts.iter().enumerate() {
+        for (j, (_, dst)) in firsts.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            loop {
+                let ok = crate::sh::ns_command(src, "ping")
+                    .args(["-c", "1", "-W", "1", "-n", dst])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if ok {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("no WireGuard session from {src} to {dst} within {timeout:?}");
+                }
+            }
+        }
+    }
     Ok(())
 }
 
