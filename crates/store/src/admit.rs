@@ -167,12 +167,13 @@ pub fn admit<'e>(rules: Rules<'_>, entries: impl IntoIterator<Item = &'e LeaseEn
     Admission { admitted, refused }
 }
 
-/// What in a lease's backend data names one node only (VXLAN: its VTEP MAC), normalised for comparison.
+/// What in a lease's backend data names one node only (VXLAN: its VTEP MAC; WireGuard: its public key).
 fn identity(data: &BackendData) -> Option<String> {
     match data {
         BackendData::Vxlan { vtep_mac } => Some(format!("vtepMac {}", vtep_mac.to_ascii_lowercase())),
-        #[allow(unreachable_patterns)]
-        _ => None,
+        // A WireGuard key names one peer: a second lease with it would take over the victim's session routing.
+        BackendData::Wireguard { public_key, .. } => Some(format!("publicKey {public_key}")),
+        BackendData::HostGw => None,
     }
 }
 
