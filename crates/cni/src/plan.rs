@@ -218,6 +218,7 @@ mod tests {
             mtu: 1450,
             cluster_cidr: None,
             cluster_cidr6: None,
+            networks: Vec::new(),
         }
     }
 
@@ -255,6 +256,7 @@ mod tests {
                 mtu,
                 cluster_cidr: None,
                 cluster_cidr6: None,
+                networks: Vec::new(),
             };
             let c = conf(r#"{"cniVersion":"1.1.0","name":"n"}"#);
             let e = Subnets::resolve(&c, |_| Ok(bad.clone())).unwrap_err();

@@ -24,6 +24,37 @@ pub struct NodeFile {
     pub cluster_cidr: Option<Ipv4Net>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_cidr6: Option<Ipv6Net>,
+    /// Tenant networks this node serves (see [`crate::tenant`]), with the namespaces already resolved by the
+    /// agent (the plugin sees no labels). A namespace listed by none is on the default network above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NodeNetwork>,
+}
+
+/// One tenant network as the plugin needs it. Route table and link group are derived from `vni`
+/// ([`crate::tenant::NetworkIds`]), never read from here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeNetwork {
+    pub name: String,
+    pub vni: u32,
+    /// This node's subnet of the network.
+    pub subnet: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    /// The network's CIDRs (a secondary attachment routes them through its gateway).
+    pub cidr: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr6: Option<Ipv6Net>,
+    pub mtu: u32,
+    /// Namespaces whose pods get addresses from this network on this node.
+    pub namespaces: Vec<String>,
+}
+
+impl NodeFile {
+    /// The tenant network serving `namespace`, if any (else the pod is on the default network).
+    pub fn network_of(&self, namespace: &str) -> Option<&NodeNetwork> {
+        self.networks.iter().find(|n| n.namespaces.iter().any(|ns| ns == namespace))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,9 +110,21 @@ mod tests {
             mtu: 1450,
             cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
             cluster_cidr6: None,
+            networks: vec![NodeNetwork {
+                name: "blue".into(),
+                vni: 100,
+                subnet: "10.50.3.0/24".parse().unwrap(),
+                subnet6: None,
+                cidr: "10.50.0.0/16".parse().unwrap(),
+                cidr6: None,
+                mtu: 1450,
+                namespaces: vec!["team-a".into()],
+            }],
         };
         nf.store(&p).unwrap();
         assert_eq!(NodeFile::load(&p).unwrap(), nf);
+        assert_eq!(nf.network_of("team-a").map(|n| n.vni), Some(100));
+        assert!(nf.network_of("team-b").is_none());
         std::fs::write(&p, br#"{"subnet":"10.0.0.0/24","mtu":1500,"bogus":1}"#).unwrap();
         assert!(matches!(NodeFile::load(&p), Err(NodeFileError::Parse { .. })));
         std::fs::remove_dir_all(dir).unwrap();

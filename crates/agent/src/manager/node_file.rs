@@ -29,6 +29,7 @@ impl NodeFileManager {
             mtu: self.mtu,
             cluster_cidr: Some(self.net.cluster_cidr),
             cluster_cidr6: self.net.cluster_cidr6,
+            networks: Vec::new(),
         };
         if NodeFile::load(&self.path).ok().as_ref() != Some(&nf) {
             nf.store(&self.path)?;

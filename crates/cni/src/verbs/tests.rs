@@ -309,6 +309,7 @@ fn node_file_drives_add_and_status() {
         mtu: 1450,
         cluster_cidr: None,
         cluster_cidr6: None,
+        networks: Vec::new(),
     });
     let st = w.call("STATUS", "", "", &conf);
     assert!(st.ok && st.stdout.is_empty());

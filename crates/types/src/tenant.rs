@@ -1,0 +1,366 @@
+//! Tenant networks: isolated overlays beside the cluster's default network, one VNI each, CIDRs may overlap.
+//!
+//! A [`TenantNetwork`] is a store object (kind `networks`, key = its name; in Kubernetes mode the CRD
+//! `networks.weft.dev`). The namespaces it serves get their pods' addresses from it; every other namespace
+//! stays on the default network, which behaves exactly as before networks existed.
+//!
+//! ```json
+//! {"name": "blue", "cidr": "10.50.0.0/16", "subnetLen": 24, "vni": 100,
+//!  "namespaces": {"names": ["team-a"], "matchLabels": {"tenant": "blue"}}}
+//! ```
+//!
+//! Per-node subnets are not allocated separately: a node's subnet on network N is N's node subnet with the
+//! same index as the node's lease on the default network ([`TenantNetwork::subnet_for`]). The default leases are
+//! unique (store admission), so tenant subnets are unique too, every node computes every peer's tenant subnets
+//! from the leases it already watches, and no extra store write or race exists per network and node. A network
+//! with fewer node subnets than the highest lease index in use cannot serve the nodes past its end (reported).
+//!
+//! Kernel identity of a network on a node is derived from its VNI ([`NetworkIds`]), never read from a file: a
+//! hostile node file cannot point a pod at the main routing table or at another network's group.
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Name reserved for the cluster's default network (not a store object).
+pub const DEFAULT_NETWORK: &str = "default";
+
+/// Link group, route table and fwmark-independent ids of tenant networks live in `BASE | vni` (VNI is 24 bits):
+/// `0x57` ("W") in the top byte keeps them clear of the main/local tables (254/255), of weft's reap group
+/// (`0x7765_6674`) and of any small id another tool picks.
+pub const TENANT_ID_BASE: u32 = 0x5700_0000;
+
+/// Which namespaces a network serves: listed by name, or selected by labels (all pairs must match), or both
+/// (either way selects).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceSelector {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+impl NamespaceSelector {
+    /// Whether the namespace `name` with `labels` is selected. An empty selector selects nothing (a network
+    /// never captures every namespace by omission).
+    pub fn selects(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.names.iter().any(|n| n == name)
+            || (!self.match_labels.is_empty()
+                && self.match_labels.iter().all(|(k, v)| labels.get(k).is_some_and(|l| l == v)))
+    }
+}
+
+fn default_subnet_len() -> u8 {
+    24
+}
+fn default_subnet_len6() -> u8 {
+    80
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantNetwork {
+    /// DNS-1123 label, at most 32 characters; not `default`.
+    pub name: String,
+    /// IPv4 CIDR of the network (required: the default network is IPv4 or dual-stack too).
+    pub cidr: Ipv4Net,
+    #[serde(default = "default_subnet_len")]
+    pub subnet_len: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr6: Option<Ipv6Net>,
+    #[serde(default = "default_subnet_len6")]
+    pub subnet_len6: u8,
+    /// 1..=16777215, distinct from the default network's VNI and from every other network's.
+    pub vni: u32,
+    #[serde(default)]
+    pub namespaces: NamespaceSelector,
+    /// Masquerade traffic leaving the cluster through the node (default true).
+    #[serde(default = "default_true")]
+    pub masquerade: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TenantError {
+    #[error("network name {0:?} must be a DNS-1123 label of at most 32 characters")]
+    Name(String),
+    #[error("network name \"default\" is reserved for the cluster's default network")]
+    Reserved,
+    #[error("network {net}: VNI {vni} is out of range (1..=16777215)")]
+    Vni { net: String, vni: u32 },
+    #[error("network {net}: CIDR {cidr} is not usable for pods ({why})")]
+    Cidr { net: String, cidr: String, why: &'static str },
+    #[error("network {net}: subnetLen {len} must be longer than /{prefix} and at most /{max}")]
+    SubnetLen { net: String, len: u8, prefix: u8, max: u8 },
+    #[error("network {net}: VNI {vni} is already used by {other}")]
+    VniTaken { net: String, vni: u32, other: String },
+}
+
+/// The kernel ids of one tenant network on every node, derived from its VNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkIds {
+    /// Route table holding the network's routes (its pods, its peers' subnets).
+    pub table: u32,
+    /// Link group of the host veths of the network's pods (`ip link set group`): how the firewall and the
+    /// routing rules tell a tenant pod's packets apart without one rule per pod.
+    pub group: u32,
+    /// The network's VXLAN device (`wn<vni>`, at most 10 characters).
+    pub device: String,
+}
+
+impl NetworkIds {
+    pub fn of(vni: u32) -> NetworkIds {
+        let id = TENANT_ID_BASE | (vni & 0xff_ffff);
+        NetworkIds { table: id, group: id, device: format!("wn{}", vni & 0xff_ffff) }
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn v4_unusable(c: Ipv4Net) -> Option<&'static str> {
+    let a: Ipv4Addr = c.network();
+    if c.prefix_len() < 8 {
+        Some("shorter than /8")
+    } else if a.is_loopback() {
+        Some("loopback")
+    } else if a.is_link_local() {
+        Some("link-local")
+    } else if a.is_multicast() || a.is_broadcast() || u32::from(a) >= 0xf000_0000 {
+        Some("multicast or reserved")
+    } else if a.is_unspecified() {
+        Some("0.0.0.0/8")
+    } else {
+        None
+    }
+}
+
+fn v6_unusable(c: Ipv6Net) -> Option<&'static str> {
+    let seg0 = c.network().segments()[0];
+    if c.prefix_len() < 16 {
+        Some("shorter than /16")
+    } else if c.network().is_loopback() || c.network().is_unspecified() {
+        Some("loopback or unspecified")
+    } else if seg0 & 0xffc0 == 0xfe80 {
+        Some("link-local")
+    } else if seg0 & 0xff00 == 0xff00 {
+        Some("multicast")
+    } else {
+        None
+    }
+}
+
+impl TenantNetwork {
+    /// Checks the object on its own (hostile input: anyone with store access writes it).
+    pub fn validate(&self) -> Result<(), TenantError> {
+        if self.name == DEFAULT_NETWORK {
+            return Err(TenantError::Reserved);
+        }
+        if !is_dns_label(&self.name) {
+            return Err(TenantError::Name(self.name.clone()));
+        }
+        let net = || self.name.clone();
+        if self.vni == 0 || self.vni > 0xff_ffff {
+            return Err(TenantError::Vni { net: net(), vni: self.vni });
+        }
+        if self.cidr != self.cidr.trunc() {
+            return Err(TenantError::Cidr { net: net(), cidr: self.cidr.to_string(), why: "host bits set" });
+        }
+        if let Some(why) = v4_unusable(self.cidr) {
+            return Err(TenantError::Cidr { net: net(), cidr: self.cidr.to_string(), why });
+        }
+        if self.subnet_len <= self.cidr.prefix_len() || self.subnet_len > 30 {
+            return Err(TenantError::SubnetLen {
+                net: net(),
+                len: self.subnet_len,
+                prefix: self.cidr.prefix_len(),
+                max: 30,
+            });
+        }
+        if let Some(c6) = self.cidr6 {
+            if c6 != c6.trunc() {
+                return Err(TenantError::Cidr { net: net(), cidr: c6.to_string(), why: "host bits set" });
+            }
+            if let Some(why) = v6_unusable(c6) {
+                return Err(TenantError::Cidr { net: net(), cidr: c6.to_string(), why });
+            }
+            if self.subnet_len6 <= c6.prefix_len() || self.subnet_len6 > 120 {
+                return Err(TenantError::SubnetLen {
+                    net: net(),
+                    len: self.subnet_len6,
+                    prefix: c6.prefix_len(),
+                    max: 120,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn ids(&self) -> NetworkIds {
+        NetworkIds::of(self.vni)
+    }
+
+    /// Number of node subnets the IPv4 CIDR holds.
+    pub fn subnet_count(&self) -> u64 {
+        1u64 << (self.subnet_len - self.cidr.prefix_len()).min(63)
+    }
+
+    /// The node subnets of the node whose default-network lease has index `index` (see the module comment), or
+    /// None when the network has no subnet with that index.
+    pub fn subnet_for(&self, index: u64) -> Option<(Ipv4Net, Option<Ipv6Net>)> {
+        if index >= self.subnet_count() {
+            return None;
+        }
+        let step = 1u64 << (32 - u32::from(self.subnet_len));
+        let addr = u64::from(u32::from(self.cidr.network())) + index * step;
+        let v4 = Ipv4Net::new(Ipv4Addr::from(u32::try_from(addr).ok()?), self.subnet_len).ok()?;
+        let v6 = match self.cidr6 {
+            None => None,
+            Some(c6) => {
+                let step = 1u128.checked_shl(128 - u32::from(self.subnet_len6))?;
+                let a = u128::from(c6.network()).checked_add(step.checked_mul(u128::from(index))?)?;
+                let n = Ipv6Net::new(a.into(), self.subnet_len6).ok()?;
+                Some(c6.contains(&n).then_some(n)?)
+            }
+        };
+        Some((v4, v6))
+    }
+
+    /// Whether `ip` is inside the network's CIDRs.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.cidr.contains(&a),
+            IpAddr::V6(a) => self.cidr6.is_some_and(|c| c.contains(&a)),
+        }
+    }
+}
+
+/// Checks a set of networks together: each on its own, and no VNI used twice or equal to the default
+/// network's. Returns the networks that may be programmed and one error per refused network; of two networks
+/// claiming one VNI the one first by name keeps it (deterministic on every node).
+pub fn admit_networks(
+    nets: impl IntoIterator<Item = TenantNetwork>,
+    default_vni: u32,
+) -> (Vec<TenantNetwork>, Vec<TenantError>) {
+    let mut all: Vec<TenantNetwork> = nets.into_iter().collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut ok: Vec<TenantNetwork> = Vec::new();
+    let mut errs = Vec::new();
+    for n in all {
+        if let Err(e) = n.validate() {
+            errs.push(e);
+            continue;
+        }
+        if n.vni == default_vni {
+            errs.push(TenantError::VniTaken { net: n.name.clone(), vni: n.vni, other: DEFAULT_NETWORK.into() });
+            continue;
+        }
+        if let Some(o) = ok.iter().find(|o| o.vni == n.vni) {
+            errs.push(TenantError::VniTaken { net: n.name.clone(), vni: n.vni, other: o.name.clone() });
+            continue;
+        }
+        ok.push(n);
+    }
+    (ok, errs)
+}
+
+/// The network a namespace's pods belong to: the first admitted network (by name) that selects it, else None
+/// (the default network). The second network selecting the same namespace is reported by the caller.
+pub fn network_of<'a>(
+    nets: &'a [TenantNetwork],
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Option<&'a TenantNetwork> {
+    nets.iter().find(|n| n.namespaces.selects(namespace, labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(name: &str, cidr: &str, vni: u32) -> TenantNetwork {
+        serde_json::from_value(serde_json::json!({"name": name, "cidr": cidr, "vni": vni,
+            "namespaces": {"names": ["a"]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_subnets_and_ids() {
+        let mut n = net("blue", "10.50.0.0/16", 100);
+        n.cidr6 = Some("fd00:50::/48".parse().unwrap());
+        n.validate().unwrap();
+        assert_eq!((n.subnet_len, n.subnet_len6, n.masquerade), (24, 80, true));
+        let (v4, v6) = n.subnet_for(3).unwrap();
+        assert_eq!(v4.to_string(), "10.50.3.0/24");
+        assert_eq!(v6.unwrap().to_string(), "fd00:50:0:0:3::/80");
+        assert!(n.subnet_for(256).is_none());
+        let ids = n.ids();
+        assert_eq!((ids.table, ids.group, ids.device.as_str()), (0x5700_0064, 0x5700_0064, "wn100"));
+        assert_ne!(ids.table, 254);
+        assert!(n.contains("10.50.9.9".parse().unwrap()) && !n.contains("10.51.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn hostile_objects_are_refused_with_a_reason() {
+        let bad = [
+            (net("default", "10.50.0.0/16", 100), "reserved"),
+            (net("Blue", "10.50.0.0/16", 100), "DNS-1123"),
+            (net("blue", "10.50.0.0/16", 0), "VNI 0"),
+            (net("blue", "10.50.0.0/16", 1 << 24), "out of range"),
+            (net("blue", "127.0.0.0/16", 100), "loopback"),
+            (net("blue", "169.254.0.0/16", 100), "link-local"),
+            (net("blue", "0.0.0.0/0", 100), "shorter than /8"),
+            (net("blue", "224.0.0.0/16", 100), "multicast"),
+            (net("blue", "10.50.0.1/16", 100), "host bits"),
+        ];
+        for (n, why) in bad {
+            let e = n.validate().unwrap_err().to_string();
+            assert!(e.contains(why), "{n:?}: {e}");
+        }
+        let mut n = net("blue", "10.50.0.0/16", 100);
+        n.subnet_len = 16;
+        assert!(matches!(n.validate(), Err(TenantError::SubnetLen { .. })));
+        n.subnet_len = 24;
+        n.cidr6 = Some("fe80::/64".parse().unwrap());
+        assert!(n.validate().unwrap_err().to_string().contains("link-local"));
+        let unknown = serde_json::from_str::<TenantNetwork>(r#"{"name":"x","cidr":"10.0.0.0/16","vni":5,"table":254}"#);
+        assert!(unknown.is_err(), "unknown fields (a table id) are refused");
+    }
+
+    #[test]
+    fn admission_keeps_one_network_per_vni_deterministically() {
+        let (ok, errs) = admit_networks(
+            [net("red", "10.60.0.0/16", 7), net("blue", "10.50.0.0/16", 7), net("green", "10.50.0.0/16", 1)],
+            1,
+        );
+        assert_eq!(ok.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["blue"]);
+        assert_eq!(errs.len(), 2);
+        assert!(errs
+            .iter()
+            .any(|e| matches!(e, TenantError::VniTaken { net, other, .. } if net == "red" && other == "blue")));
+        assert!(errs.iter().any(|e| matches!(e, TenantError::VniTaken { other, .. } if other == "default")));
+    }
+
+    #[test]
+    fn selectors_by_name_and_labels() {
+        let mut n = net("blue", "10.50.0.0/16", 100);
+        n.namespaces.match_labels.insert("tenant".into(), "blue".into());
+        let labels: BTreeMap<String, String> = [("tenant".to_string(), "blue".to_string())].into();
+        assert!(n.namespaces.selects("a", &BTreeMap::new()));
+        assert!(n.namespaces.selects("zzz", &labels));
+        assert!(!n.namespaces.selects("zzz", &BTreeMap::new()));
+        assert!(!NamespaceSelector::default().selects("a", &labels), "empty selects nothing");
+        let nets = [n];
+        assert_eq!(network_of(&nets, "a", &BTreeMap::new()).map(|n| n.name.as_str()), Some("blue"));
+        assert!(network_of(&nets, "b", &BTreeMap::new()).is_none());
+    }
+}
