@@ -292,6 +292,7 @@ impl Store for KubeStore {
             ObjectKind::Endpoint => self.list_objects::<Pod>().await,
             ObjectKind::Namespace => self.list_objects::<Namespace>().await,
             ObjectKind::Policy => self.list_objects::<NetworkPolicy>().await,
+            k @ (ObjectKind::Network | ObjectKind::NetworkStatus) => Err(unsupported(k)),
         }
     }
 
@@ -300,6 +301,12 @@ impl Store for KubeStore {
             ObjectKind::Endpoint => self.watch_kind(after, object_convert::<Pod>()).await,
             ObjectKind::Namespace => self.watch_kind(after, object_convert::<Namespace>()).await,
             ObjectKind::Policy => self.watch_kind(after, object_convert::<NetworkPolicy>()).await,
+            k @ (ObjectKind::Network | ObjectKind::NetworkStatus) => Err(unsupported(k)),
         }
     }
+}
+
+/// Kinds the Kubernetes store does not serve yet (the networks.weft.dev CRD).
+fn unsupported(k: ObjectKind) -> StoreError {
+    StoreError::Other(format!("the Kubernetes store does not serve {} yet", k.as_str()))
 }

@@ -58,6 +58,10 @@ pub enum ObjectKind {
     Namespace,
     /// A Kubernetes NetworkPolicy (JSON as the API serves it). Key: `namespace/name`.
     Policy,
+    /// A tenant network (`weft_types::TenantNetwork` JSON). Key: its name.
+    Network,
+    /// One node's view of one tenant network (`weft_types::tenant::NetworkNodeStatus`). Key: `network/node`.
+    NetworkStatus,
 }
 
 impl ObjectKind {
@@ -66,6 +70,8 @@ impl ObjectKind {
             ObjectKind::Endpoint => "endpoints",
             ObjectKind::Namespace => "namespaces",
             ObjectKind::Policy => "policies",
+            ObjectKind::Network => "networks",
+            ObjectKind::NetworkStatus => "network-status",
         }
     }
 }

@@ -244,6 +244,26 @@ impl TenantNetwork {
     }
 }
 
+/// One node's view of one network, as its agent publishes it (store kind `network-status`, key
+/// `network/node`; in Kubernetes mode `status.nodes.<node>` of the Network object).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkNodeStatus {
+    /// The node's datapath for the network is programmed and its pods can get addresses.
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    /// Addresses held by pods on this node.
+    pub used: u32,
+    /// Addresses the node's subnet offers pods.
+    pub capacity: u32,
+    /// Why not ready, or what is wrong (a namespace claimed by two networks, a deleted network draining).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Checks a set of networks together: each on its own, and no VNI used twice or equal to the default
 /// network's. Returns the networks that may be programmed and one error per refused network; of two networks
 /// claiming one VNI the one first by name keeps it (deterministic on every node).
