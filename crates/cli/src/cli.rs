@@ -124,6 +124,15 @@ pub enum LabCmd {
         /// Where weft and weftd are (default: next to weftctl).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// A tenant network, NAME:CIDR:VNI[:ns1,ns2] (repeat for more): its namespaces get pods too, as
+        /// "default" does (with --ipv6 it gets an IPv6 CIDR derived from the IPv4 one).
+        #[arg(long = "network", value_name = "NAME:CIDR:VNI[:NS,..]")]
+        networks: Vec<String>,
+    },
+    /// Tenant networks in the lab's store: create, list, delete.
+    Network {
+        #[command(subcommand)]
+        cmd: LabNetworkCmd,
     },
     /// Remove the lab (also after a crash).
     Down,
@@ -175,6 +184,9 @@ pub enum LabCmd {
         /// A namespace label, key=value (repeat for more), e.g. --label team=red.
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// Put the namespace on this tenant network (added to the network's namespace list).
+        #[arg(long)]
+        network: Option<String>,
     },
     /// Change labels in place, as `kubectl label`: `lab label pod x/a k=v k2-`, `lab label ns x k=v`.
     ///
@@ -198,6 +210,50 @@ pub enum LabCmd {
         target: String,
         #[arg(last = true)]
         cmd: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LabNetworkCmd {
+    /// Create a tenant network (refused: a taken name or VNI, a namespace already on a network or with pods).
+    Create {
+        /// DNS label, at most 32 characters, not "default".
+        name: String,
+        /// IPv4 CIDR of the network (may overlap another network's).
+        #[arg(long)]
+        cidr: String,
+        #[arg(long)]
+        cidr6: Option<String>,
+        /// Prefix length of each node's subnet (default 24).
+        #[arg(long)]
+        subnet_len: Option<u8>,
+        /// Prefix length of each node's IPv6 subnet (default 80).
+        #[arg(long)]
+        subnet_len6: Option<u8>,
+        /// VXLAN network identifier (default: the lowest free one from 100).
+        #[arg(long)]
+        vni: Option<u32>,
+        /// A namespace the network serves (repeat for more).
+        #[arg(long = "namespace", short = 'n', value_name = "NS")]
+        namespaces: Vec<String>,
+        /// Serve namespaces with these labels too, key=value (repeat: all must match).
+        #[arg(long = "selector", value_name = "KEY=VALUE")]
+        selector: Vec<String>,
+        /// Do not masquerade the network's traffic leaving the cluster.
+        #[arg(long)]
+        no_masquerade: bool,
+        /// Return once written, without waiting for every node to serve it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Networks, their namespaces and lab pods, and each node's status.
+    List,
+    /// Delete a network (refused while pods hold addresses in it).
+    Delete {
+        name: String,
+        /// Return once deleted, without waiting for every node to let go of it.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -242,5 +298,24 @@ mod tests {
             _ => panic!("not lab label"),
         }
         assert!(Cli::try_parse_from(["weftctl", "lab", "label", "ns", "x"]).is_err(), "no change given");
+    }
+
+    #[test]
+    fn networks_on_up_and_as_their_own_commands() {
+        let c = parse(&["lab", "up", "--network", "blue:10.50.0.0/16:100:a,b", "--network", "red:10.50.0.0/16:101"]);
+        match c.cmd {
+            Cmd::Lab { cmd: LabCmd::Up { networks, .. } } => assert_eq!(networks.len(), 2),
+            _ => panic!("not lab up"),
+        }
+        let c = parse(&["lab", "network", "create", "blue", "--cidr", "10.50.0.0/16", "-n", "a", "--namespace", "b"]);
+        match c.cmd {
+            Cmd::Lab { cmd: LabCmd::Network { cmd: LabNetworkCmd::Create { name, namespaces, vni, .. } } } => {
+                assert_eq!((name.as_str(), namespaces.len(), vni), ("blue", 2, None));
+            }
+            _ => panic!("not lab network create"),
+        }
+        assert!(Cli::try_parse_from(["weftctl", "lab", "network", "create", "blue"]).is_err(), "--cidr is required");
+        let c = parse(&["lab", "ns-add", "x", "--network", "blue", "--lab", "np"]);
+        assert!(matches!(c.cmd, Cmd::Lab { cmd: LabCmd::NsAdd { network: Some(_), .. } }));
     }
 }

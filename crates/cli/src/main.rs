@@ -11,7 +11,7 @@ mod target;
 
 use anyhow::Result;
 use clap::Parser;
-use cli::{Cli, Cmd, LabCmd, LabelKind, PolicyCmd};
+use cli::{Cli, Cmd, LabCmd, LabNetworkCmd, LabelKind, PolicyCmd};
 use std::path::PathBuf;
 
 fn main() {
@@ -52,15 +52,31 @@ fn run(Cli { lab: lab_name, cmd }: Cli) -> Result<()> {
 
 fn lab_cmd(name: &str, cmd: LabCmd) -> Result<()> {
     match cmd {
-        LabCmd::Up { nodes, pods_per_node, backend, store, underlay, ipv6, lease_ttl, bin_dir } => {
+        LabCmd::Up { nodes, pods_per_node, backend, store, underlay, ipv6, lease_ttl, bin_dir, networks } => {
             let bin_dir = match bin_dir {
                 Some(d) => d,
                 None => std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default(),
             };
             let name = name.to_string();
-            let o = lab::UpOptions { name, nodes, pods_per_node, backend, store, underlay, ipv6, lease_ttl, bin_dir };
+            let networks =
+                networks.iter().map(|n| lab::networks::parse_up_flag(n, ipv6)).collect::<Result<Vec<_>>>()?;
+            let o = lab::UpOptions {
+                name,
+                nodes,
+                pods_per_node,
+                backend,
+                store,
+                underlay,
+                ipv6,
+                lease_ttl,
+                bin_dir,
+                networks,
+            };
             let l = lab::up(&o)?;
             lab::print_nodes(&l);
+            if !l.networks.is_empty() {
+                lab::networks::print(&l)?;
+            }
             let fails = lab::print_matrix(&l);
             let flag = if l.name == "lab" { String::new() } else { format!(" --lab {}", l.name) };
             println!("lab {:?} is up. Try: weftctl lab exec{flag} default/node1-pod1 -- ping -c3 <ip>; weftctl lab down{flag}", l.name);
@@ -99,12 +115,22 @@ fn lab_cmd(name: &str, cmd: LabCmd) -> Result<()> {
             };
             lab::workloads::del_pod(name, &target)
         }
-        LabCmd::NsAdd { namespace, labels } => {
-            let l = lab::state::LabState::load(name)?;
-            lab::workloads::add_namespace(&l, &namespace, labels::parse_set(&labels)?)?;
-            println!("namespace {namespace} created");
+        LabCmd::NsAdd { namespace, labels, network } => {
+            let labels = labels::parse_set(&labels)?;
+            match network {
+                Some(net) => {
+                    lab::networks::attach_new_namespace(name, &namespace, labels, &net)?;
+                    println!("namespace {namespace} created on network {net}");
+                }
+                None => {
+                    let l = lab::state::LabState::load(name)?;
+                    lab::workloads::add_namespace(&l, &namespace, labels)?;
+                    println!("namespace {namespace} created");
+                }
+            }
             Ok(())
         }
+        LabCmd::Network { cmd } => lab_network_cmd(name, cmd),
         LabCmd::Label { kind, target, changes, overwrite } => {
             let changes = labels::parse_changes(&changes)?;
             match kind {
@@ -120,5 +146,43 @@ fn lab_cmd(name: &str, cmd: LabCmd) -> Result<()> {
             Ok(())
         }
         LabCmd::Exec { target, cmd } => std::process::exit(lab::exec(name, &target, &cmd)?),
+    }
+}
+
+fn lab_network_cmd(name: &str, cmd: LabNetworkCmd) -> Result<()> {
+    match cmd {
+        LabNetworkCmd::Create {
+            name: net,
+            cidr,
+            cidr6,
+            subnet_len,
+            subnet_len6,
+            vni,
+            namespaces,
+            selector,
+            no_masquerade,
+            no_wait,
+        } => {
+            let args = lab::networks::NetworkArgs {
+                name: net,
+                cidr,
+                cidr6,
+                subnet_len,
+                subnet_len6,
+                vni,
+                namespaces,
+                selector: labels::parse_set(&selector)?,
+                no_masquerade,
+            };
+            let n = lab::networks::create(name, &args, !no_wait)?;
+            println!("network {} created (VNI {}, {})", n.name, n.vni, n.cidr);
+            Ok(())
+        }
+        LabNetworkCmd::List => lab::networks::print(&lab::state::LabState::load(name)?),
+        LabNetworkCmd::Delete { name: net, no_wait } => {
+            lab::networks::delete(name, &net, !no_wait)?;
+            println!("network {net} deleted");
+            Ok(())
+        }
     }
 }

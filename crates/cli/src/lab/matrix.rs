@@ -1,6 +1,11 @@
 //! The pod-to-pod connectivity matrix: every pod pings every other pod (in parallel), rows and columns named
 //! `namespace/pod`. Each cell is read against what policy says (`verdict.rs`), so a pair that policy denies
 //! shows as `deny(P1)` (expected) and only a pair policy allows but that does not answer is `FAIL` (broken).
+//!
+//! With tenant networks, each pair is first read by network: a pair inside one network against that network's
+//! policy (the model cut down to its pods, so equal addresses of overlapping networks never mix); a pair across
+//! networks is expected silent, `iso`, and one that answers is `LEAK(net)`. A destination address that a pod
+//! of the source's own network also holds (overlapping CIDRs) reaches that pod, so it is not probed: `=own`.
 use super::state::LabState;
 use super::verdict::{Expect, PolicyView};
 use crate::sh::ns_command;
@@ -24,6 +29,12 @@ pub enum CellState {
     Fail,
     /// Answered although policy denies it: enforcement is missing (or not compiled yet).
     Leak(Vec<usize>),
+    /// Across networks and silent, as isolation says.
+    Isolated,
+    /// Across networks and answered: isolation is broken.
+    NetLeak,
+    /// Across networks, but the address is also a pod's of the source's own network: not probed.
+    Shadowed,
 }
 
 pub struct Matrix {
@@ -33,6 +44,8 @@ pub struct Matrix {
     pub policies: Vec<PolicyRef>,
     /// Why cells could not be read against policy (store unreachable), if so.
     pub policy_error: Option<String>,
+    /// Some pod is on a tenant network (the legend explains the cross-network cells).
+    pub networks: bool,
 }
 
 impl Matrix {
@@ -40,13 +53,25 @@ impl Matrix {
         self.cells.iter().flatten().filter(|c| f(c)).count()
     }
 
-    /// Broken pairs: FAIL and LEAK.
+    /// Broken pairs: FAIL, LEAK and LEAK across networks.
     pub fn failures(&self) -> usize {
-        self.count(|c| matches!(c, CellState::Fail | CellState::Leak(_)))
+        self.count(|c| matches!(c, CellState::Fail | CellState::Leak(_) | CellState::NetLeak))
     }
 
     pub fn connected(&self) -> usize {
-        self.count(|c| matches!(c, CellState::Ok(_) | CellState::Leak(_)))
+        self.count(|c| matches!(c, CellState::Ok(_) | CellState::Leak(_) | CellState::NetLeak))
+    }
+
+    pub fn isolated(&self) -> usize {
+        self.count(|c| matches!(c, CellState::Isolated))
+    }
+
+    pub fn shadowed(&self) -> usize {
+        self.count(|c| matches!(c, CellState::Shadowed))
+    }
+
+    pub fn leaks_across(&self) -> usize {
+        self.count(|c| matches!(c, CellState::NetLeak))
     }
 
     pub fn denied(&self) -> usize {
@@ -72,6 +97,9 @@ impl Matrix {
                     CellState::Denied(ps) => format!("deny({})", Self::tags(ps)),
                     CellState::Fail => "FAIL".to_string(),
                     CellState::Leak(ps) => format!("LEAK({})", Self::tags(ps)),
+                    CellState::Isolated => "iso".to_string(),
+                    CellState::NetLeak => "LEAK(net)".to_string(),
+                    CellState::Shadowed => "=own".to_string(),
                 })
             }));
             t.add_row(cells);
@@ -84,6 +112,11 @@ impl Matrix {
             "legend: ok = answered   deny(Pn) = no answer, as policy Pn says (expected)\n        \
              FAIL = no answer although policy allows it (broken)   LEAK(Pn) = answered although policy Pn denies it",
         );
+        if self.networks {
+            s += "\n        iso = across networks, no answer (expected)   LEAK(net) = answered across networks (broken)\n        \
+                  =own = across networks, but a pod of the source's network has that address (not probed)\n        \
+                  NAME@NET = a pod on tenant network NET (no @: the default network)";
+        }
         for (i, p) in self.policies.iter().enumerate() {
             s += &format!("\n  P{} = denied by policy {p}", i + 1);
         }
@@ -103,27 +136,75 @@ fn ping(ns: &str, ip: &str, wait_s: u32) -> Option<f64> {
     s.split("time=").nth(1)?.split_whitespace().next()?.parse().ok()
 }
 
+/// One pod as the matrix sees it.
+struct Probed {
+    name: String,
+    netns: String,
+    ip: Option<IpAddr>,
+    network: Option<String>,
+    key: String,
+}
+
+/// The model cut down to the pods of one network (None: the default network): each network's policy is
+/// evaluated only among its own pods, so an address another network also uses cannot match.
+fn model_of(model: &weft_policy::Model, pods: &[Probed], network: &Option<String>) -> weft_policy::Model {
+    let mine: std::collections::BTreeSet<&str> =
+        pods.iter().filter(|p| &p.network == network).map(|p| p.key.as_str()).collect();
+    let tenant: std::collections::BTreeSet<&str> =
+        pods.iter().filter(|p| p.network.is_some()).map(|p| p.key.as_str()).collect();
+    let mut m = model.clone();
+    m.pods.retain(|p| {
+        let k = format!("{}/{}", p.namespace, p.name);
+        // Pods the lab does not know (registered by hand) count as the default network's.
+        mine.contains(k.as_str()) || (network.is_none() && !tenant.contains(k.as_str()))
+    });
+    m
+}
+
 /// Pings every pair; `model` is the store's policy model (`Err` when it could not be read).
 pub fn measure(lab: &LabState, v6: bool, model: &Result<weft_policy::Model, String>) -> Matrix {
-    let pods: Vec<(String, String, Option<IpAddr>)> = lab
+    let mut pods: Vec<Probed> = lab
         .pods()
         .map(|(_, p)| {
             let ip = if v6 { p.ip6.as_deref() } else { p.ip.as_deref() };
-            (format!("{}/{}", p.namespace, p.name), p.ns.clone(), ip.and_then(|s| s.parse().ok()))
+            let key = format!("{}/{}", p.namespace, p.name);
+            let name = match &p.network {
+                Some(n) => format!("{key}@{n}"),
+                None => key.clone(),
+            };
+            Probed { name, netns: p.ns.clone(), ip: ip.and_then(|s| s.parse().ok()), network: p.network.clone(), key }
         })
         .collect();
-    // Rows and columns in namespace/pod order (x/a, x/b, … y/a): the model reads as a grid, whatever the nodes.
-    let mut pods = pods;
-    pods.sort_by(|a, b| a.0.cmp(&b.0));
+    // Rows and columns by network, then namespace/pod (x/a, x/b, … y/a): the model reads as a grid per network.
+    pods.sort_by(|a, b| (&a.network, &a.name).cmp(&(&b.network, &b.name)));
     let n = pods.len();
-    let view = model.as_ref().ok().map(PolicyView::new);
-    let expect = |i: usize, j: usize| match (&view, pods[i].2, pods[j].2) {
-        (Some(v), Some(s), Some(d)) => v.ping(s, d),
-        _ => Expect::Allowed,
+    let mut nets: Vec<Option<String>> = pods.iter().map(|p| p.network.clone()).collect();
+    nets.dedup();
+    let models: Vec<weft_policy::Model> = match model {
+        Ok(m) => nets.iter().map(|net| model_of(m, &pods, net)).collect(),
+        Err(_) => vec![],
     };
-    let pairs: Vec<(usize, usize, Expect)> = (0..n)
+    let views: Vec<PolicyView> = models.iter().map(PolicyView::new).collect();
+    let view_of = |net: &Option<String>| nets.iter().position(|x| x == net).and_then(|i| views.get(i));
+    #[derive(Clone)]
+    enum Plan {
+        Inside(Expect),
+        Across,
+        Shadowed,
+    }
+    let plan = |i: usize, j: usize| {
+        if pods[i].network != pods[j].network {
+            let own = pods.iter().any(|p| p.network == pods[i].network && p.ip.is_some() && p.ip == pods[j].ip);
+            return if own { Plan::Shadowed } else { Plan::Across };
+        }
+        Plan::Inside(match (view_of(&pods[i].network), pods[i].ip, pods[j].ip) {
+            (Some(v), Some(s), Some(d)) => v.ping(s, d),
+            _ => Expect::Allowed,
+        })
+    };
+    let pairs: Vec<(usize, usize, Plan)> = (0..n)
         .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-        .map(|(i, j)| (i, j, expect(i, j)))
+        .map(|(i, j)| (i, j, plan(i, j)))
         .collect();
     let rtt = Mutex::new(vec![vec![None; n]; n]);
     let next = AtomicUsize::new(0);
@@ -132,9 +213,13 @@ pub fn measure(lab: &LabState, v6: bool, model: &Result<weft_policy::Model, Stri
             s.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some((i, j, e)) = pairs.get(k) else { break };
-                // A denied pair is expected to stay silent: a shorter wait keeps a deny-all matrix quick.
-                let wait = if matches!(e, Expect::Denied(_)) { 1 } else { 2 };
-                let r = pods[*j].2.and_then(|ip| ping(&pods[*i].1, &ip.to_string(), wait));
+                // A pair expected silent (denied, across networks) gets a shorter wait: a deny-all matrix stays quick.
+                let wait = match e {
+                    Plan::Shadowed => continue,
+                    Plan::Inside(Expect::Allowed) => 2,
+                    _ => 1,
+                };
+                let r = pods[*j].ip.and_then(|ip| ping(&pods[*i].netns, &ip.to_string(), wait));
                 rtt.lock().expect("rtt lock")[*i][*j] = r;
             });
         }
@@ -154,10 +239,16 @@ pub fn measure(lab: &LabState, v6: bool, model: &Result<weft_policy::Model, Stri
     };
     let mut cells = vec![vec![CellState::Diagonal; n]; n];
     for (i, j, e) in &pairs {
-        cells[*i][*j] = classify(rtt[*i][*j], e, &mut index);
+        cells[*i][*j] = match e {
+            Plan::Inside(e) => classify(rtt[*i][*j], e, &mut index),
+            Plan::Shadowed => CellState::Shadowed,
+            Plan::Across if rtt[*i][*j].is_some() => CellState::NetLeak,
+            Plan::Across => CellState::Isolated,
+        };
     }
     Matrix {
-        names: pods.into_iter().map(|p| p.0).collect(),
+        networks: pods.iter().any(|p| p.network.is_some()),
+        names: pods.into_iter().map(|p| p.name).collect(),
         cells,
         policies,
         policy_error: model.as_ref().err().cloned(),
@@ -198,10 +289,31 @@ mod tests {
             ],
             policies: vec![PolicyRef { namespace: "x".into(), name: "deny-all".into() }],
             policy_error: None,
+            networks: false,
         };
         let t = m.render();
         assert!(t.contains("x/a") && t.contains("y/a") && t.contains("deny(P1)") && t.contains("FAIL"), "{t}");
         assert!(m.legend().contains("P1 = denied by policy x/deny-all"), "{}", m.legend());
         assert_eq!((m.failures(), m.denied(), m.connected()), (1, 1, 0));
+        assert!(!m.legend().contains("iso ="), "no network legend without networks");
+    }
+
+    #[test]
+    fn across_networks_silence_is_expected_and_an_answer_is_a_leak() {
+        let m = Matrix {
+            names: vec!["x/a@blue".into(), "y/a@red".into(), "z/a".into()],
+            cells: vec![
+                vec![CellState::Diagonal, CellState::Isolated, CellState::NetLeak],
+                vec![CellState::Shadowed, CellState::Diagonal, CellState::Isolated],
+                vec![CellState::Isolated, CellState::Isolated, CellState::Diagonal],
+            ],
+            policies: vec![],
+            policy_error: None,
+            networks: true,
+        };
+        let t = m.render();
+        assert!(t.contains("iso") && t.contains("LEAK(net)") && t.contains("=own"), "{t}");
+        assert!(m.legend().contains("answered across networks (broken)"), "{}", m.legend());
+        assert_eq!((m.failures(), m.isolated(), m.shadowed(), m.leaks_across()), (1, 4, 1, 1));
     }
 }

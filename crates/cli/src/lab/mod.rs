@@ -6,6 +6,7 @@ pub mod agents;
 pub mod kube;
 pub mod label;
 pub mod matrix;
+pub mod networks;
 pub mod pki;
 pub mod pods;
 pub mod state;
@@ -31,6 +32,8 @@ pub struct UpOptions {
     pub ipv6: bool,
     pub lease_ttl: String,
     pub bin_dir: PathBuf,
+    /// Tenant networks written to the store before the agents start (`--network`).
+    pub networks: Vec<weft_types::TenantNetwork>,
 }
 
 struct Progress {
@@ -55,6 +58,9 @@ pub fn up(o: &UpOptions) -> Result<LabState> {
     }
     if !matches!(o.store.as_str(), "embedded" | "etcd" | "kube") {
         bail!("--store must be embedded, etcd or kube (a fake Kubernetes API server)");
+    }
+    if !o.networks.is_empty() && o.backend != "vxlan" {
+        bail!("tenant networks (--network) need the vxlan backend: each network is a VXLAN segment of its own");
     }
     if o.nodes == 0 || o.nodes > 200 {
         bail!("--nodes must be between 1 and 200");
@@ -91,6 +97,7 @@ pub fn up(o: &UpOptions) -> Result<LabState> {
         nodes: vec![],
         store_pid: None,
         bin_dir: o.bin_dir.clone(),
+        networks: vec![],
     };
     lab.save()?;
     let result = build(&mut lab, o, &mut p);
@@ -138,6 +145,12 @@ fn build(lab: &mut LabState, o: &UpOptions, p: &mut Progress) -> Result<()> {
     } else {
         p.say(&format!("store: embedded database {}", lab.store_url.trim_start_matches("embedded://")));
     }
+    if !o.networks.is_empty() {
+        let names: Vec<&str> = o.networks.iter().map(|n| n.name.as_str()).collect();
+        println!("      tenant networks: {}", names.join(", "));
+        networks::create_at_up(lab, &o.networks)?;
+        lab.save()?;
+    }
     p.say(&format!("agents: starting weftd on {} nodes", lab.nodes.len()));
     for i in 0..lab.nodes.len() {
         let pid = agents::start_agent(lab, &lab.nodes[i], &o.lease_ttl)?;
@@ -148,22 +161,26 @@ fn build(lab: &mut LabState, o: &UpOptions, p: &mut Progress) -> Result<()> {
         let nf = agents::wait_node_file(n, n.agent_pid.expect("pid"), Duration::from_secs(30))?;
         println!("      {}: lease {} (pod MTU {})", n.name, nf.subnet, nf.mtu);
     }
-    p.say(&format!("pods: {} per node through the weft CNI plugin", o.pods_per_node));
-    for i in 0..lab.nodes.len() {
-        for j in 1..=o.pods_per_node {
-            let node = lab.nodes[i].clone();
-            let mut pod = PodState {
-                name: format!("{}-pod{j}", node.name),
-                ns: format!("{}-n{}p{j}", lab.prefix, i + 1),
-                container_id: format!("lab-{}-{}-{j}", lab.name, node.name),
-                ip: None,
-                ip6: None,
-                namespace: "default".into(),
-                labels: [("app".to_string(), format!("pod{j}")), ("node".to_string(), node.name.clone())].into(),
-            };
-            pods::add_pod(lab, &node, &mut pod).with_context(|| format!("creating {}", pod.name))?;
-            lab.nodes[i].pods.push(pod);
-            lab.save()?;
+    for net in &o.networks {
+        networks::wait_nodes(lab, &net.name, |nf| nf.networks.iter().any(|n| n.name == net.name))
+            .with_context(|| format!("network {:?}", net.name))?;
+    }
+    if !o.networks.is_empty() {
+        networks::wait_ready(lab, Duration::from_secs(60))?;
+    }
+    // Pods in "default", and as many in the first namespace of every network that lists one.
+    let mut spaces = vec![("default".to_string(), "p".to_string())];
+    for (k, net) in o.networks.iter().enumerate() {
+        if let Some(ns) = net.namespaces.names.first() {
+            spaces.push((ns.clone(), format!("t{k}p")));
+        }
+    }
+    p.say(&format!("pods: {} per node and namespace through the weft CNI plugin", o.pods_per_node));
+    for (namespace, tag) in &spaces {
+        for i in 0..lab.nodes.len() {
+            for j in 1..=o.pods_per_node {
+                add_up_pod(lab, i, j, namespace, tag)?;
+            }
         }
     }
     let all: Vec<_> = lab.pods().map(|(n, p)| (n.clone(), p.clone(), vec![])).collect();
@@ -175,6 +192,25 @@ fn build(lab: &mut LabState, o: &UpOptions, p: &mut Progress) -> Result<()> {
     }
     p.say("connectivity: every pod pings every other pod");
     Ok(())
+}
+
+/// Pod `j` of node `i` in `namespace` (`tag` keeps netns and container ids of namespaces apart).
+fn add_up_pod(lab: &mut LabState, i: usize, j: usize, namespace: &str, tag: &str) -> Result<()> {
+    let node = lab.nodes[i].clone();
+    let ids = if namespace == "default" { String::new() } else { format!("-{namespace}") };
+    let mut pod = PodState {
+        name: format!("{}-pod{j}", node.name),
+        ns: format!("{}-n{}{tag}{j}", lab.prefix, i + 1),
+        container_id: format!("lab-{}{ids}-{}-{j}", lab.name, node.name),
+        ip: None,
+        ip6: None,
+        namespace: namespace.into(),
+        labels: [("app".to_string(), format!("pod{j}")), ("node".to_string(), node.name.clone())].into(),
+        network: None,
+    };
+    pods::add_pod(lab, &node, &mut pod).with_context(|| format!("creating {namespace}/{}", pod.name))?;
+    lab.nodes[i].pods.push(pod);
+    lab.save()
 }
 
 /// WireGuard sessions are made by the first packet: an initiation that reaches a node which has not yet read
@@ -219,8 +255,12 @@ pub fn print_nodes(lab: &LabState) {
         }
         let running = n.agent_pid.is_some_and(alive);
         let peers = st.as_ref().and_then(|s| s["peers"].as_array().map(Vec::len)).unwrap_or(0);
-        let pods: Vec<String> =
-            n.pods.iter().map(|p| format!("{}/{} {}", p.namespace, p.name, p.ip.clone().unwrap_or_default())).collect();
+        let on = |p: &PodState| p.network.as_ref().map(|n| format!("@{n}")).unwrap_or_default();
+        let pods: Vec<String> = n
+            .pods
+            .iter()
+            .map(|p| format!("{}/{}{} {}", p.namespace, p.name, on(p), p.ip.clone().unwrap_or_default()))
+            .collect();
         t.add_row([
             n.name.clone(),
             n.ip.clone(),
@@ -249,8 +289,18 @@ pub fn print_matrix(lab: &LabState) -> usize {
             println!("{}", m.legend());
         }
         let pairs = m.names.len() * m.names.len().saturating_sub(1);
+        let across = if m.networks {
+            format!(
+                ", {} isolated across networks, {} LEAK across networks, {} not probed (address also in the source's network)",
+                m.isolated(),
+                m.leaks_across(),
+                m.shadowed()
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{}: {}/{pairs} pod pairs connected, {} denied by policy, {} broken",
+            "{}: {}/{pairs} pod pairs connected, {} denied by policy, {} broken{across}",
             if v6 { "IPv6" } else { "IPv4" },
             m.connected(),
             m.denied(),
@@ -268,6 +318,9 @@ pub fn status(name: &str) -> Result<usize> {
     let lab = LabState::load(name)?;
     println!("lab {:?}: backend {}, store {}, underlay {}", lab.name, lab.backend, lab.store, lab.underlay);
     print_nodes(&lab);
+    if !networks::list(&lab)?.is_empty() {
+        networks::print(&lab)?;
+    }
     Ok(print_matrix(&lab))
 }
 

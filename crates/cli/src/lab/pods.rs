@@ -36,9 +36,18 @@ pub fn cni(lab: &LabState, node: &NodeState, pod: &PodState, verb: &str) -> Resu
 }
 
 /// Creates the pod namespace and attaches it; fills in the pod's addresses from the CNI result.
+/// The pod's network is the one its namespace is on when it is created (recorded in `pod.network`).
 pub fn add_pod(lab: &LabState, node: &NodeState, pod: &mut PodState) -> Result<()> {
+    let net = super::networks::prepare_pod(lab, node, &pod.namespace)?;
+    pod.network = net.as_ref().map(|n| n.name.clone());
     super::topology::add_ns(&pod.ns)?;
-    let out = cni(lab, node, pod, "ADD")?;
+    let out = match cni(lab, node, pod, "ADD") {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = crate::sh::run("ip", &["netns", "del", &pod.ns]);
+            return Err(e);
+        }
+    };
     let res: serde_json::Value = serde_json::from_str(&out).context("CNI result is not JSON")?;
     for ipc in res["ips"].as_array().into_iter().flatten() {
         let addr = ipc["address"].as_str().unwrap_or_default();
@@ -48,6 +57,10 @@ pub fn add_pod(lab: &LabState, node: &NodeState, pod: &mut PodState) -> Result<(
         } else {
             pod.ip = Some(ip);
         }
+    }
+    if let Err(e) = super::networks::check_address(net.as_ref(), pod.ip.as_deref()) {
+        del_pod(lab, node, pod);
+        return Err(e);
     }
     Ok(())
 }

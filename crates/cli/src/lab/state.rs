@@ -22,6 +22,9 @@ pub struct LabState {
     /// etcd or the fake API server, when the lab runs one.
     pub store_pid: Option<u32>,
     pub bin_dir: PathBuf,
+    /// Tenant networks the lab created (the store is the truth; this tells a kube lab whether to ask for them).
+    #[serde(default)]
+    pub networks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +53,9 @@ pub struct PodState {
     pub namespace: String,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The tenant network the pod was created on (None: the default network); fixed for the pod's life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// Lab names become namespace prefixes and directory names: short letters and digits only, so `wl{name}-` can

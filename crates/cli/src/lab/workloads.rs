@@ -148,6 +148,7 @@ fn add_pod_in(lab: &mut LabState, new: NewPod) -> Result<PodState> {
         ip6: None,
         namespace: namespace.to_string(),
         labels,
+        network: None,
     };
     let node_state = lab.nodes[i].clone();
     super::pods::add_pod(lab, &node_state, &mut pod)?;
