@@ -9,11 +9,31 @@
 //!   networks at once;
 //! - network lifecycle: refusals, deletion refused while pods hold addresses, nothing left after it;
 //! - an agent restart keeps every network's flows;
+//! - the upstream-style NetworkPolicy truth table with its namespaces on a tenant network (`truth.rs`);
 //! - kube mode: networks as `networks.weft.dev` objects through the fake API server.
 #[path = "networks_lab/kit.rs"]
 mod kit;
 #[path = "networks_lab/probe.rs"]
 mod probe;
+#[path = "networks_lab/truth.rs"]
+mod truth;
+// tests/policy's truth-table lab, model and scenarios, reused whole (only part of their API is used here).
+#[allow(dead_code)]
+#[path = "policy/harness.rs"]
+mod harness;
+#[allow(dead_code)]
+#[path = "policy/matrix.rs"]
+mod matrix;
+#[allow(dead_code)]
+#[path = "policy/model.rs"]
+mod model;
+#[allow(dead_code)]
+#[path = "policy/scenarios.rs"]
+mod scenarios;
+#[path = "policy/scenarios_changes.rs"]
+mod scenarios_changes;
+#[path = "policy/scenarios_traffic.rs"]
+mod scenarios_traffic;
 
 use kit::{counter, nft, ns_exec, text, Lab};
 use probe::{send_forged, send_plain, Probes, CONTROL_PORT, SPOOF_PORT};
@@ -396,4 +416,13 @@ fn kube_mode_networks_through_the_crd() {
     assert!(!ns_exec(&r.netns, &["ping", "-c", "1", "-W", "1", &blue1.ip]).status.success(), "red reached blue");
     lab.ok(&["lab", "pod-del", "red-a/r"]);
     lab.ok(&["lab", "network", "delete", "red"]);
+}
+
+#[test]
+fn policy_truth_table_inside_a_tenant_network() {
+    if !require_root() {
+        return;
+    }
+    // tests/policy's representative set (the one also run on host-gw) and every egress/ipBlock scenario.
+    truth::run("teal:10.80.0.0/16:200", |s| s.host_gw || s.group == scenarios::Group::Egress);
 }

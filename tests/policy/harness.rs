@@ -85,6 +85,12 @@ pub struct PolicyLab {
 
 impl PolicyLab {
     pub fn up(backend: &str, dual_stack: bool) -> PolicyLab {
+        Self::up_on(backend, dual_stack, None)
+    }
+
+    /// The same lab with x, y and z on the tenant network `network` (`NAME:CIDR:VNI`, as `weftctl lab up
+    /// --network` takes it, tests/networks_lab.rs): `{net:nodeN}` then names the node's subnet of that network.
+    pub fn up_on(backend: &str, dual_stack: bool, network: Option<&str>) -> PolicyLab {
         let name = format!("p{}", unique());
         let dir = weft_e2e::TempDir::new("policy");
         let mut lab = PolicyLab {
@@ -103,6 +109,10 @@ impl PolicyLab {
         if dual_stack {
             up.push("--ipv6");
         }
+        let spec = network.map(|n| format!("{n}:{}", NAMESPACES.join(",")));
+        if let Some(spec) = &spec {
+            up.extend(["--network", spec]);
+        }
         ctl(&up);
         let state = lab.state();
         for n in state["nodes"].as_array().expect("nodes") {
@@ -110,8 +120,22 @@ impl PolicyLab {
             let st: Value =
                 serde_json::from_slice(&std::fs::read(lab.lab_dir().join(&node).join("status.json")).unwrap())
                     .expect("status.json");
+            let mut st = st;
+            if network.is_some() {
+                // The node's subnets of the (only) tenant network, from its node file.
+                let nf: Value =
+                    serde_json::from_slice(&std::fs::read(lab.lab_dir().join(&node).join("node.json")).unwrap())
+                        .expect("node.json");
+                st = nf["networks"][0].clone();
+            }
             let subnets = ["subnet", "subnet6"].iter().filter_map(|k| st[*k].as_str().map(str::to_string)).collect();
             lab.nodes.push((node, n["ns"].as_str().expect("ns").to_string(), subnets));
+        }
+        if network.is_some() {
+            // `lab up --network` created the network's namespaces: they are relabelled, not added.
+            for ns in NAMESPACES {
+                lab.world.namespaces.insert(ns.into(), Default::default());
+            }
         }
         for ns in NAMESPACES {
             let mut labels: Vec<(String, String)> = vec![("ns".into(), ns.into())];
