@@ -138,6 +138,8 @@ fn same_cidr_networks_beside_the_default_one() {
     // DEL a1: its routes leave blue's table, its reservation blue's pool; red's equal address stays.
     t.weft("DEL", "a1", Some(&a1), BLUE.ns, &t.conf).expect_ok();
     assert!(!ping(&a2, "10.77.1.2"), "a1 is cut off as soon as DEL returns");
+    // Detached synchronously into the reap group (the reaper's batch delete), out of blue's group at once.
+    assert!(!t.links_in_group(BLUE.id).contains(&va1), "{:?}", t.links_in_group(BLUE.id));
     assert!(!dev_routes(&t, &blue).iter().any(|r| r.contains(&va1)), "{:?}", dev_routes(&t, &blue));
     assert_eq!(dev_routes(&t, &red).len(), 2);
     assert_eq!(t.reservations(Some(BLUE)), vec!["10.77.1.3", "fd00:77:0:1::3"]);
@@ -145,6 +147,17 @@ fn same_cidr_networks_beside_the_default_one() {
     assert_eq!(t.reservations(None), vec!["10.126.0.2", "fd00:126::2"]);
     assert!(wait_until(Duration::from_secs(10), || !t.node.weft_links().contains(&va1)), "{va1} not reaped");
     assert_eq!(t.links_in_group(RED.id), vec![vb1.clone()], "red untouched");
+
+    // CHECK looks in the network's table: b1's route moved to main is found.
+    t.node.ns.ip(&["route", "del", "10.77.1.2", "dev", &vb1, "table", &red]);
+    t.node.ns.ip(&["route", "add", "10.77.1.2", "dev", &vb1, "scope", "link"]);
+    let chk = t.weft("CHECK", "b1", Some(&b1), RED.ns, &with_prev(&t.conf, &rb1));
+    assert_eq!(chk.code(), 102, "{chk:?}");
+    let details = chk.json()["details"].as_str().unwrap().to_string();
+    assert!(
+        details.contains(&format!("route 10.77.1.2/32 dev {vb1} is missing from table {:#x}", RED.id)),
+        "{details}"
+    );
 
     // DEL without namespace or netns, after the networks left the node file: still from the right pool.
     std::fs::write(t.node.data.path().join("node.json"), r#"{"subnet":"10.126.0.0/24","mtu":1450}"#).unwrap();
