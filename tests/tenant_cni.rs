@@ -128,6 +128,7 @@ fn same_cidr_networks_beside_the_default_one() {
     }
     assert!(ping(&a2, "10.77.1.2"), "a2 -> a1: blue's 10.77.1.2 is a1, not b1");
     assert!(!ping(&b1, "10.77.1.3"), "red has no 10.77.1.3: b1 must not reach blue's a2");
+    assert!(ping(&d1, kit::NODE_IP), "the default pod itself works");
     assert!(!ping(&d1, "10.77.1.2") && !ping(&d1, "10.77.1.3"), "a default pod reaches no tenant pod");
     // src_valid_mark is what makes strict rp_filter accept a tenant pod's source at all.
     t.node.ns.exec("sysctl", &["-qw", &format!("net.ipv4.conf.{va1}.src_valid_mark=0")]);
@@ -302,5 +303,7 @@ fn hostile_node_file_entry_changes_nothing_on_the_node() {
     assert!(t.node.weft_links().is_empty() && t.files(None).is_empty() && t.files(Some(BLUE)).is_empty());
     assert!(p1.ip(&["-o", "link"]).lines().count() == 1, "only lo in the pod");
     t.weft("ADD", "h2", Some(&p2), RED.ns, &t.conf).expect_ok();
+    t.weft("DEL", "h1", Some(&p1), BLUE.ns, &t.conf).expect_ok();
+    t.weft("DEL", "never-added", None, RED.ns, &t.conf).expect_ok();
     assert_eq!(t.reservations(Some(RED)).len(), 2);
 }
