@@ -40,15 +40,17 @@ pub fn del<P: PodNet>(ctx: &Ctx<P>, a: &Attach) -> Result<(), CniError> {
 
 /// Releases the attachment's reservations in the default pool and in every tenant network's pool. DEL reads no
 /// node file and trusts no namespace (the network may have left the node file, the pod's namespace may have
-/// moved to another network since ADD): looking in each pool costs one directory read per network, and a
-/// reservation a killed ADD left in any of them is reclaimed too.
+/// moved to another network since ADD): looking in each pool costs one directory read per network (without the
+/// lock where the attachment has no entry), and a reservation a killed ADD left in any of them is reclaimed too.
 fn release_everywhere(data_dir: &Path, fsync: bool, cid: &str, ifname: &str) -> Result<(), CniError> {
     if let Some(store) = IpamStore::open_existing(data_dir).map(|s| s.with_sync(fsync)) {
         store.release(cid, ifname)?;
     }
     for dir in tenant_pool_dirs(data_dir) {
         if let Some(store) = IpamStore::open_existing(&dir).map(|s| s.with_sync(fsync)) {
-            store.release(cid, ifname)?;
+            if store.mentions(cid, ifname)? {
+                store.release(cid, ifname)?;
+            }
         }
     }
     Ok(())
