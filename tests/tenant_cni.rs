@@ -307,3 +307,32 @@ fn hostile_node_file_entry_changes_nothing_on_the_node() {
     t.weft("DEL", "never-added", None, RED.ns, &t.conf).expect_ok();
     assert_eq!(t.reservations(Some(RED)).len(), 2);
 }
+
+/// A retried ADD after the pod's namespace left its network (node file rewritten by the agent): the veth is
+/// recreated on the default network (group 0, route in main), and blue's pool and table hold nothing of it.
+#[test]
+fn retried_add_after_the_namespace_moved_network() {
+    if !require_root() {
+        return;
+    }
+    let t = TenantNode::new("m");
+    let pod = t.node.pod(1);
+    let first = t.weft("ADD", "mv", Some(&pod), BLUE.ns, &t.conf).expect_ok().json();
+    let veth = TenantNode::host_veth(&first);
+    assert_eq!(t.links_in_group(BLUE.id), vec![veth.clone()]);
+    let nf = t.node.data.path().join("node.json");
+    let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&nf).unwrap()).unwrap();
+    file["networks"][0]["namespaces"] = json!(["someone-else"]);
+    std::fs::write(&nf, file.to_string()).unwrap();
+    let again = t.weft("ADD", "mv", Some(&pod), BLUE.ns, &t.conf).expect_ok();
+    assert_eq!(again.ip(false), "10.126.0.2");
+    assert!(t.links_in_group(0).contains(&veth) && t.links_in_group(BLUE.id).is_empty());
+    assert!(t.files(Some(BLUE)).is_empty(), "{:?}", t.files(Some(BLUE)));
+    assert_eq!(t.reservations(None), vec!["10.126.0.2", "fd00:126::2"]);
+    assert!(dev_routes(&t, &BLUE.id.to_string()).is_empty());
+    assert!(t.routes("main", false).contains(&format!("10.126.0.2 dev {veth} scope link")));
+    assert!(ping(&pod, kit::NODE_IP), "the pod works on the default network");
+    assert_eq!(t.node.sysctl(&format!("net.ipv4.conf.{veth}.src_valid_mark")), "0", "a new veth, default settings");
+    t.weft("DEL", "mv", Some(&pod), BLUE.ns, &t.conf).expect_ok();
+    assert!(t.files(None).is_empty() && t.node.wait_no_links());
+}
