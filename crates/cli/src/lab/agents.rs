@@ -52,6 +52,9 @@ pub fn start_agent(lab: &LabState, node: &NodeState, lease_ttl: &str) -> Result<
     c.arg("--node-file").arg(node.dir.join("node.json"));
     c.arg("--state-dir").arg(&node.dir);
     c.args(["--lease-ttl", lease_ttl, "--resync-interval", "2s", "--listen", "127.0.0.1:9473"]);
+    // The plugin's IPAM directory (`dataDir` in pods.rs): the agent counts tenant pools there (status, drain).
+    // By environment, so an agent without the flag starts too.
+    c.env("WEFT_CNI_DATA_DIR", node.dir.join("ipam"));
     if super::pki::uses_tls(lab) {
         let f = super::pki::client(lab, &node.name)?;
         let path = |p: Option<std::path::PathBuf>| p.unwrap_or_default();
