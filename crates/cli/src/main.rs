@@ -3,6 +3,7 @@ mod cli;
 mod lab;
 mod labels;
 mod names;
+mod network;
 mod policy;
 mod sh;
 mod status;
@@ -11,7 +12,7 @@ mod target;
 
 use anyhow::Result;
 use clap::Parser;
-use cli::{Cli, Cmd, LabCmd, LabelKind, PolicyCmd};
+use cli::{Cli, Cmd, LabCmd, LabelKind, NetworkCmd, PolicyCmd};
 use std::path::PathBuf;
 
 fn main() {
@@ -45,6 +46,35 @@ fn run(Cli { lab: lab_name, cmd }: Cli) -> Result<()> {
             PolicyCmd::Wait { timeout_secs, store } => {
                 policy::wait(&with_lab(store), std::time::Duration::from_secs(timeout_secs))
             }
+        },
+        Cmd::Network { cmd } => match cmd {
+            NetworkCmd::Create {
+                name,
+                cidr,
+                cidr6,
+                subnet_len,
+                subnet_len6,
+                vni,
+                namespaces,
+                selectors,
+                no_masquerade,
+                store,
+            } => {
+                let n = network::NewNetwork {
+                    name,
+                    cidr,
+                    cidr6,
+                    subnet_len,
+                    subnet_len6,
+                    vni,
+                    namespaces,
+                    selectors,
+                    no_masquerade,
+                };
+                network::create(&with_lab(store), &n)
+            }
+            NetworkCmd::List { store } => network::list(&with_lab(store)),
+            NetworkCmd::Delete { name, store } => network::delete(&with_lab(store), &name),
         },
         Cmd::Lab { cmd } => lab_cmd(&lab_name, cmd),
     }
