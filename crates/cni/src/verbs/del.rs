@@ -1,6 +1,8 @@
 //! DEL: cut the pod off, then release its addresses. Unknown attachments, repeated DELs and vanished network
 //! namespaces all succeed: DEL needs neither the netns nor any saved state (the host veth's name is derived
-//! from the attachment, the reservations are found by the attachment's key).
+//! from the attachment, the reservations are found by the attachment's key, in whichever network's pool).
+//! A tenant pod's veth leaves its network's link group for the reap group when it is detached, so from then
+//! on it is handled exactly like a default pod's; its host routes (in its network's table) go with the link.
 //!
 //! Why the veth is deleted *asynchronously*: unregistering a netdevice waits for RCU (`rcu_barrier` in
 //! `netdev_run_todo`), which costs from ~1 ms to ~25 ms depending on what else the kernel has in flight (a
@@ -22,6 +24,8 @@ use crate::command::Attach;
 use crate::error::CniError;
 use crate::ipam::IpamStore;
 use crate::names;
+use crate::tenant::tenant_pool_dirs;
+use std::path::Path;
 use weft_dataplane::pod::PodNet;
 
 pub fn del<P: PodNet>(ctx: &Ctx<P>, a: &Attach) -> Result<(), CniError> {
@@ -31,8 +35,21 @@ pub fn del<P: PodNet>(ctx: &Ctx<P>, a: &Attach) -> Result<(), CniError> {
             ctx.pod.delete_index(index, &host)?;
         }
     }
-    if let Some(store) = IpamStore::open_existing(&a.conf.data_dir).map(|s| s.with_sync(a.conf.fsync)) {
-        store.release(&a.container_id, &a.ifname)?;
+    release_everywhere(&a.conf.data_dir, a.conf.fsync, &a.container_id, &a.ifname)
+}
+
+/// Releases the attachment's reservations in the default pool and in every tenant network's pool. DEL reads no
+/// node file and trusts no namespace (the network may have left the node file, the pod's namespace may have
+/// moved to another network since ADD): looking in each pool costs one directory read per network, and a
+/// reservation a killed ADD left in any of them is reclaimed too.
+fn release_everywhere(data_dir: &Path, fsync: bool, cid: &str, ifname: &str) -> Result<(), CniError> {
+    if let Some(store) = IpamStore::open_existing(data_dir).map(|s| s.with_sync(fsync)) {
+        store.release(cid, ifname)?;
+    }
+    for dir in tenant_pool_dirs(data_dir) {
+        if let Some(store) = IpamStore::open_existing(&dir).map(|s| s.with_sync(fsync)) {
+            store.release(cid, ifname)?;
+        }
     }
     Ok(())
 }

@@ -57,3 +57,5 @@ fn netns_error(path: &Path, e: DataplaneError) -> CniError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tenant;
