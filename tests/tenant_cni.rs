@@ -128,6 +128,7 @@ fn same_cidr_networks_beside_the_default_one() {
     }
     assert!(ping(&a2, "10.77.1.2"), "a2 -> a1: blue's 10.77.1.2 is a1, not b1");
     assert!(!ping(&b1, "10.77.1.3"), "red has no 10.77.1.3: b1 must not reach blue's a2");
+    assert!(ping(&d1, kit::NODE_IP), "the default pod itself works");
     assert!(!ping(&d1, "10.77.1.2") && !ping(&d1, "10.77.1.3"), "a default pod reaches no tenant pod");
     // src_valid_mark is what makes strict rp_filter accept a tenant pod's source at all.
     t.node.ns.exec("sysctl", &["-qw", &format!("net.ipv4.conf.{va1}.src_valid_mark=0")]);
@@ -138,6 +139,8 @@ fn same_cidr_networks_beside_the_default_one() {
     // DEL a1: its routes leave blue's table, its reservation blue's pool; red's equal address stays.
     t.weft("DEL", "a1", Some(&a1), BLUE.ns, &t.conf).expect_ok();
     assert!(!ping(&a2, "10.77.1.2"), "a1 is cut off as soon as DEL returns");
+    // Detached synchronously into the reap group (the reaper's batch delete), out of blue's group at once.
+    assert!(!t.links_in_group(BLUE.id).contains(&va1), "{:?}", t.links_in_group(BLUE.id));
     assert!(!dev_routes(&t, &blue).iter().any(|r| r.contains(&va1)), "{:?}", dev_routes(&t, &blue));
     assert_eq!(dev_routes(&t, &red).len(), 2);
     assert_eq!(t.reservations(Some(BLUE)), vec!["10.77.1.3", "fd00:77:0:1::3"]);
@@ -145,6 +148,17 @@ fn same_cidr_networks_beside_the_default_one() {
     assert_eq!(t.reservations(None), vec!["10.126.0.2", "fd00:126::2"]);
     assert!(wait_until(Duration::from_secs(10), || !t.node.weft_links().contains(&va1)), "{va1} not reaped");
     assert_eq!(t.links_in_group(RED.id), vec![vb1.clone()], "red untouched");
+
+    // CHECK looks in the network's table: b1's route moved to main is found.
+    t.node.ns.ip(&["route", "del", "10.77.1.2", "dev", &vb1, "table", &red]);
+    t.node.ns.ip(&["route", "add", "10.77.1.2", "dev", &vb1, "scope", "link"]);
+    let chk = t.weft("CHECK", "b1", Some(&b1), RED.ns, &with_prev(&t.conf, &rb1));
+    assert_eq!(chk.code(), 102, "{chk:?}");
+    let details = chk.json()["details"].as_str().unwrap().to_string();
+    assert!(
+        details.contains(&format!("route 10.77.1.2/32 dev {vb1} is missing from table {:#x}", RED.id)),
+        "{details}"
+    );
 
     // DEL without namespace or netns, after the networks left the node file: still from the right pool.
     std::fs::write(t.node.data.path().join("node.json"), r#"{"subnet":"10.126.0.0/24","mtu":1450}"#).unwrap();
@@ -289,5 +303,36 @@ fn hostile_node_file_entry_changes_nothing_on_the_node() {
     assert!(t.node.weft_links().is_empty() && t.files(None).is_empty() && t.files(Some(BLUE)).is_empty());
     assert!(p1.ip(&["-o", "link"]).lines().count() == 1, "only lo in the pod");
     t.weft("ADD", "h2", Some(&p2), RED.ns, &t.conf).expect_ok();
+    t.weft("DEL", "h1", Some(&p1), BLUE.ns, &t.conf).expect_ok();
+    t.weft("DEL", "never-added", None, RED.ns, &t.conf).expect_ok();
     assert_eq!(t.reservations(Some(RED)).len(), 2);
+}
+
+/// A retried ADD after the pod's namespace left its network (node file rewritten by the agent): the veth is
+/// recreated on the default network (group 0, route in main), and blue's pool and table hold nothing of it.
+#[test]
+fn retried_add_after_the_namespace_moved_network() {
+    if !require_root() {
+        return;
+    }
+    let t = TenantNode::new("m");
+    let pod = t.node.pod(1);
+    let first = t.weft("ADD", "mv", Some(&pod), BLUE.ns, &t.conf).expect_ok().json();
+    let veth = TenantNode::host_veth(&first);
+    assert_eq!(t.links_in_group(BLUE.id), vec![veth.clone()]);
+    let nf = t.node.data.path().join("node.json");
+    let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&nf).unwrap()).unwrap();
+    file["networks"][0]["namespaces"] = json!(["someone-else"]);
+    std::fs::write(&nf, file.to_string()).unwrap();
+    let again = t.weft("ADD", "mv", Some(&pod), BLUE.ns, &t.conf).expect_ok();
+    assert_eq!(again.ip(false), "10.126.0.2");
+    assert!(t.links_in_group(0).contains(&veth) && t.links_in_group(BLUE.id).is_empty());
+    assert!(t.files(Some(BLUE)).is_empty(), "{:?}", t.files(Some(BLUE)));
+    assert_eq!(t.reservations(None), vec!["10.126.0.2", "fd00:126::2"]);
+    assert!(dev_routes(&t, &BLUE.id.to_string()).is_empty());
+    assert!(t.routes("main", false).contains(&format!("10.126.0.2 dev {veth} scope link")));
+    assert!(ping(&pod, kit::NODE_IP), "the pod works on the default network");
+    assert_eq!(t.node.sysctl(&format!("net.ipv4.conf.{veth}.src_valid_mark")), "0", "a new veth, default settings");
+    t.weft("DEL", "mv", Some(&pod), BLUE.ns, &t.conf).expect_ok();
+    assert!(t.files(None).is_empty() && t.node.wait_no_links());
 }

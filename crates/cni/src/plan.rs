@@ -363,6 +363,34 @@ mod tests {
         assert_eq!(check_spec(&IDS, &r, 1400, None).unwrap(), spec);
     }
 
+    /// A tenant network's subnets: the kernel ids come from the VNI, a secondary attachment routes the network's
+    /// CIDR, and CHECK rebuilds the same spec from the result and the recorded network.
+    #[test]
+    fn tenant_plan_derives_table_and_group_from_the_vni() {
+        let net = NetworkRef { name: "blue".into(), vni: 100 };
+        let s = Subnets {
+            v4: "10.70.3.0/24".parse().unwrap(),
+            v6: None,
+            mtu: 1400,
+            cluster_v4: Some("10.70.0.0/16".parse().unwrap()),
+            cluster_v6: None,
+            network: Some(net.clone()),
+        };
+        let ips: Vec<IpAddr> = vec!["10.70.3.2".parse().unwrap()];
+        let spec = pod_spec(&IDS, &ips, &s, Defaults::default());
+        assert_eq!(spec.network, Some(PodNetwork { table: 0x5700_0064, group: 0x5700_0064 }));
+        assert_eq!((spec.host_table(), spec.host_group()), (0x5700_0064, 0x5700_0064));
+        assert_eq!(spec.host_ifname, names::host_veth("net", "c1", "eth0"), "names do not depend on the network");
+        assert_eq!(spec.routes[0].dst.to_string(), "0.0.0.0/0");
+        let r = add_result(&spec, Path::new("/run/netns/p"), &Dns::default()).for_version(Version::V110);
+        assert_eq!(check_spec(&IDS, &r, 1400, Some(&net)).unwrap(), spec);
+        assert_eq!(check_spec(&IDS, &r, 1400, None).unwrap().network, None);
+        let sec = pod_spec(&IDS, &ips, &s, Defaults { v4: true, v6: false });
+        assert_eq!(sec.routes[0].dst.to_string(), "10.70.0.0/16", "a secondary attachment routes its network");
+        let default = pod_spec(&IDS, &ips, &Subnets { network: None, ..s }, Defaults::default());
+        assert_eq!((default.network, default.host_table(), default.host_group()), (None, 254, 0));
+    }
+
     #[test]
     fn check_spec_needs_our_addresses() {
         let prev: CniResult = serde_json::from_str(

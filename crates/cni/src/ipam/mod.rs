@@ -202,6 +202,12 @@ mod tests {
         let back = s.record_of("t", "eth0").unwrap().unwrap();
         assert_eq!((back.network.as_deref(), back.vni), (Some("blue"), Some(100)));
         assert!(s.record_of("nobody", "eth0").unwrap().is_none());
+        assert!(s.mentions("t", "eth0").unwrap() && !s.mentions("nobody", "eth0").unwrap());
+        s.release("t", "eth0").unwrap();
+        assert!(!s.mentions("t", "eth0").unwrap(), "released: nothing names it any more");
+        let key = crate::names::attachment_key("k", "eth0");
+        std::fs::write(d.0.join(format!("tmp.{key}.1")), b"").unwrap();
+        assert!(s.mentions("k", "eth0").unwrap(), "a killed ADD's temp file counts");
     }
 
     #[test]

@@ -354,6 +354,23 @@ impl IpamStore {
         Ok(self.addresses_of(cid, ifname)?.into_iter().find_map(|ip| self.read_record(ip)))
     }
 
+    /// Whether any entry of the directory names the attachment (an index entry or a temp file), read without
+    /// the lock: a cheap test that lets DEL skip the pools an attachment never touched (one `getdents`, no lock
+    /// file created). An ADD of the same attachment racing with its DEL is not a sequence runtimes produce.
+    pub fn mentions(&self, cid: &str, ifname: &str) -> Result<bool, IpamError> {
+        let key = attachment_key(cid, ifname);
+        let (index, tmp) = (format!("a.{key}."), format!("tmp.{key}."));
+        for e in fs::read_dir(&self.dir).map_err(io_at(&self.dir))? {
+            let e = e.map_err(io_at(&self.dir))?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&index) || name.starts_with(&tmp) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir

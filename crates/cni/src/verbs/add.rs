@@ -3,6 +3,7 @@
 //! pod's namespace: `crate::tenant`) → create the veth with its peer in the pod → configure both sides.
 //! Any failure after the reservation undoes everything (host veth deleted, addresses released) before the error
 //! is returned, so a failed ADD leaves nothing behind; a *killed* ADD leaves only what DEL and GC reclaim.
+use super::pools::release_elsewhere;
 use super::{netns_error, Ctx};
 use crate::command::Attach;
 use crate::error::CniError;
@@ -40,6 +41,13 @@ pub fn add<P: PodNet>(ctx: &Ctx<P>, a: &Attach) -> Result<String, CniError> {
     };
     ctx.pod.ensure_forwarding(true, subnets.v6.is_some()).map_err(|e| undo(e.into()))?;
     ctx.pod.create(&ns, &spec).map_err(|e| undo(e.into()))?;
+    // A retried ADD whose namespace changed network since the first try: the old veth was just replaced, so
+    // its reservations in the other network's pool are free again (as an address outside a changed subnet is,
+    // see `IpamStore::allocate`). Best effort: DEL and GC release them too.
+    let here = subnets.pool_dir(&a.conf.data_dir);
+    if let Err(e) = release_elsewhere(&a.conf.data_dir, Some(&here), a.conf.fsync, &a.container_id, &a.ifname) {
+        (ctx.log)(&[format!("weft ADD: releasing {}/{} in other pools: {e}", a.container_id, a.ifname)]);
+    }
     Ok(plan::add_result(&spec, netns, &a.conf.dns).for_version(a.conf.version).to_json())
 }
 

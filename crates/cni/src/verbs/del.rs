@@ -19,13 +19,12 @@
 //! another (the 10th veth lingered ~150 ms in the bench). Detaching also moves the veth into weft's reap link
 //! group, and a reaper deletes the whole group in one request when it holds only detached weft veths: the
 //! waits are paid once per batch, and the other reapers find their veth already gone.
+use super::pools::release_elsewhere;
 use super::Ctx;
 use crate::command::Attach;
 use crate::error::CniError;
 use crate::ipam::IpamStore;
 use crate::names;
-use crate::tenant::tenant_pool_dirs;
-use std::path::Path;
 use weft_dataplane::pod::PodNet;
 
 pub fn del<P: PodNet>(ctx: &Ctx<P>, a: &Attach) -> Result<(), CniError> {
@@ -35,21 +34,11 @@ pub fn del<P: PodNet>(ctx: &Ctx<P>, a: &Attach) -> Result<(), CniError> {
             ctx.pod.delete_index(index, &host)?;
         }
     }
-    release_everywhere(&a.conf.data_dir, a.conf.fsync, &a.container_id, &a.ifname)
-}
-
-/// Releases the attachment's reservations in the default pool and in every tenant network's pool. DEL reads no
-/// node file and trusts no namespace (the network may have left the node file, the pod's namespace may have
-/// moved to another network since ADD): looking in each pool costs one directory read per network, and a
-/// reservation a killed ADD left in any of them is reclaimed too.
-fn release_everywhere(data_dir: &Path, fsync: bool, cid: &str, ifname: &str) -> Result<(), CniError> {
-    if let Some(store) = IpamStore::open_existing(data_dir).map(|s| s.with_sync(fsync)) {
-        store.release(cid, ifname)?;
+    if let Some(store) = IpamStore::open_existing(&a.conf.data_dir).map(|s| s.with_sync(a.conf.fsync)) {
+        store.release(&a.container_id, &a.ifname)?;
     }
-    for dir in tenant_pool_dirs(data_dir) {
-        if let Some(store) = IpamStore::open_existing(&dir).map(|s| s.with_sync(fsync)) {
-            store.release(cid, ifname)?;
-        }
-    }
-    Ok(())
+    // And every tenant network's pool: DEL reads no node file and trusts no namespace (the network may have left
+    // the node file, the pod's namespace may have moved to another network since ADD); a reservation a killed
+    // ADD left in any pool is reclaimed too.
+    release_elsewhere(&a.conf.data_dir, Some(&a.conf.data_dir), a.conf.fsync, &a.container_id, &a.ifname)
 }

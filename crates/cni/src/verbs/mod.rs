@@ -5,6 +5,7 @@ mod add;
 mod check;
 mod del;
 mod gc;
+mod pools;
 mod status;
 
 use crate::command::Command;

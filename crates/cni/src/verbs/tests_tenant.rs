@@ -121,6 +121,24 @@ fn del_check_gc_need_no_node_file() {
     assert!(!w.fake.links.borrow().contains_key(&names::host_veth("tnet", "cb", "eth0")));
 }
 
+/// A retried ADD after the pod's namespace changed network: the attachment moves, nothing stays behind in
+/// the old network's pool (nor in the default one when it moves the other way).
+#[test]
+fn retried_add_follows_the_namespace_to_its_new_network() {
+    let (w, conf) = world("tmove");
+    assert!(w.call_in("ADD", "c", "/run/netns/a", &conf, "team-a").ok);
+    assert_eq!((pool(&w, "blue"), w.reservations()), (2, 0));
+    w.node_file.borrow_mut().as_mut().unwrap().networks[0].namespaces = vec!["elsewhere".into()];
+    let r = json(&w.call_in("ADD", "c", "/run/netns/a", &conf, "team-a"));
+    assert_eq!(r["ips"][0]["address"], "10.60.1.2/32");
+    assert_eq!((pool(&w, "blue"), w.reservations()), (0, 1));
+    w.node_file.borrow_mut().as_mut().unwrap().networks[1].namespaces.push("team-a".into());
+    let r = json(&w.call_in("ADD", "c", "/run/netns/a", &conf, "team-a"));
+    assert_eq!(r["ips"][0]["address"], "10.70.3.2/32");
+    assert_eq!((pool(&w, "red"), w.reservations()), (2, 0));
+    assert!(w.logs.borrow().is_empty(), "{:?}", w.logs.borrow());
+}
+
 #[test]
 fn gc_keeps_valid_tenant_attachments() {
     let (w, conf) = world("tgc");
