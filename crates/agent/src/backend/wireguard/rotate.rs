@@ -27,14 +27,15 @@ const MAX_REQUEST: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {
-    #[error("{path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    /// (`error`, not `source`: the message already says it, so a cause chain would print it twice.)
+    #[error("{path}: {error}")]
+    Io { path: std::path::PathBuf, error: std::io::Error },
     #[error("{0}")]
     Key(#[from] keys::KeyError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RotateError + '_ {
-    move |source| RotateError::Io { path: path.to_path_buf(), source }
+    move |error| RotateError::Io { path: path.to_path_buf(), error }
 }
 
 /// Writes `name` in `dir` atomically (complete temp file, then rename) with `mode` from creation.
@@ -84,7 +85,7 @@ enum Ask {
 
 fn judge(request: Result<String, RotateError>, running: &PublicKey) -> Ask {
     match request {
-        Err(RotateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ask::None,
+        Err(RotateError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => Ask::None,
         Err(e) => Ask::Stale(format!("unreadable rotation request: {e}")),
         Ok(text) => match PublicKey::from_base64(&text) {
             Ok(k) if k == *running => Ask::Rotate,
@@ -147,12 +148,12 @@ mod tests {
     fn a_request_rotates_only_the_key_it_names() {
         let running = PrivateKey::generate().public_key();
         let other = PrivateKey::generate().public_key();
-        let missing = || Err(RotateError::Io { path: "x".into(), source: std::io::ErrorKind::NotFound.into() });
+        let missing = || Err(RotateError::Io { path: "x".into(), error: std::io::ErrorKind::NotFound.into() });
         assert_eq!(judge(missing(), &running), Ask::None);
         assert_eq!(judge(Ok(format!("{running}\n")), &running), Ask::Rotate);
         assert!(matches!(judge(Ok(format!("{other}\n")), &running), Ask::Stale(w) if w.contains("already done")));
         assert!(matches!(judge(Ok("rm -rf /".into()), &running), Ask::Stale(w) if w.contains("not a public key")));
-        let denied = Err(RotateError::Io { path: "x".into(), source: std::io::ErrorKind::PermissionDenied.into() });
+        let denied = Err(RotateError::Io { path: "x".into(), error: std::io::ErrorKind::PermissionDenied.into() });
         assert!(matches!(judge(denied, &running), Ask::Stale(_)));
     }
 
