@@ -95,6 +95,9 @@ fn wireguard_lab_key_rotation_keeps_a_tcp_stream() {
     );
     assert!(ok && received_bytes(&json) > 10_000_000, "the TCP stream did not survive the rotations: {json}");
     assert!(sent > 0, "the ping did not run");
+    // `weftctl status` names the key the node runs, which is the one its lease carries.
+    let shown = lab.ok(&["status", "--node", "node1"]);
+    assert!(shown.contains(&format!("WireGuard public key {}", lab.lease_key("node1"))), "status: {shown}");
     // Still connected with only the new keys, after the old sessions retired (5 s after the new ones came up).
     std::thread::sleep(Duration::from_secs(6));
     for a in &pods {
