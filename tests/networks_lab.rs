@@ -424,5 +424,9 @@ fn policy_truth_table_inside_a_tenant_network() {
         return;
     }
     // tests/policy's representative set (the one also run on host-gw) and every egress/ipBlock scenario.
-    truth::run("teal:10.80.0.0/16:200", |s| s.host_gw || s.group == scenarios::Group::Egress);
+    // Scenarios that write the default network's CIDR into their YAML mean nothing on another network.
+    let default_cidr = |s: &scenarios::Scenario| {
+        s.steps.iter().any(|st| matches!(st, scenarios::Step::Apply(y) if y.contains("10.244.")))
+    };
+    truth::run("teal:10.80.0.0/16:200", |s| (s.host_gw || s.group == scenarios::Group::Egress) && !default_cidr(s));
 }

@@ -26,6 +26,9 @@ pub const DEFAULT_CIDR: &str = "10.244.0.0/16";
 /// How long `create`, `delete` and `ns-add --network` wait for every node to follow the store.
 pub const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long `delete` lets the agents' address counts catch up with pods deleted a moment ago.
+const USED_SETTLE: Duration = Duration::from_secs(15);
+
 /// What `lab network create` was given.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkArgs {
@@ -367,12 +370,22 @@ pub fn delete(lab_name: &str, name: &str, wait: bool) -> Result<()> {
                 pods.join(", ")
             );
         }
-        let used: Vec<String> = statuses(lab)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(k, s)| k.split_once('/').is_some_and(|(n, _)| n == name) && s.used > 0)
-            .map(|(k, s)| format!("{} ({} addresses)", k.split_once('/').map_or("", |x| x.1), s.used))
-            .collect();
+        // The agents recount their pools on their own loop, so a pod deleted a moment ago may still be counted:
+        // the count gets a few resyncs to drop before it refuses.
+        let in_use = || -> Vec<String> {
+            statuses(lab)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, s)| k.split_once('/').is_some_and(|(n, _)| n == name) && s.used > 0)
+                .map(|(k, s)| format!("{} ({} addresses)", k.split_once('/').map_or("", |x| x.1), s.used))
+                .collect()
+        };
+        let deadline = Instant::now() + USED_SETTLE;
+        let mut used = in_use();
+        while !used.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            used = in_use();
+        }
         if !used.is_empty() {
             bail!("network {name:?} still has pods by its nodes' count: {}", used.join(", "));
         }
