@@ -238,7 +238,12 @@ pub fn delete(s: &StoreArgs, name: &str) -> Result<()> {
         if in_kube {
             return Ok(());
         }
-        store.delete_object(ObjectKind::Network, &n).await?;
+        match store.delete_object(ObjectKind::Network, &n).await {
+            Err(StoreError::Other(m)) if m.contains("read-only in Kubernetes mode") => {
+                bail!("the Kubernetes store is read-only for weft: delete the Network with kubectl delete network {n}")
+            }
+            other => other?,
+        }
         // Its nodes' statuses go with it (in Kubernetes they are part of the object).
         for (k, _) in statuses.iter().filter(|(k, _)| k.starts_with(&format!("{n}/"))) {
             store.delete_object(ObjectKind::NetworkStatus, k).await?;

@@ -257,3 +257,63 @@ fn embedded_store() {
 fn etcd_store() {
     create_list_refuse_delete(Kit::etcd());
 }
+
+/// Against a Kubernetes API (the fake, in this process): the list reads the Networks and their
+/// `status.nodes`; writes are the operator's kubectl, and weftctl says so without writing anything.
+#[test]
+fn kubernetes_store_lists_the_crd_and_leaves_writes_to_kubectl() {
+    use weft_store_kube::fake::{resources::by_plural, FakeApiServer, FakeOptions, PatchKind};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server = rt.block_on(FakeApiServer::start("127.0.0.1:0".parse().unwrap(), FakeOptions::default())).unwrap();
+    let c = server.cluster();
+    let blue: TenantNetwork = serde_json::from_value(
+        json!({"name": "blue", "cidr": "10.50.0.0/16", "vni": 100, "namespaces": {"names": ["a"]}}),
+    )
+    .unwrap();
+    c.apply(weft_store_kube::network::object_of(&blue)).unwrap();
+    let nodes = json!({"status": {"nodes": {"n1": {"ready": true, "used": 7, "capacity": 253, "subnet": "10.50.1.0/24"},
+        "n2": {"ready": false, "used": 0, "capacity": 0, "reason": "no subnet"}}}});
+    c.patch_status(by_plural("weft.dev", "v1alpha1", "networks").unwrap(), None, "blue", PatchKind::Merge, &nodes)
+        .unwrap();
+    let url = server.store_url();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weftctl"))
+            .args(args)
+            .args(["--store", &url])
+            .env_remove("WEFT_LAB")
+            .output()
+            .unwrap()
+    };
+    let o = run(&["network", "list"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for want in ["blue", "10.50.0.0/16", "n1", "7/253", "10.50.1.0/24", "n2", "NO", "no subnet"] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+    let o = run(&["network", "create", "red", "--cidr", "10.60.0.0/16", "--vni", "200", "--namespace", "r"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("create the Network with kubectl"), "{e}");
+    // Checked first all the same: a taken VNI is refused as such.
+    let o = run(&["network", "create", "red", "--cidr", "10.60.0.0/16", "--vni", "100", "--namespace", "r"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("VNI 100 is already used by blue"));
+    let o = run(&["network", "delete", "blue"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("node n1 reports 7 address(es) in use"), "{e}");
+    c.patch_status(
+        by_plural("weft.dev", "v1alpha1", "networks").unwrap(),
+        None,
+        "blue",
+        PatchKind::Merge,
+        &json!({"status": {"nodes": {"n1": {"used": 0}}}}),
+    )
+    .unwrap();
+    let o = run(&["network", "delete", "blue"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("kubectl delete network blue"), "{e}");
+    let nets = rt.block_on(async {
+        let s = weft_store_kube::open(&url).await.unwrap();
+        s.objects(ObjectKind::Network).await.unwrap().items
+    });
+    assert_eq!(nets.len(), 1, "nothing was written or deleted");
+    rt.block_on(server.stop());
+}
