@@ -9,8 +9,10 @@
 use crate::backend::{self, BackendError, LocalNode, Setup};
 use crate::config::{default_source_ip, AgentConfig};
 use crate::firewall::FirewallSpec;
+use crate::follow::{follow, Listed};
 use crate::lease::{self, Keeper};
 use crate::manager::firewall::FirewallManager;
+use crate::manager::networks::{NetworksConfig, NetworksManager};
 use crate::manager::node_file::NodeFileManager;
 use crate::manager::overlay::OverlayManager;
 use crate::manager::policy::PolicyManager;
@@ -23,7 +25,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use weft_dataplane::{Dataplane, DataplaneError};
-use weft_store::{Store, StoreError};
+use weft_store::{Object, ObjectKind, Store, StoreError};
 use weft_types::{LeaseRequest, NetworkConfig, NodeFile};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +88,8 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
 
     // Before the lease we only know the subnet we had (node file): keep its gateway addresses on the device, since
     // removing the last IPv4 address from it would flush its neighbour entries and stall tunnel traffic.
-    let previous = NodeFile::load(&cfg.node_file).ok();
+    let previous_file = NodeFile::load(&cfg.node_file).ok();
+    let previous = previous_file.clone();
     if let Some(nf) = &previous {
         backend.set_subnets(nf.subnet, nf.subnet6);
     }
@@ -98,7 +101,7 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
     let my_lease = lease::acquire(store.as_ref(), &req, &mut shutdown, report).await?;
     tracing::info!(subnet = %my_lease.subnet, subnet6 = ?my_lease.subnet6, %node_ip, mtu, "lease acquired");
     backend.set_subnets(my_lease.subnet, my_lease.subnet6);
-    let mut node_file = NodeFileManager::new(&cfg.node_file, &net, mtu);
+    let mut node_file = NodeFileManager::new(&cfg.node_file, &net, mtu, previous_file.as_ref());
     node_file.write(&my_lease)?;
 
     let (lease_tx, lease_rx) = watch::channel(my_lease.clone());
@@ -135,11 +138,43 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         state_dir: cfg.state_dir.clone(),
     });
     let subnets = (my_lease.subnet, my_lease.subnet6);
+    // Tenant networks follow their own store objects; a change kicks the shared loop.
+    let (kick_tx, kick_rx) = watch::channel(0u64);
+    let mut followers = Vec::new();
+    let mut followed = Vec::new();
+    for kind in [ObjectKind::Network, ObjectKind::Namespace] {
+        let (tx, rx) = watch::channel::<Listed<Object>>(None);
+        let src = crate::networks::Objects(store.clone(), kind);
+        followers.push(tokio::spawn(follow(src, tx, crate::networks::same, metrics.clone(), shutdown.clone())));
+        followed.push(rx);
+    }
+    followers.push(tokio::spawn(kick_on_change(followed.clone(), kick_tx, shutdown.clone())));
+    let networks = NetworksManager::new(
+        dp.clone(),
+        store.clone(),
+        NetworksConfig {
+            node: node.clone(),
+            net: net.clone(),
+            local: local.clone(),
+            backend: backend.name().to_string(),
+            mtu,
+            cni_data_dir: cfg.cni_data_dir.clone(),
+            state_dir: cfg.state_dir.clone(),
+        },
+        followed[0].clone(),
+        followed[1].clone(),
+        status.clone(),
+        metrics.clone(),
+        node_file.shared(),
+    );
+    // Wiring point for the isolation firewall (helper netfw, `weft_policy::isolation`): `networks.served()`
+    // publishes every programmed network with its slot, group, device and CIDRs on each change.
     let overlay = Reconciler::new(dp.clone(), net.clone(), local, backend);
     let mut supervisor = Supervisor {
         managers: vec![
             Box::new(node_file),
             Box::new(OverlayManager::new(overlay, backend_tx, status.clone(), metrics.clone(), subnets)),
+            Box::new(networks),
             Box::new(FirewallManager::new(dp.clone(), firewall, metrics.clone())),
             Box::new(PolicyManager::start(dp.clone(), policy_table, engine, store.clone(), shutdown.clone())),
         ],
@@ -148,12 +183,15 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         state_dir: cfg.state_dir.clone(),
         resync: cfg.resync_interval,
     };
-    supervisor.run(Inputs { lease: lease_rx, peers: peers_rx, shutdown: shutdown.clone() }).await;
+    supervisor.run(Inputs { lease: lease_rx, peers: peers_rx, kick: kick_rx, shutdown: shutdown.clone() }).await;
 
     // Every loop stops first: the policy engine cannot re-create its table after an uninstall removed it, and
     // the lease keeper cannot re-acquire the lease an uninstall releases.
     supervisor.stop().await;
     let _ = tokio::join!(keeper, watcher);
+    for f in followers {
+        let _ = f.await;
+    }
     if cfg.uninstall_on_exit {
         tracing::info!("uninstalling: removing routes, device, firewall and policy tables, node file, lease");
         for (manager, e) in supervisor.teardown().await {
@@ -210,6 +248,22 @@ async fn network_config(
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Bumps `kick` whenever one of `rxs` changes, until shutdown.
+async fn kick_on_change(
+    mut rxs: Vec<watch::Receiver<Listed<Object>>>,
+    kick: watch::Sender<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let changed = futures::future::select_all(rxs.iter_mut().map(|r| Box::pin(r.changed())));
+        tokio::select! {
+            (r, _, _) = changed => if r.is_err() { return },
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+        kick.send_modify(|k| *k = k.wrapping_add(1));
     }
 }
 

@@ -40,6 +40,10 @@ pub struct AgentConfig {
     /// Where to write the node file the CNI plugin reads.
     #[arg(long, env = "WEFT_NODE_FILE", default_value = weft_types::node_file::DEFAULT_PATH)]
     pub node_file: PathBuf,
+    /// The CNI plugin's IPAM data directory (its `dataDir`): tenant networks' pools are `<dir>/net-<name>/`,
+    /// counted for status and to drain a deleted network only once no local pod holds an address in it.
+    #[arg(long, env = "WEFT_CNI_DATA_DIR", default_value = "/var/lib/weft/ipam/weft")]
+    pub cni_data_dir: PathBuf,
     /// Where to write status.json (read by `weftctl status`).
     #[arg(long, env = "WEFT_STATE_DIR", default_value = "/run/weft")]
     pub state_dir: PathBuf,

@@ -26,7 +26,10 @@
 //!   source `::` of duplicate address detection and MLD (to link-scope multicast, those message types only), and
 //!   the pod's link-local ICMPv6 (router solicitation, MLD, ND) to link-local or link-scope multicast addresses:
 //!   the host veth has no link-local address (`addr_gen_mode none`), so no route leads back to `fe80::/64` there.
-//!   Drops are counted (`spoofed`).
+//!   Drops are counted (`spoofed`). The lookup carries the packet's mark: a tenant network's pod routes live in
+//!   that network's table, selected by the mark the isolation table (`weft_policy::isolation`) sets first, so a
+//!   tenant pod is checked against its own network (two networks may hold the same address) and a default pod
+//!   (mark 0) against main as before.
 //! - **Pods never reach the agent's HTTP port** (status: every node IP, VTEP MAC, subnet, policy names;
 //!   metrics), whatever address the agent listens on: dropped when a local pod sends to any address of this node
 //!   or to a node IP of a peer (a pod's packets to a peer's underlay address are masqueraded, so the peer could
@@ -110,7 +113,9 @@ fn pods(t: &mut String, spec: &FirewallSpec) {
         t,
         "    iifname {POD_IFACES} ip6 saddr fe80::/10 ip6 daddr {{ fe80::/10, ff02::/16 }} meta l4proto ipv6-icmp accept"
     );
-    let _ = writeln!(t, "    iifname {POD_IFACES} fib saddr . iif oif missing counter name spoofed drop");
+    // With the mark: a tenant pod's address is routed in its network's table (ip rule on the mark, set by
+    // `inet weft-net` at priority -350, before this chain), a default pod's (mark 0) in main.
+    let _ = writeln!(t, "    iifname {POD_IFACES} fib saddr . mark . iif oif missing counter name spoofed drop");
     if let Some(port) = spec.agent_port {
         let _ = writeln!(
             t,
@@ -191,7 +196,7 @@ mod tests {
         let t = render(&spec());
         // Reverse-path check on every pod veth, both families in one rule (inet), before conntrack.
         assert!(t.contains("type filter hook prerouting priority raw - 10;"));
-        let spoof = "iifname \"wf*\" fib saddr . iif oif missing counter name spoofed drop";
+        let spoof = "iifname \"wf*\" fib saddr . mark . iif oif missing counter name spoofed drop";
         assert!(t.contains(spoof), "{t}");
         assert!(t.contains("counter spoofed { }"));
         // Duplicate address detection (source ::) goes to link-scope multicast only, and is let through first.
@@ -249,5 +254,24 @@ mod tests {
             t.contains("ip6 saddr fd00:10:244::/48 ip6 daddr != fd00:10:244::/48 counter name masqueraded masquerade")
         );
         assert!(t.contains("counter masqueraded { }"));
+    }
+
+    #[test]
+    fn source_check_looks_up_with_the_mark_after_the_isolation_table_set_it() {
+        let t = render(&spec());
+        assert!(t.contains("fib saddr . mark . iif oif missing"), "{t}");
+        assert!(!t.contains("fib saddr . iif"), "no lookup without the mark is left: {t}");
+        // The mark is set before this chain runs (raw - 10 = -310), and tenant groups are those the isolation
+        // table treats as tenant interfaces.
+        let iso = weft_policy::isolation::isolation(&weft_policy::isolation::IsolationInput {
+            networks: vec![],
+            default_cidr: spec().cluster_cidr,
+            default_cidr6: None,
+            weft_cidrs: vec![],
+        });
+        let marks = iso.table.chain("prerouting").and_then(|c| c.hook).expect("prerouting base chain");
+        assert!(marks.priority < -310, "{marks:?}");
+        assert_eq!(weft_policy::isolation::TENANT_GROUP_BASE, weft_types::tenant::TENANT_ID_BASE);
+        nft_accepts(&t);
     }
 }

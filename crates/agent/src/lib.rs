@@ -9,7 +9,8 @@
 //! - [`desired`]: leases → desired kernel entries (pure; the shared peer checks, then the backend's entries).
 //! - [`reconcile`]: desired vs actual → apply only the diff; teardown on uninstall.
 //! - [`firewall`]: the `inet weft` nftables table (masquerade, VXLAN port protection, checksum workaround).
-//! - [`manager`]: the shared event loop and its managers (node file, overlay, firewall, policy).
+//! - [`networks`]: tenant networks (pure desired state, fwmark slots, store objects, CNI pools).
+//! - [`manager`]: the shared event loop and its managers (node file, overlay, networks, firewall, policy).
 //! - [`agent`]: start-up order and wiring.
 //! - [`status`], [`metrics`], [`http`]: what the agent tells operators.
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod http;
 pub mod lease;
 pub mod manager;
 pub mod metrics;
+pub mod networks;
 pub mod peers;
 pub mod policy;
 pub mod reconcile;

@@ -31,6 +31,11 @@ pub struct Metrics {
     pub tunnel_decrypt_failures: Family<Vec<(String, String)>, Gauge>,
     /// Milliseconds since the peer's last handshake (absent before the first).
     pub tunnel_handshake_age_ms: Family<Vec<(String, String)>, Gauge>,
+    /// Per tenant network (label `network`): 1 when ready on this node; addresses held; addresses offered; peers.
+    pub network_ready: Family<Vec<(String, String)>, Gauge>,
+    pub network_used: Family<Vec<(String, String)>, Gauge>,
+    pub network_capacity: Family<Vec<(String, String)>, Gauge>,
+    pub network_peers: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -56,9 +61,25 @@ impl Default for Metrics {
             tunnel_tx_bytes: Family::default(),
             tunnel_decrypt_failures: Family::default(),
             tunnel_handshake_age_ms: Family::default(),
+            network_ready: Family::default(),
+            network_used: Family::default(),
+            network_capacity: Family::default(),
+            network_peers: Family::default(),
             registry: Registry::default(),
         };
         registry.register("peers", "Peers (other nodes' leases) known", m.peers.clone());
+        registry.register("network_ready", "1 when the tenant network is ready on this node", m.network_ready.clone());
+        registry.register(
+            "network_addresses_used",
+            "Addresses local pods hold in the tenant network",
+            m.network_used.clone(),
+        );
+        registry.register(
+            "network_addresses_capacity",
+            "Addresses this node's subnet of the tenant network offers",
+            m.network_capacity.clone(),
+        );
+        registry.register("network_peers", "Peer nodes programmed for the tenant network", m.network_peers.clone());
         registry.register(
             "peers_rejected",
             "Stored leases refused by admission (undecodable, hijacking, overlapping, invalid)",
@@ -130,6 +151,20 @@ impl Metrics {
             if let Some(age) = s.handshake_age_ms {
                 self.tunnel_handshake_age_ms.get_or_create(&labels).set(g(age));
             }
+        }
+    }
+
+    /// Per-network gauges from the networks manager's status list (networks gone disappear).
+    pub fn set_networks(&self, nets: &[crate::status::NetworkStatus]) {
+        for f in [&self.network_ready, &self.network_used, &self.network_capacity, &self.network_peers] {
+            f.clear();
+        }
+        for n in nets {
+            let labels = vec![("network".to_string(), n.name.clone())];
+            self.network_ready.get_or_create(&labels).set(i64::from(n.ready));
+            self.network_used.get_or_create(&labels).set(i64::from(n.used));
+            self.network_capacity.get_or_create(&labels).set(i64::from(n.capacity));
+            self.network_peers.get_or_create(&labels).set(i64::try_from(n.peers).unwrap_or(i64::MAX));
         }
     }
 

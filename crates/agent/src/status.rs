@@ -81,6 +81,38 @@ pub struct Status {
     /// Packets from pods to the agent's HTTP port, dropped (`agent_port_rejected`).
     #[serde(default)]
     pub agent_port_rejected: u64,
+    /// Tenant networks on this node (see `crate::manager::networks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkStatus>,
+    /// Store networks and namespaces that were refused (skipped), and other tenant-network problems.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_errors: Vec<String>,
+}
+
+/// One tenant network on this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// The node-local fwmark slot (mark `slot << 24`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u8>,
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    pub used: u32,
+    pub capacity: u32,
+    /// Peer nodes programmed for this network.
+    pub peers: usize,
+    /// Deleted from the store, kept while local pods hold addresses.
+    #[serde(default)]
+    pub draining: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What the policy engine enforces on this node.

@@ -45,6 +45,31 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The WireGuard backend: key rotation.
+    Wireguard {
+        #[command(subcommand)]
+        cmd: WireguardCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum WireguardCmd {
+    /// New key pairs for running nodes; established connections keep flowing. Asks each agent through its
+    /// state directory and waits until it runs the new key (published in its lease at once).
+    RotateKey {
+        /// An agent's --state-dir (repeat for several; default /run/weft).
+        #[arg(long = "state-dir", value_name = "DIR")]
+        state_dirs: Vec<PathBuf>,
+        /// A lab node instead (repeat): `--node node1 [--lab NAME]`.
+        #[arg(long = "node", value_name = "NODE")]
+        nodes: Vec<String>,
+        /// Every node of the lab.
+        #[arg(long, conflicts_with_all = ["nodes", "state_dirs"])]
+        all: bool,
+        /// How long to wait for the agents (each serves the request on its next pass).
+        #[arg(long, default_value = "60")]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -316,6 +341,18 @@ mod tests {
             _ => panic!("not network create"),
         }
         assert!(Cli::try_parse_from(["weftctl", "network", "create", "x", "--cidr", "10.0.0.0/8"]).is_err(), "--vni");
+    }
+
+    #[test]
+    fn rotate_key_takes_nodes_state_dirs_or_all() {
+        let c = parse(&["wireguard", "rotate-key", "--node", "node1", "--node", "node2", "--lab", "w1"]);
+        match c.cmd {
+            Cmd::Wireguard { cmd: WireguardCmd::RotateKey { nodes, state_dirs, all, .. } } => {
+                assert_eq!((nodes, state_dirs.len(), all), (vec!["node1".to_string(), "node2".into()], 0, false));
+            }
+            _ => panic!("not wireguard rotate-key"),
+        }
+        assert!(Cli::try_parse_from(["weftctl", "wireguard", "rotate-key", "--all", "--node", "node1"]).is_err());
     }
 
     #[test]

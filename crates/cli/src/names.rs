@@ -1,133 +1,48 @@
-//! Kubernetes name syntax, checked where the lab takes names from the command line, so the lab never registers
-//! an object the API server would reject (a port name the policy engine then cannot match, a label no selector
-//! can express). The rules are the API server's (k8s.io/apimachinery `validation`): DNS-1123 labels for
-//! namespaces, DNS-1123 subdomains for pods, IANA_SVC_NAME for container port names, qualified names for label
-//! keys.
-//!
-//! The canonical validators are being written in the policy crate at the same time; this module keeps the CLI
-//! independent of them until the two are folded into one.
+//! Kubernetes name syntax where the lab takes names from the command line, so the lab never registers an object
+//! the API server would reject. The rules are the policy crate's (`weft_policy::k8s_names`, the API server's
+//! own); this module only names what the CLI checks and words the error as the CLI prints it.
 use std::fmt;
+use weft_policy::k8s_names as k8s;
 
+/// A name the API server would reject, printed `invalid <what> "<value>": <rule>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameError {
-    /// What was checked ("namespace", "pod name", "port name", "label key", "label value").
-    pub what: &'static str,
-    pub value: String,
-    pub why: &'static str,
-}
+pub struct NameError(k8s::NameError);
 
 impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid {} {:?}: {}", self.what, self.value, self.why)
+        write!(f, "invalid {} {:?}: {}", self.0.what, self.0.value, self.0.why)
     }
 }
 
 impl std::error::Error for NameError {}
 
-fn err(what: &'static str, value: &str, why: &'static str) -> NameError {
-    NameError { what, value: value.to_string(), why }
+fn check(r: Result<(), k8s::NameError>) -> Result<(), NameError> {
+    r.map_err(NameError)
 }
 
-fn is_lower_alnum(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit()
-}
-
-/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
-fn dns1123_label(what: &'static str, s: &str) -> Result<(), NameError> {
-    const WHY: &str = "must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit";
-    let b = s.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= 63
-        && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
-        && is_lower_alnum(b[0])
-        && is_lower_alnum(b[b.len() - 1]);
-    if ok {
-        Ok(())
-    } else {
-        Err(err(what, s, WHY))
-    }
-}
-
-/// Namespace names: a DNS-1123 label.
+/// Namespaces: DNS-1123 labels.
 pub fn namespace(s: &str) -> Result<(), NameError> {
-    dns1123_label("namespace", s)
+    check(k8s::dns1123_label("namespace", s))
 }
 
-/// Pod names: a DNS-1123 subdomain (dot-separated DNS-1123 labels, at most 253 characters).
+/// Pods: DNS-1123 subdomains.
 pub fn pod(s: &str) -> Result<(), NameError> {
-    subdomain("pod name", s)
+    check(k8s::dns1123_subdomain("pod name", s))
 }
 
-fn subdomain(what: &'static str, s: &str) -> Result<(), NameError> {
-    if s.is_empty() || s.len() > 253 || s.split('.').any(|part| dns1123_label(what, part).is_err()) {
-        return Err(err(what, s, "must be dot-separated DNS labels (lowercase letters, digits, '-'), at most 253"));
-    }
-    Ok(())
-}
-
-/// Container port names (IANA_SVC_NAME): at most 15 characters, lowercase letters, digits and '-', at least one
-/// letter, no '-' at either end and no "--".
+/// Container port names: IANA_SVC_NAME.
 pub fn port_name(s: &str) -> Result<(), NameError> {
-    const WHY: &str =
-        "must be at most 15 lowercase letters, digits or '-', with a letter, no '-' at either end, no \"--\"";
-    let b = s.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= 15
-        && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
-        && b.iter().any(u8::is_ascii_lowercase)
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-        && !s.contains("--");
-    if ok {
-        Ok(())
-    } else {
-        Err(err("port name", s, WHY))
-    }
+    check(k8s::port_name("port name", s))
 }
 
-/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, at most 63: the name part of a label key, and a label value.
-fn qualified_part(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-}
-
-/// Label keys: `[prefix/]name`, the prefix a DNS-1123 subdomain, the name 1-63 of `[-A-Za-z0-9_.]` starting and
-/// ending alphanumeric.
+/// Label keys: qualified names with an optional DNS subdomain prefix.
 pub fn label_key(s: &str) -> Result<(), NameError> {
-    let (prefix, name) = match s.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, s),
-    };
-    if let Some(p) = prefix {
-        if subdomain("label key", p).is_err() {
-            return Err(err("label key", s, "the prefix before '/' must be a DNS subdomain (e.g. example.com)"));
-        }
-    }
-    if !qualified_part(name) {
-        return Err(err(
-            "label key",
-            s,
-            "the name must be 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
-        ));
-    }
-    Ok(())
+    check(k8s::qualified_name("label key", s))
 }
 
-/// Label values: empty, or 1-63 of `[-A-Za-z0-9_.]` starting and ending alphanumeric.
+/// Label values: empty, or a qualified name without prefix.
 pub fn label_value(s: &str) -> Result<(), NameError> {
-    if s.is_empty() || qualified_part(s) {
-        Ok(())
-    } else {
-        Err(err(
-            "label value",
-            s,
-            "must be empty or 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
-        ))
-    }
+    check(k8s::label_value("label value", s))
 }
 
 #[cfg(test)]
@@ -135,55 +50,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn port_names_follow_iana_svc_name() {
-        for ok in ["http", "dns-tcp", "h2", "a", "web-8080", "abcdefghijklmno"] {
-            assert!(port_name(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "Bad_Name",
-            "HTTP",
-            "",
-            "80",
-            "-http",
-            "http-",
-            "dns--tcp",
-            "abcdefghijklmnop", // 16
-            "web.1",
-            "web_1",
-        ] {
-            assert!(port_name(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn namespaces_are_dns_labels_and_pods_subdomains() {
-        for ok in ["x", "default", "kube-system", "a1", &"a".repeat(63)] {
-            assert!(namespace(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "X", "-x", "x-", "x.y", "x_y", "x/y", &"a".repeat(64)] {
-            assert!(namespace(bad).is_err(), "{bad}");
-        }
-        assert!(pod("web-0.canary").is_ok());
-        for bad in ["", "A", "a..b", ".a", "a.", "a/b", "a b"] {
-            assert!(pod(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn label_keys_and_values_follow_kubernetes() {
-        for ok in ["app", "App_1", "a.b-c", "example.com/app", "kubernetes.io/metadata.name", "x"] {
-            assert!(label_key(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "-app", "app-", "a b", "Example.com/app", "/app", "example.com/", "a/b/c", &"k".repeat(64)] {
-            assert!(label_key(bad).is_err(), "{bad}");
-        }
-        for ok in ["", "v", "V1.2_3-x"] {
-            assert!(label_value(ok).is_ok(), "{ok}");
-        }
-        for bad in ["-v", "v-", "a b", "a/b", "a=b", &"v".repeat(64)] {
-            assert!(label_value(bad).is_err(), "{bad}");
-        }
-        let e = port_name("Bad_Name").unwrap_err().to_string();
-        assert!(e.contains("port name") && e.contains("Bad_Name"), "{e}");
+    fn errors_name_what_and_value_and_share_the_policy_rules() {
+        assert_eq!(
+            port_name("Bad_Name").unwrap_err().to_string().split(':').next(),
+            Some("invalid port name \"Bad_Name\"")
+        );
+        assert!(namespace("X_1").unwrap_err().to_string().starts_with("invalid namespace"));
+        assert!(label_key("bad key").unwrap_err().to_string().starts_with("invalid label key"));
+        assert!(pod("a.b-c").is_ok() && pod("-a").is_err());
+        assert!(label_value("").is_ok() && label_value("-x").is_err());
+        assert!(port_name("http").is_ok() && port_name("a--b").is_err() && port_name("1234").is_err());
+        assert!(label_key("weft.dev/role").is_ok() && label_key("a/b/c").is_err());
     }
 }

@@ -27,6 +27,7 @@ pub mod plan;
 pub mod reaper;
 pub mod spec;
 pub mod subnet;
+pub mod tenant;
 pub mod verbs;
 
 pub use verbs::Ctx;

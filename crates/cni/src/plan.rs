@@ -6,10 +6,11 @@ use crate::ipam::Pool;
 use crate::names;
 use crate::spec::{CniResult, Dns, Interface, IpConfig, Route};
 use crate::subnet::{pod_subnet_v4, pod_subnet_v6};
+use crate::tenant::NetworkRef;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
-use std::path::Path;
-use weft_dataplane::pod::{format_mac, Defaults, PodAddr, PodRoute, PodSpec};
+use std::path::{Path, PathBuf};
+use weft_dataplane::pod::{format_mac, Defaults, PodAddr, PodNetwork, PodRoute, PodSpec};
 use weft_types::node_file::{NodeFile, NodeFileError};
 
 /// The node's pod subnets and MTU, whichever source they came from.
@@ -18,9 +19,12 @@ pub struct Subnets {
     pub v4: Ipv4Net,
     pub v6: Option<Ipv6Net>,
     pub mtu: u32,
-    /// The cluster's pod CIDRs (node file only): what a secondary attachment routes through its gateway.
+    /// The cluster's pod CIDRs (node file only): what a secondary attachment routes through its gateway. For a
+    /// tenant network, that network's CIDRs.
     pub cluster_v4: Option<Ipv4Net>,
     pub cluster_v6: Option<Ipv6Net>,
+    /// The tenant network these subnets belong to (`None`: the default network).
+    pub network: Option<NetworkRef>,
 }
 
 impl Subnets {
@@ -30,6 +34,17 @@ impl Subnets {
         conf: &NetConf,
         load: impl FnOnce(&Path) -> Result<NodeFile, NodeFileError>,
     ) -> Result<Subnets, CniError> {
+        Self::resolve_for(conf, "", load)
+    }
+
+    /// The subnets of a pod in Kubernetes namespace `namespace` (empty when the runtime gave none): its tenant
+    /// network's when the node file lists the namespace (see [`crate::tenant`]), else the node's default ones.
+    /// Standalone configs (`ipam.subnet`) know no tenant networks.
+    pub fn resolve_for(
+        conf: &NetConf,
+        namespace: &str,
+        load: impl FnOnce(&Path) -> Result<NodeFile, NodeFileError>,
+    ) -> Result<Subnets, CniError> {
         match &conf.subnets {
             SubnetSource::Static { v4, v6 } => Ok(Subnets {
                 v4: *v4,
@@ -37,6 +52,7 @@ impl Subnets {
                 mtu: conf.mtu.unwrap_or(DEFAULT_MTU),
                 cluster_v4: None,
                 cluster_v6: None,
+                network: None,
             }),
             SubnetSource::NodeFile(path) => {
                 let nf = load(path).map_err(|e| match e {
@@ -66,7 +82,10 @@ impl Subnets {
                     .cluster_cidr6
                     .map(|c| c.trunc())
                     .filter(|c| v6.is_some_and(|v6| c.contains(&v6)) && c.prefix_len() >= 16);
-                Ok(Subnets { v4, v6, mtu: conf.mtu.unwrap_or(nf.mtu), cluster_v4, cluster_v6 })
+                if let Some(tenant) = crate::tenant::resolve(&nf, namespace, conf.mtu, path)? {
+                    return Ok(tenant);
+                }
+                Ok(Subnets { v4, v6, mtu: conf.mtu.unwrap_or(nf.mtu), cluster_v4, cluster_v6, network: None })
             }
         }
     }
@@ -76,6 +95,12 @@ impl Subnets {
         let mut p = vec![Pool::new(IpNet::V4(self.v4))];
         p.extend(self.v6.map(|n| Pool::new(IpNet::V6(n))));
         p
+    }
+
+    /// The IPAM directory of these subnets' network (its own per tenant network, so overlapping CIDRs of two
+    /// networks are allocated independently).
+    pub fn pool_dir(&self, data_dir: &Path) -> PathBuf {
+        crate::tenant::pool_dir(data_dir, self.network.as_ref())
     }
 }
 
@@ -108,7 +133,15 @@ pub fn pod_spec(a: &AttachIds, ips: &[IpAddr], subnets: &Subnets, taken: Default
             PodRoute { dst, gateway: addr.gateway }
         })
         .collect();
-    spec_with(a, addrs, routes, subnets.mtu)
+    spec_with(a, addrs, routes, subnets.mtu, pod_network(subnets.network.as_ref()))
+}
+
+/// Kernel ids of the attachment's network on the node, derived from the VNI (never read from a file).
+pub fn pod_network(network: Option<&NetworkRef>) -> Option<PodNetwork> {
+    network.map(|n| {
+        let ids = n.ids();
+        PodNetwork { table: ids.table, group: ids.group }
+    })
 }
 
 /// The names an attachment is known by.
@@ -127,7 +160,13 @@ fn default_dst(ip: IpAddr) -> IpNet {
     }
 }
 
-fn spec_with(a: &AttachIds, addrs: Vec<PodAddr>, routes: Vec<PodRoute>, mtu: u32) -> PodSpec {
+fn spec_with(
+    a: &AttachIds,
+    addrs: Vec<PodAddr>,
+    routes: Vec<PodRoute>,
+    mtu: u32,
+    pod_net: Option<PodNetwork>,
+) -> PodSpec {
     let AttachIds { network, cid, ifname } = *a;
     PodSpec {
         host_ifname: names::host_veth(network, cid, ifname),
@@ -138,6 +177,7 @@ fn spec_with(a: &AttachIds, addrs: Vec<PodAddr>, routes: Vec<PodRoute>, mtu: u32
         mtu,
         addrs,
         routes,
+        network: pod_net,
     }
 }
 
@@ -173,7 +213,12 @@ pub fn add_result(spec: &PodSpec, netns: &Path, dns: &Dns) -> CniResult {
 
 /// What CHECK expects, rebuilt from the prevResult the runtime kept: the addresses (and gateways) listed for the
 /// pod interface, the routes via those gateways, everything else derived again from the attachment.
-pub fn check_spec(a: &AttachIds, prev: &CniResult, mtu: u32) -> Result<PodSpec, CniError> {
+pub fn check_spec(
+    a: &AttachIds,
+    prev: &CniResult,
+    mtu: u32,
+    network: Option<&NetworkRef>,
+) -> Result<PodSpec, CniError> {
     let ifname = a.ifname;
     let ours = |i: Option<usize>| match i {
         None => true,
@@ -199,7 +244,7 @@ pub fn check_spec(a: &AttachIds, prev: &CniResult, mtu: u32) -> Result<PodSpec, 
             Some(PodRoute { dst: r.dst.trunc(), gateway: gw })
         })
         .collect();
-    Ok(spec_with(a, addrs, routes, mtu))
+    Ok(spec_with(a, addrs, routes, mtu, pod_network(network)))
 }
 
 #[cfg(test)]
@@ -283,7 +328,7 @@ mod tests {
         assert_eq!(v["routes"][1]["dst"], "::/0");
         assert_eq!(v["routes"][1]["gw"], "fd00:1::1");
 
-        let back = check_spec(&IDS, &r, 1400).unwrap();
+        let back = check_spec(&IDS, &r, 1400, None).unwrap();
         assert_eq!(back, spec, "CHECK rebuilds exactly what ADD planned");
     }
 
@@ -296,6 +341,7 @@ mod tests {
             mtu: 1400,
             cluster_v4: None,
             cluster_v6: None,
+            network: None,
         }
     }
 
@@ -314,7 +360,35 @@ mod tests {
         let dsts: Vec<String> = spec.routes.iter().map(|r| r.dst.to_string()).collect();
         assert_eq!(dsts, ["10.0.0.0/8", "fd00:1::/64"]);
         let r = add_result(&spec, Path::new("/run/netns/p"), &Dns::default()).for_version(Version::V110);
-        assert_eq!(check_spec(&IDS, &r, 1400).unwrap(), spec);
+        assert_eq!(check_spec(&IDS, &r, 1400, None).unwrap(), spec);
+    }
+
+    /// A tenant network's subnets: the kernel ids come from the VNI, a secondary attachment routes the network's
+    /// CIDR, and CHECK rebuilds the same spec from the result and the recorded network.
+    #[test]
+    fn tenant_plan_derives_table_and_group_from_the_vni() {
+        let net = NetworkRef { name: "blue".into(), vni: 100 };
+        let s = Subnets {
+            v4: "10.70.3.0/24".parse().unwrap(),
+            v6: None,
+            mtu: 1400,
+            cluster_v4: Some("10.70.0.0/16".parse().unwrap()),
+            cluster_v6: None,
+            network: Some(net.clone()),
+        };
+        let ips: Vec<IpAddr> = vec!["10.70.3.2".parse().unwrap()];
+        let spec = pod_spec(&IDS, &ips, &s, Defaults::default());
+        assert_eq!(spec.network, Some(PodNetwork { table: 0x5700_0064, group: 0x5700_0064 }));
+        assert_eq!((spec.host_table(), spec.host_group()), (0x5700_0064, 0x5700_0064));
+        assert_eq!(spec.host_ifname, names::host_veth("net", "c1", "eth0"), "names do not depend on the network");
+        assert_eq!(spec.routes[0].dst.to_string(), "0.0.0.0/0");
+        let r = add_result(&spec, Path::new("/run/netns/p"), &Dns::default()).for_version(Version::V110);
+        assert_eq!(check_spec(&IDS, &r, 1400, Some(&net)).unwrap(), spec);
+        assert_eq!(check_spec(&IDS, &r, 1400, None).unwrap().network, None);
+        let sec = pod_spec(&IDS, &ips, &s, Defaults { v4: true, v6: false });
+        assert_eq!(sec.routes[0].dst.to_string(), "10.70.0.0/16", "a secondary attachment routes its network");
+        let default = pod_spec(&IDS, &ips, &Subnets { network: None, ..s }, Defaults::default());
+        assert_eq!((default.network, default.host_table(), default.host_group()), (None, 254, 0));
     }
 
     #[test]
@@ -323,8 +397,8 @@ mod tests {
             r#"{"interfaces":[{"name":"eth1","sandbox":"/x"}],"ips":[{"address":"10.0.0.2/32","gateway":"10.0.0.1","interface":0}]}"#,
         )
         .unwrap();
-        assert_eq!(check_spec(&IDS, &prev, 1500).unwrap_err().code(), 7);
+        assert_eq!(check_spec(&IDS, &prev, 1500, None).unwrap_err().code(), 7);
         let prev: CniResult = serde_json::from_str(r#"{"ips":[{"address":"10.0.0.2/32"}]}"#).unwrap();
-        assert_eq!(check_spec(&IDS, &prev, 1500).unwrap_err().code(), 7);
+        assert_eq!(check_spec(&IDS, &prev, 1500, None).unwrap_err().code(), 7);
     }
 }

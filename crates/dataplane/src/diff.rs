@@ -78,6 +78,7 @@ mod tests {
                 Op::DelNexthop(_) => "-nh",
                 Op::DelNeigh(_) => "-neigh",
                 Op::DelFdb(_) => "-fdb",
+                _ => "tenant",
             })
             .collect()
     }

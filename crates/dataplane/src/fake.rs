@@ -10,6 +10,7 @@
 //! "after the first sync, a resync applied nothing" or "only the changed peer was applied". Tamper methods
 //! (`tamper`, `remove_link_behind_back`) play the admin who deletes things behind weft's back; `fail_ops_matching`
 //! plays a kernel that refuses some ops.
+use crate::networks::{NetworksScope, NetworksState, TableRouteKind};
 use crate::{
     ApplyReport, Dataplane, DataplaneError, Mac, Op, OverlayState, RouteTarget, Scope, UnderlayInfo, VtepInfo,
     VxlanSpec,
@@ -42,6 +43,8 @@ struct Inner {
     /// publish the same VTEP MAC (admission refuses a copied one).
     mac_seed: u16,
     state: OverlayState,
+    /// Tenant rules and table routes (their neighbours and FDB entries live in `state`, as on a real kernel).
+    tenant: NetworksState,
     nft: BTreeMap<(String, String), String>,
     applied: Vec<Op>,
     apply_calls: usize,
@@ -121,6 +124,16 @@ impl FakeDataplane {
         f(&mut self.lock().state)
     }
 
+    /// Tenant rules and table routes as the kernel would report them (not scoped).
+    pub fn networks_state(&self) -> NetworksState {
+        self.lock().tenant.clone()
+    }
+
+    /// Changes tenant rules/routes behind weft's back.
+    pub fn tamper_networks(&self, f: impl FnOnce(&mut NetworksState)) {
+        f(&mut self.lock().tenant)
+    }
+
     /// Deletes an nftables table behind weft's back (an admin's `nft delete table`).
     pub fn delete_nft_behind_back(&self, family: &str, table: &str) {
         self.lock().nft.remove(&(family.to_string(), table.to_string()));
@@ -171,6 +184,7 @@ impl Inner {
             RouteTarget::Nexthop(id) => nexthops.contains_key(&id),
             RouteTarget::Via { ifindex, .. } => ifindex != i,
         });
+        self.tenant.routes.retain(|_, r| !matches!(r.kind, TableRouteKind::Via { ifindex, .. } if ifindex == i));
         true
     }
 
@@ -191,6 +205,10 @@ impl Inner {
                 RouteTarget::Via { ifindex, .. } if !self.has_ifindex(ifindex) => return Err(no_dev(ifindex)),
                 _ => {}
             },
+            Op::AddTableRoute(r) => match r.kind {
+                TableRouteKind::Via { ifindex, .. } if !self.has_ifindex(ifindex) => return Err(no_dev(ifindex)),
+                _ => {}
+            },
             _ => {}
         }
         let s = &mut self.state;
@@ -206,6 +224,10 @@ impl Inner {
             }
             Op::AddRoute(r) => s.add_route(r),
             Op::DelRoute(r) => drop(s.routes.remove(&r.dst)),
+            Op::AddRule(ref r) => self.tenant.add_rule(r.clone()),
+            Op::DelRule(ref r) => drop(self.tenant.rules.remove(r)),
+            Op::AddTableRoute(r) => self.tenant.add_route(r),
+            Op::DelTableRoute(r) => drop(self.tenant.routes.remove(&(r.table, r.dst))),
         }
         Ok(())
     }
@@ -243,6 +265,33 @@ impl Dataplane for FakeDataplane {
         link.vxlan = Some(spec.clone());
         link.up = true;
         Ok(VtepInfo { ifindex: link.ifindex, mac: link.mac })
+    }
+
+    async fn ensure_tenant_vxlan(&self, spec: &VxlanSpec, mac: Mac) -> Result<VtepInfo, DataplaneError> {
+        let v = self.ensure_vxlan(spec).await?;
+        let mut g = self.lock();
+        let link = g.links.get_mut(&spec.name).expect("just ensured");
+        link.mac = mac;
+        Ok(VtepInfo { ifindex: v.ifindex, mac })
+    }
+
+    async fn link_index(&self, name: &str) -> Result<Option<u32>, DataplaneError> {
+        Ok(self.lock().links.get(name).map(|l| l.ifindex))
+    }
+
+    async fn read_networks(&self, scope: &NetworksScope) -> Result<NetworksState, DataplaneError> {
+        let mut g = self.lock();
+        g.read_calls += 1;
+        let mut out = g.tenant.clone();
+        out.neighs =
+            g.state.neighs.iter().filter(|(_, n)| scope.devices.contains(&n.ifindex)).map(|(k, v)| (*k, *v)).collect();
+        out.fdbs =
+            g.state.fdbs.iter().filter(|(_, f)| scope.devices.contains(&f.ifindex)).map(|(k, v)| (*k, *v)).collect();
+        out.routes.retain(|_, r| match r.kind {
+            TableRouteKind::Via { ifindex, .. } => scope.devices.contains(&ifindex),
+            TableRouteKind::Unreachable => true,
+        });
+        Ok(out)
     }
 
     async fn delete_link(&self, name: &str) -> Result<(), DataplaneError> {

@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`overlay`]: the overlay's kernel state as plain data (desired and actual), and [`Op`]s.
 //! - [`diff`]: `diff(desired, actual) -> Vec<Op>`, pure; the reconciler's heart.
+//! - [`networks`]: tenant networks' rules, table routes, neighbours and FDB entries, and their diff.
 //! - [`fake`]: an in-memory [`Dataplane`] for unit tests of the agent.
 //! - [`netlink`]: the real [`Dataplane`], talking rtnetlink directly, batched and pipelined.
 //! - [`nft`]: applying nftables rulesets atomically through `nft -f`.
@@ -12,6 +13,7 @@ pub mod diff;
 pub mod fake;
 pub mod netlink;
 pub mod netns;
+pub mod networks;
 pub mod nft;
 pub mod overlay;
 pub mod pod;
@@ -46,6 +48,13 @@ pub trait Dataplane: Send + Sync + 'static {
     /// Creates the VXLAN device or makes an existing one match `spec` (recreating it only when an attribute
     /// that cannot change in place differs: VNI, port, local). Brings it up. Idempotent.
     async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<VtepInfo, DataplaneError>;
+    /// Creates or repairs a tenant network's VXLAN device as [`Dataplane::ensure_vxlan`] does, with the given MAC
+    /// (the default device's, so peers reach every network at the VTEP MAC their lease publishes).
+    async fn ensure_tenant_vxlan(&self, spec: &VxlanSpec, mac: Mac) -> Result<VtepInfo, DataplaneError>;
+    /// The ifindex of a link, None when it does not exist.
+    async fn link_index(&self, name: &str) -> Result<Option<u32>, DataplaneError>;
+    /// Reads weft's tenant-network entries (see [`networks`]).
+    async fn read_networks(&self, scope: &networks::NetworksScope) -> Result<networks::NetworksState, DataplaneError>;
     /// Removes a link by name; a missing link is not an error.
     async fn delete_link(&self, name: &str) -> Result<(), DataplaneError>;
     /// The link that holds `ip`, its MTU and prefix.

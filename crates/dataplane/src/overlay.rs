@@ -144,6 +144,12 @@ pub enum Op {
     DelNexthop(Nexthop),
     AddRoute(Route),
     DelRoute(Route),
+    /// Tenant networks (see [`crate::networks`]): a policy-routing rule (added exclusively; an existing equal
+    /// rule counts as added) and a route in a tenant table (replace).
+    AddRule(crate::networks::Rule),
+    DelRule(crate::networks::Rule),
+    AddTableRoute(crate::networks::TableRoute),
+    DelTableRoute(crate::networks::TableRoute),
 }
 
 /// Where to look for weft's entries when reading the kernel.

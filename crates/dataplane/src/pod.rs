@@ -12,6 +12,10 @@
 //!   did not make.
 //! - Node side: no address on the host veth; a `podIP/32 dev hostveth scope link` route (v6 /128) and a
 //!   permanent neighbour podIP → pod MAC.
+//! - A pod of a tenant network ([`PodNetwork`]) differs only on the node side: its host veth is created in the
+//!   network's link group (in the same `RTM_NEWLINK`, so it is never seen outside it), its host routes go into
+//!   the network's route table instead of main, and `src_valid_mark` makes strict reverse-path filtering look
+//!   the source up with the packet's mark (the agent marks the network's packets and routes them by that mark).
 //!
 //! Why routed: every packet to or from a pod is *routed* by the node, so it always traverses the netfilter
 //! forward hook (pod↔pod on the same node included) without `br_netfilter`; policy can match per-pod interfaces
@@ -28,7 +32,7 @@ mod nl;
 mod observe;
 
 pub use check::compare;
-pub use linux::{NetlinkPodNet, PodNetns};
+pub use linux::{NetlinkPodNet, PodNetns, REAP_GROUP};
 
 use crate::DataplaneError;
 use ipnet::IpNet;
@@ -75,6 +79,14 @@ impl Defaults {
     }
 }
 
+/// Where a tenant network's pod lives on the node: the route table of its host routes and the link group of its
+/// host veth (both derived from the network's VNI by the plan, never read from a file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodNetwork {
+    pub table: u32,
+    pub group: u32,
+}
+
 /// Everything the kernel must hold for one attachment (the plan's output; the input of create and check).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodSpec {
@@ -90,7 +102,24 @@ pub struct PodSpec {
     pub addrs: Vec<PodAddr>,
     /// Routes in the pod, each via the gateway of its family (the plan decides: see the CNI's CONFIG.md).
     pub routes: Vec<PodRoute>,
+    /// `None`: the default network (main table, link group 0).
+    pub network: Option<PodNetwork>,
 }
+
+impl PodSpec {
+    /// Route table of the host routes.
+    pub fn host_table(&self) -> u32 {
+        self.network.map_or(MAIN_TABLE, |n| n.table)
+    }
+
+    /// Link group of the host veth while the pod is attached.
+    pub fn host_group(&self) -> u32 {
+        self.network.map_or(0, |n| n.group)
+    }
+}
+
+/// The kernel's main routing table (`RT_TABLE_MAIN`).
+pub const MAIN_TABLE: u32 = 254;
 
 /// A link as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -104,9 +133,11 @@ pub struct LinkObs {
     pub peer_index: Option<u32>,
     pub kind_veth: bool,
     pub alias: Option<String>,
+    /// `IFLA_GROUP` (0 when the kernel does not report one).
+    pub group: u32,
 }
 
-/// A route (main table) as the kernel reports it.
+/// A route (of the table that was asked for) as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteObs {
     pub dst: IpAddr,
@@ -133,6 +164,7 @@ pub struct PodObserved {
     pub pod_routes: Vec<RouteObs>,
     pub pod_neighbours: Vec<NeighObs>,
     pub host_link: Option<LinkObs>,
+    /// Routes via the host veth in the attachment's table ([`PodSpec::host_table`]).
     pub host_routes: Vec<RouteObs>,
     pub host_neighbours: Vec<NeighObs>,
 }

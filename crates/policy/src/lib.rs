@@ -44,6 +44,7 @@ mod diff;
 mod error;
 pub mod eval;
 mod explain;
+pub mod isolation;
 pub mod k8s_names;
 pub mod model;
 mod naming;

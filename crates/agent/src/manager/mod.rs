@@ -8,7 +8,7 @@
 //! our back). Until the peers have been listed, managers that depend on them leave the kernel exactly as it is.
 //!
 //! Managers, in pass order: [`node_file`] (the CNI plugin's hand-off), [`overlay`] (the backend's device and the
-//! routes to every peer), [`firewall`] (the `inet weft` table), [`policy`] (NetworkPolicy; it follows its own
+//! routes to every peer), [`networks`] (tenant networks), [`firewall`] (the `inet weft` table), [`policy`] (NetworkPolicy; it follows its own
 //! store objects and runs its own loop, see `crate::policy`, and is supervised here for stop and uninstall).
 use crate::backend::BackendError;
 use crate::metrics::Metrics;
@@ -24,6 +24,7 @@ use weft_dataplane::DataplaneError;
 use weft_types::Lease;
 
 pub mod firewall;
+pub mod networks;
 pub mod node_file;
 pub mod overlay;
 pub mod policy;
@@ -87,6 +88,8 @@ pub trait Manager: Send {
 pub struct Inputs {
     pub lease: watch::Receiver<Lease>,
     pub peers: watch::Receiver<Option<PeerMap>>,
+    /// Other inputs a manager follows itself (tenant networks, namespaces) wake the loop through this.
+    pub kick: watch::Receiver<u64>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -112,6 +115,7 @@ impl Supervisor {
                 _ = resync.tick() => true,
                 r = inputs.peers.changed() => { if r.is_err() { break; } false }
                 r = inputs.lease.changed() => { if r.is_err() { break; } false }
+                r = inputs.kick.changed() => { if r.is_err() { break; } false }
                 _ = inputs.shutdown.wait_for(|v| *v) => break,
             };
             if !periodic {

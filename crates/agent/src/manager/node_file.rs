@@ -3,37 +3,79 @@
 //! Written once at start-up, before any pass (pods can be created as soon as the lease is held); afterwards only
 //! when the lease's subnets change (the lease was lost and another subnet acquired): new pods must then get
 //! addresses from the new subnet. It does not wait for the peer list.
+//!
+//! The tenant networks' entries (`networks`) are the networks manager's: it hands them over through
+//! [`NodeFileWriter`], shared by both, which writes the file whenever either part changes. Until that manager
+//! has decided once, the networks of the previous file are kept: a restarting agent must not put a tenant
+//! namespace's new pods on the default network for a moment.
 use super::{Manager, ManagerError, View};
 use async_trait::async_trait;
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::path::{Path, PathBuf};
-use weft_types::{Lease, NetworkConfig, NodeFile};
+use std::sync::{Arc, Mutex};
+use weft_types::{Lease, NetworkConfig, NodeFile, NodeNetwork};
 
-pub struct NodeFileManager {
+/// The node file's two parts (the lease's, the networks'), written together.
+pub struct NodeFileWriter {
     path: PathBuf,
     net: NetworkConfig,
     mtu: u32,
-    written: Option<(Ipv4Net, Option<Ipv6Net>)>,
+    lease: Option<(Ipv4Net, Option<Ipv6Net>)>,
+    networks: Vec<NodeNetwork>,
 }
 
-impl NodeFileManager {
-    pub fn new(path: &Path, net: &NetworkConfig, mtu: u32) -> Self {
-        Self { path: path.to_path_buf(), net: net.clone(), mtu, written: None }
-    }
+pub type SharedNodeFile = Arc<Mutex<NodeFileWriter>>;
 
-    /// Writes the node file for `lease` unless the file already says exactly that.
-    pub fn write(&mut self, lease: &Lease) -> Result<(), weft_types::node_file::NodeFileError> {
+impl NodeFileWriter {
+    fn write(&self) -> Result<(), weft_types::node_file::NodeFileError> {
+        let Some((subnet, subnet6)) = self.lease else { return Ok(()) };
         let nf = NodeFile {
-            subnet: lease.subnet,
-            subnet6: lease.subnet6,
+            subnet,
+            subnet6,
             mtu: self.mtu,
             cluster_cidr: Some(self.net.cluster_cidr),
             cluster_cidr6: self.net.cluster_cidr6,
-            networks: Vec::new(),
+            networks: self.networks.clone(),
         };
         if NodeFile::load(&self.path).ok().as_ref() != Some(&nf) {
             nf.store(&self.path)?;
         }
+        Ok(())
+    }
+
+    /// Sets the tenant networks and writes the file if it changed.
+    pub fn set_networks(&mut self, networks: Vec<NodeNetwork>) -> Result<(), weft_types::node_file::NodeFileError> {
+        if self.networks == networks {
+            return Ok(());
+        }
+        self.networks = networks;
+        self.write()
+    }
+}
+
+pub struct NodeFileManager {
+    file: SharedNodeFile,
+    written: Option<(Ipv4Net, Option<Ipv6Net>)>,
+}
+
+impl NodeFileManager {
+    /// `previous`: the node file found at start, whose tenant networks are kept until the networks manager
+    /// has decided.
+    pub fn new(path: &Path, net: &NetworkConfig, mtu: u32, previous: Option<&NodeFile>) -> Self {
+        let networks = previous.map(|p| p.networks.clone()).unwrap_or_default();
+        let w = NodeFileWriter { path: path.to_path_buf(), net: net.clone(), mtu, lease: None, networks };
+        Self { file: Arc::new(Mutex::new(w)), written: None }
+    }
+
+    pub fn shared(&self) -> SharedNodeFile {
+        self.file.clone()
+    }
+
+    /// Writes the node file for `lease` unless the file already says exactly that.
+    pub fn write(&mut self, lease: &Lease) -> Result<(), weft_types::node_file::NodeFileError> {
+        let mut w = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        w.lease = Some((lease.subnet, lease.subnet6));
+        w.write()?;
         self.written = Some((lease.subnet, lease.subnet6));
         Ok(())
     }
@@ -57,9 +99,10 @@ impl Manager for NodeFileManager {
     }
 
     async fn teardown(&mut self) -> Result<(), ManagerError> {
-        match std::fs::remove_file(&self.path) {
+        let path = self.file.lock().unwrap_or_else(|e| e.into_inner()).path.clone();
+        match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(ManagerError::Other(format!("removing {}: {e}", self.path.display())))
+                Err(ManagerError::Other(format!("removing {}: {e}", path.display())))
             }
             _ => Ok(()),
         }

@@ -43,6 +43,8 @@ mod tests {
             pod_namespace: "ns".into(),
             pod_name: cid.into(),
             created_at: "2024-01-01T00:00:00Z".into(),
+            network: None,
+            vni: None,
         }
     }
 
@@ -182,6 +184,30 @@ mod tests {
             assert_eq!(s.release(&format!("c{i}"), "eth0").unwrap().len(), 1);
         }
         assert!(s.list().unwrap().is_empty());
+    }
+
+    /// A default-network record is byte-for-byte what it was before tenant networks; a tenant record names
+    /// its network and VNI, and reads back.
+    #[test]
+    fn records_name_the_tenant_network_only_when_there_is_one() {
+        let plain = serde_json::to_string(&rec("c")).unwrap();
+        assert!(!plain.contains("network") && !plain.contains("vni"), "{plain}");
+        let old: Record = serde_json::from_str(r#"{"containerId":"c","ifname":"eth0"}"#).unwrap();
+        assert_eq!((old.network, old.vni), (None, None), "records written before networks still read");
+        let d = Dir::new("tenantrec");
+        let s = IpamStore::open(&d.0).unwrap();
+        let mut r = rec("t");
+        (r.network, r.vni) = (Some("blue".into()), Some(100));
+        s.allocate(&r, &pools()).unwrap();
+        let back = s.record_of("t", "eth0").unwrap().unwrap();
+        assert_eq!((back.network.as_deref(), back.vni), (Some("blue"), Some(100)));
+        assert!(s.record_of("nobody", "eth0").unwrap().is_none());
+        assert!(s.mentions("t", "eth0").unwrap() && !s.mentions("nobody", "eth0").unwrap());
+        s.release("t", "eth0").unwrap();
+        assert!(!s.mentions("t", "eth0").unwrap(), "released: nothing names it any more");
+        let key = crate::names::attachment_key("k", "eth0");
+        std::fs::write(d.0.join(format!("tmp.{key}.1")), b"").unwrap();
+        assert!(s.mentions("k", "eth0").unwrap(), "a killed ADD's temp file counts");
     }
 
     #[test]

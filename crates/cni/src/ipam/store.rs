@@ -64,6 +64,13 @@ pub struct Record {
     pub pod_name: String,
     #[serde(default)]
     pub created_at: String,
+    /// The tenant network (name and VNI) the address belongs to; absent on the default network, whose
+    /// records look exactly as before networks existed. DEL, GC and CHECK read it, so they work without the
+    /// node file and after the network has left it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 impl Record {
@@ -339,6 +346,34 @@ impl IpamStore {
             .filter(|(k, ip, name)| *k == key && self.same_file(name, &ip.to_string()))
             .map(|(_, ip, _)| *ip)
             .collect())
+    }
+
+    /// The record of the attachment's first live reservation, if it has one and it is readable (CHECK learns the
+    /// attachment's network from it).
+    pub fn record_of(&self, cid: &str, ifname: &str) -> Result<Option<Record>, IpamError> {
+        Ok(self.addresses_of(cid, ifname)?.into_iter().find_map(|ip| self.read_record(ip)))
+    }
+
+    /// Whether any entry of the directory names the attachment (an index entry or a temp file), read without
+    /// the lock: a cheap test that lets DEL skip the pools an attachment never touched (one `getdents`, no lock
+    /// file created). An ADD of the same attachment racing with its DEL is not a sequence runtimes produce.
+    pub fn mentions(&self, cid: &str, ifname: &str) -> Result<bool, IpamError> {
+        let key = attachment_key(cid, ifname);
+        let (index, tmp) = (format!("a.{key}."), format!("tmp.{key}."));
+        for e in fs::read_dir(&self.dir).map_err(io_at(&self.dir))? {
+            let e = e.map_err(io_at(&self.dir))?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&index) || name.starts_with(&tmp) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Removes every reservation no valid attachment holds, every stale index entry and every temp file.

@@ -1,7 +1,7 @@
-//! GC (CNI 1.1): release every reservation and delete every host veth of *this network* whose attachment is
-//! not in `cni.dev/valid-attachments`. Strays are recognised by name (see `names`), so even a veth whose ADD
-//! was SIGKILLed before anything else was recorded is found. Deletion is best effort: everything is tried,
-//! the first error is reported.
+//! GC (CNI 1.1): release every reservation (in the default pool and every tenant network's pool) and delete
+//! every host veth of *this network* whose attachment is not in `cni.dev/valid-attachments`. Strays are
+//! recognised by name (see `names`), so even a veth whose ADD was SIGKILLed before anything else was recorded
+//! is found. Deletion is best effort: everything is tried, the first error is reported.
 //!
 //! Damaged reservation records (unreadable content) are reported one line each on stderr, which runtimes
 //! put in their logs (a GC success has no stdout): the ones a valid attachment still holds are kept, the others
@@ -11,17 +11,24 @@ use crate::config::{Attachment, NetConf};
 use crate::error::CniError;
 use crate::ipam::{GcReport, IpamStore};
 use crate::names;
+use crate::tenant::tenant_pool_dirs;
 use std::collections::HashSet;
+use std::path::Path;
 use weft_dataplane::pod::PodNet;
 
 pub fn gc<P: PodNet>(ctx: &Ctx<P>, conf: &NetConf, valid: &[Attachment]) -> Result<(), CniError> {
     let mut first_err: Option<CniError> = None;
-    if let Some(store) = IpamStore::open_existing(&conf.data_dir).map(|s| s.with_sync(conf.fsync)) {
-        let keep: HashSet<(String, String)> =
-            valid.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
-        match store.gc(&keep) {
-            Ok(report) => (ctx.log)(&damage_report(conf, &report)),
-            Err(e) => first_err = Some(e.into()),
+    let keep: HashSet<(String, String)> = valid.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
+    // The default pool and every tenant network's pool: a valid attachment is kept wherever its addresses are.
+    let dirs = std::iter::once(conf.data_dir.clone()).chain(tenant_pool_dirs(&conf.data_dir));
+    for dir in dirs {
+        if let Some(store) = IpamStore::open_existing(&dir).map(|s| s.with_sync(conf.fsync)) {
+            match store.gc(&keep) {
+                Ok(report) => (ctx.log)(&damage_report(store.dir(), &report)),
+                Err(e) => {
+                    first_err.get_or_insert(e.into());
+                }
+            }
         }
     }
     let keep: HashSet<String> =
@@ -39,7 +46,7 @@ pub fn gc<P: PodNet>(ctx: &Ctx<P>, conf: &NetConf, valid: &[Attachment]) -> Resu
 }
 
 /// One log line per damaged record (empty when there is none).
-fn damage_report(conf: &NetConf, report: &GcReport) -> Vec<String> {
+fn damage_report(dir: &Path, report: &GcReport) -> Vec<String> {
     report
         .damaged
         .iter()
@@ -47,12 +54,12 @@ fn damage_report(conf: &NetConf, report: &GcReport) -> Vec<String> {
             Some((cid, ifname)) => format!(
                 "weft GC: reservation {} in {} has an unreadable record; kept: valid attachment {cid}/{ifname} holds it",
                 d.ip,
-                conf.data_dir.display()
+                dir.display()
             ),
             None => format!(
                 "weft GC: reservation {} in {} has an unreadable record and no valid attachment holds it: released",
                 d.ip,
-                conf.data_dir.display()
+                dir.display()
             ),
         })
         .collect()

@@ -5,6 +5,7 @@ mod add;
 mod check;
 mod del;
 mod gc;
+mod pools;
 mod status;
 
 use crate::command::Command;
@@ -57,3 +58,5 @@ fn netns_error(path: &Path, e: DataplaneError) -> CniError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tenant;

@@ -13,15 +13,15 @@ use weft_dataplane::DataplaneError;
 use weft_types::node_file::{NodeFile, NodeFileError};
 
 #[derive(Default)]
-struct Fake {
+pub(super) struct Fake {
     /// host veth name → (ifindex, spec, up)
-    links: RefCell<BTreeMap<String, (u32, PodSpec, bool)>>,
-    next: Cell<u32>,
-    fail_create: Cell<bool>,
-    tamper: Cell<bool>,
-    calls: RefCell<Vec<String>>,
+    pub(super) links: RefCell<BTreeMap<String, (u32, PodSpec, bool)>>,
+    pub(super) next: Cell<u32>,
+    pub(super) fail_create: Cell<bool>,
+    pub(super) tamper: Cell<bool>,
+    pub(super) calls: RefCell<Vec<String>>,
     /// Default routes the pod already has (from another attachment).
-    defaults: Cell<Defaults>,
+    pub(super) defaults: Cell<Defaults>,
 }
 
 impl PodNet for Fake {
@@ -80,6 +80,7 @@ impl PodNet for Fake {
             peer_index: Some(peer),
             kind_veth: true,
             alias: None,
+            group: 0,
         };
         let host_len = |ip: std::net::IpAddr| if ip.is_ipv4() { 32 } else { 128 };
         Ok(PodObserved {
@@ -104,7 +105,7 @@ impl PodNet for Fake {
                 .iter()
                 .map(|a| NeighObs { ip: a.gateway, mac: Some(s.host_mac), ifindex: 2, permanent: true })
                 .collect(),
-            host_link: Some(link(*idx, &s.host_ifname, s.host_mac, 2)),
+            host_link: Some(LinkObs { group: s.host_group(), ..link(*idx, &s.host_ifname, s.host_mac, 2) }),
             host_routes: s
                 .addrs
                 .iter()
@@ -122,17 +123,17 @@ impl PodNet for Fake {
     }
 }
 
-struct World {
-    fake: Fake,
-    dir: PathBuf,
-    reaped: RefCell<Vec<(u32, String)>>,
-    reap_fails: Cell<bool>,
-    node_file: RefCell<Option<NodeFile>>,
-    logs: RefCell<Vec<String>>,
+pub(super) struct World {
+    pub(super) fake: Fake,
+    pub(super) dir: PathBuf,
+    pub(super) reaped: RefCell<Vec<(u32, String)>>,
+    pub(super) reap_fails: Cell<bool>,
+    pub(super) node_file: RefCell<Option<NodeFile>>,
+    pub(super) logs: RefCell<Vec<String>>,
 }
 
 impl World {
-    fn new(tag: &str) -> Self {
+    pub(super) fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("weft-verbs-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         World {
@@ -145,7 +146,7 @@ impl World {
         }
     }
 
-    fn conf(&self, version: &str, extra: &str) -> String {
+    pub(super) fn conf(&self, version: &str, extra: &str) -> String {
         format!(r#"{{"cniVersion":"{version}","name":"tnet","type":"weft","dataDir":"{}"{extra}}}"#, self.dir.display())
     }
 
@@ -153,8 +154,13 @@ impl World {
         self.conf(version, r#","ipam":{"subnet":"10.50.0.0/24","subnet6":"fd00:50::/64"}"#)
     }
 
-    fn call(&self, verb: &str, cid: &str, netns: &str, stdin: &str) -> Outcome {
-        let env: HashMap<&str, String> = [
+    pub(super) fn call(&self, verb: &str, cid: &str, netns: &str, stdin: &str) -> Outcome {
+        self.call_in(verb, cid, netns, stdin, "")
+    }
+
+    /// `call` for a pod of Kubernetes namespace `k8s_ns` (in CNI_ARGS; none when empty).
+    pub(super) fn call_in(&self, verb: &str, cid: &str, netns: &str, stdin: &str, k8s_ns: &str) -> Outcome {
+        let mut env: HashMap<&str, String> = [
             ("CNI_COMMAND", verb.to_string()),
             ("CNI_CONTAINERID", cid.to_string()),
             ("CNI_IFNAME", "eth0".to_string()),
@@ -162,6 +168,9 @@ impl World {
             ("CNI_PATH", "/usr/lib/cni".to_string()),
         ]
         .into();
+        if !k8s_ns.is_empty() {
+            env.insert("CNI_ARGS", format!("K8S_POD_NAMESPACE={k8s_ns};K8S_POD_NAME=p-{cid}"));
+        }
         let reap = |i: u32, n: &str| {
             if self.reap_fails.get() {
                 return Err(std::io::Error::other("no reaper"));
@@ -180,7 +189,7 @@ impl World {
         run(&|k| env.get(k).cloned(), stdin.as_bytes(), &ctx)
     }
 
-    fn reservations(&self) -> usize {
+    pub(super) fn reservations(&self) -> usize {
         IpamStore::open_existing(&self.dir).map_or(0, |s| s.list().unwrap().len())
     }
 }
@@ -191,7 +200,7 @@ impl Drop for World {
     }
 }
 
-fn json(o: &Outcome) -> serde_json::Value {
+pub(super) fn json(o: &Outcome) -> serde_json::Value {
     serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", o.stdout))
 }
 
@@ -389,6 +398,7 @@ fn spec0() -> PodSpec {
         mtu: 1500,
         addrs: vec![],
         routes: vec![],
+        network: None,
     }
 }
 

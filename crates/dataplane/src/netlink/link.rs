@@ -6,7 +6,7 @@
 //! cannot change on a live VXLAN device differs (VNI, UDP port, local address, underlay link, learning).
 use super::socket::{NlError, NlSocket};
 use super::wire::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
-use crate::{DataplaneError, UnderlayInfo, VtepInfo, VxlanSpec};
+use crate::{DataplaneError, Mac, UnderlayInfo, VtepInfo, VxlanSpec};
 use ipnet::IpNet;
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
@@ -126,7 +126,14 @@ fn mtu_of(link: &LinkMessage) -> Option<u32> {
     })
 }
 
-fn create_vxlan(sock: &mut NlSocket, spec: &VxlanSpec) -> Result<(), NlError> {
+fn mac_of(link: &LinkMessage) -> Option<Mac> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
+        _ => None,
+    })
+}
+
+fn create_vxlan(sock: &mut NlSocket, spec: &VxlanSpec, mac: Option<Mac>) -> Result<(), NlError> {
     let local = match spec.local {
         IpAddr::V4(a) => InfoVxlan::Local(a),
         IpAddr::V6(a) => InfoVxlan::Local6(a),
@@ -143,6 +150,9 @@ fn create_vxlan(sock: &mut NlSocket, spec: &VxlanSpec) -> Result<(), NlError> {
     m.header.change_mask = LinkFlags::Up;
     m.attributes.push(LinkAttribute::IfName(spec.name.clone()));
     m.attributes.push(LinkAttribute::Mtu(spec.mtu));
+    if let Some(mac) = mac {
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
     m.attributes
         .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Vxlan), LinkInfo::Data(InfoData::Vxlan(data))]));
     send(sock, RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
@@ -158,14 +168,24 @@ fn delete_index(sock: &mut NlSocket, index: u32) -> Result<(), NlError> {
 }
 
 pub fn ensure_vxlan(sock: &mut NlSocket, spec: &VxlanSpec) -> Result<VtepInfo, DataplaneError> {
+    ensure_vxlan_with_mac(sock, spec, None)
+}
+
+/// [`ensure_vxlan`] with a fixed MAC (tenant devices carry the default device's): a device with another MAC is
+/// recreated (rare: only after the default device itself was recreated).
+pub fn ensure_vxlan_with_mac(
+    sock: &mut NlSocket,
+    spec: &VxlanSpec,
+    mac: Option<Mac>,
+) -> Result<VtepInfo, DataplaneError> {
     let existing = get_link(sock, Some(&spec.name), 0).map_err(nl("reading link"))?;
     let link = match existing {
-        Some(l) if matches_spec(&l, spec) => l,
+        Some(l) if matches_spec(&l, spec) && mac.is_none_or(|m| mac_of(&l) == Some(m)) => l,
         other => {
             if let Some(old) = other {
                 delete_index(sock, old.header.index).map_err(nl("deleting mismatched vxlan"))?;
             }
-            create_vxlan(sock, spec).map_err(nl("creating vxlan"))?;
+            create_vxlan(sock, spec, mac).map_err(nl("creating vxlan"))?;
             get_link(sock, Some(&spec.name), 0)
                 .map_err(nl("reading link"))?
                 .ok_or_else(|| DataplaneError::NoSuchLink(spec.name.clone()))?
@@ -182,14 +202,7 @@ pub fn ensure_vxlan(sock: &mut NlSocket, spec: &VxlanSpec) -> Result<VtepInfo, D
     }
     let want: Vec<IpNet> = spec.address.iter().chain(spec.address6.iter()).copied().collect();
     ensure_addresses(sock, ifindex, &want)?;
-    let mac = link
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
-            _ => None,
-        })
-        .ok_or_else(|| DataplaneError::Netlink(format!("{} has no MAC address", spec.name)))?;
+    let mac = mac_of(&link).ok_or_else(|| DataplaneError::Netlink(format!("{} has no MAC address", spec.name)))?;
     Ok(VtepInfo { ifindex, mac })
 }
 
@@ -225,6 +238,10 @@ fn ensure_addresses(sock: &mut NlSocket, ifindex: u32, want: &[IpNet]) -> Result
         send(sock, RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_REPLACE).map_err(nl("adding address"))?;
     }
     Ok(())
+}
+
+pub fn link_index(sock: &mut NlSocket, name: &str) -> Result<Option<u32>, DataplaneError> {
+    Ok(get_link(sock, Some(name), 0).map_err(nl("reading link"))?.map(|l| l.header.index))
 }
 
 pub fn delete_link(sock: &mut NlSocket, name: &str) -> Result<(), DataplaneError> {

@@ -26,6 +26,7 @@ mod tests;
 pub mod wire;
 
 use crate::netns::{run_in, NetnsHandle};
+use crate::networks::{NetworksScope, NetworksState};
 use crate::{ApplyReport, Dataplane, DataplaneError, Op, OverlayState, Scope, UnderlayInfo, VtepInfo, VxlanSpec};
 use async_trait::async_trait;
 use socket::{Batch, NlError, NlSocket};
@@ -101,11 +102,18 @@ fn encode_op(batch: &mut Batch, op: &Op) {
         Op::DelNexthop(n) => batch.push(|b, s| wire::del_nexthop(b, s, n.id)),
         Op::AddRoute(r) => batch.push(|b, s| wire::add_route(b, s, r)),
         Op::DelRoute(r) => batch.push(|b, s| wire::del_route(b, s, &r.dst)),
+        Op::AddRule(r) => batch.push(|b, s| wire::add_rule(b, s, r)),
+        Op::DelRule(r) => batch.push(|b, s| wire::del_rule(b, s, r)),
+        Op::AddTableRoute(r) => batch.push(|b, s| wire::add_table_route(b, s, r)),
+        Op::DelTableRoute(r) => batch.push(|b, s| wire::del_table_route(b, s, r)),
     }
 }
 
 fn is_delete(op: &Op) -> bool {
-    matches!(op, Op::DelNeigh(_) | Op::DelFdb(_) | Op::DelNexthop(_) | Op::DelRoute(_))
+    matches!(
+        op,
+        Op::DelNeigh(_) | Op::DelFdb(_) | Op::DelNexthop(_) | Op::DelRoute(_) | Op::DelRule(_) | Op::DelTableRoute(_)
+    )
 }
 
 /// Applies ops in order through the batcher; blocking.
@@ -117,6 +125,8 @@ pub(crate) fn apply_blocking(sock: &mut NlSocket, ops: &[Op]) -> ApplyReport {
         match result {
             Ok(()) => report.applied += 1,
             Err(e) if is_delete(op) && matches!(e.errno(), Some(libc::ENOENT | libc::ESRCH)) => report.applied += 1,
+            // Rules are added exclusively (the kernel would duplicate them otherwise): an equal rule is the goal.
+            Err(e) if matches!(op, Op::AddRule(_)) && e.errno() == Some(libc::EEXIST) => report.applied += 1,
             Err(e) => report.failed.push((op.clone(), e.to_string())),
         }
     }
@@ -145,8 +155,51 @@ pub(crate) fn read_blocking(sock: &mut NlSocket, scope: &Scope) -> Result<Overla
     Ok(state)
 }
 
+/// Reads weft's tenant-network entries; blocking.
+pub(crate) fn read_networks_blocking(sock: &mut NlSocket, scope: &NetworksScope) -> Result<NetworksState, NlError> {
+    let mut state = NetworksState::default();
+    for v6 in [false, true] {
+        for r in sock.dump(|b, s| wire::dump_rules(b, s, v6), |f| parse::parse_rule(f.payload))? {
+            state.add_rule(r);
+        }
+        for r in
+            sock.dump(|b, s| wire::dump_all_routes(b, s, v6), |f| parse::parse_table_route(f.payload, &scope.devices))?
+        {
+            state.add_route(r);
+        }
+    }
+    for &ifindex in &scope.devices {
+        for n in sock.dump(|b, s| wire::dump_neighbours(b, s, ifindex), |f| parse::parse_neigh(f.payload, ifindex))? {
+            state.add_neigh(n);
+        }
+        for f in sock.dump(|b, s| wire::dump_fdb(b, s, ifindex), |f| parse::parse_fdb(f.payload, ifindex))? {
+            state.add_fdb(f);
+        }
+    }
+    Ok(state)
+}
+
 #[async_trait]
 impl Dataplane for NetlinkDataplane {
+    async fn ensure_tenant_vxlan(&self, spec: &VxlanSpec, mac: crate::Mac) -> Result<VtepInfo, DataplaneError> {
+        let spec = spec.clone();
+        self.blocking(move |i| link::ensure_vxlan_with_mac(&mut i.lock(), &spec, Some(mac))).await
+    }
+
+    async fn link_index(&self, name: &str) -> Result<Option<u32>, DataplaneError> {
+        let name = name.to_string();
+        self.blocking(move |i| link::link_index(&mut i.lock(), &name)).await
+    }
+
+    async fn read_networks(&self, scope: &NetworksScope) -> Result<NetworksState, DataplaneError> {
+        let scope = scope.clone();
+        self.blocking(move |i| {
+            read_networks_blocking(&mut i.lock(), &scope)
+                .map_err(|e| DataplaneError::Netlink(format!("reading tenant networks: {e}")))
+        })
+        .await
+    }
+
     async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<VtepInfo, DataplaneError> {
         let spec = spec.clone();
         self.blocking(move |i| link::ensure_vxlan(&mut i.lock(), &spec)).await

@@ -184,3 +184,75 @@ pub fn parse_route(payload: &[u8]) -> Option<Route> {
     };
     Some(Route { dst, target })
 }
+
+/// A weft rule (FRA_PROTOCOL = weft) that looks up a table, or None.
+pub fn parse_rule(payload: &[u8]) -> Option<crate::networks::Rule> {
+    let h = payload.get(..12)?;
+    let (fam, dst_len, table8, action) = (h[0], h[1], h[4], h[7]);
+    if (fam != AF_INET && fam != AF_INET6) || action != FR_ACT_TO_TBL {
+        return None;
+    }
+    let (mut proto, mut prio, mut table, mut mark, mut mask, mut iif, mut dst) = (0, 0, None, None, None, None, None);
+    for (ty, v) in attrs(payload, 12) {
+        match ty {
+            FRA_PROTOCOL => proto = *v.first()?,
+            FRA_PRIORITY => prio = u32_of(v)?,
+            FRA_TABLE => table = u32_of(v),
+            FRA_FWMARK => mark = u32_of(v),
+            FRA_FWMASK => mask = u32_of(v),
+            FRA_IIFNAME => iif = Some(String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or(v)).into_owned()),
+            FRA_DST => dst = ip_of(v).and_then(|ip| IpNet::new(ip, dst_len).ok()),
+            _ => {}
+        }
+    }
+    if proto != RTPROT_WEFT {
+        return None;
+    }
+    Some(crate::networks::Rule {
+        v6: fam == AF_INET6,
+        priority: prio,
+        fwmark: mark.map(|m| (m, mask.unwrap_or(u32::MAX))),
+        iif,
+        dst,
+        table: table.unwrap_or(u32::from(table8)),
+    })
+}
+
+/// A weft route of a tenant table that is ours: unreachable, or via a gateway on one of `devices`.
+pub fn parse_table_route(payload: &[u8], devices: &[u32]) -> Option<crate::networks::TableRoute> {
+    use crate::networks::{is_tenant_table, TableRoute, TableRouteKind};
+    let h = payload.get(..12)?;
+    let (fam, dst_len, table8, proto, kind) = (h[0], h[1], h[4], h[5], h[7]);
+    if proto != RTPROT_WEFT || (kind != RTN_UNICAST && kind != RTN_UNREACHABLE) {
+        return None;
+    }
+    let (mut dst, mut gw, mut oif, mut table) = (None, None, None, None);
+    for (ty, v) in attrs(payload, 12) {
+        match ty {
+            RTA_DST => dst = ip_of(v),
+            RTA_GATEWAY => gw = ip_of(v),
+            RTA_OIF => oif = u32_of(v),
+            RTA_TABLE => table = u32_of(v),
+            _ => {}
+        }
+    }
+    let table = table.unwrap_or(u32::from(table8));
+    if !is_tenant_table(table) {
+        return None;
+    }
+    let dst = match dst {
+        Some(ip) => IpNet::new(ip, dst_len).ok()?,
+        None if fam == AF_INET => IpNet::new(IpAddr::from([0u8; 4]), 0).ok()?,
+        None => IpNet::new(IpAddr::from([0u8; 16]), 0).ok()?,
+    };
+    let kind = if kind == RTN_UNREACHABLE {
+        TableRouteKind::Unreachable
+    } else {
+        let (gateway, ifindex) = (gw?, oif?);
+        if !devices.contains(&ifindex) {
+            return None; // a pod route (the CNI's) or someone else's
+        }
+        TableRouteKind::Via { gateway, ifindex }
+    };
+    Some(TableRoute { table, dst, kind })
+}

@@ -246,3 +246,99 @@ pub fn dump_routes(buf: &mut Vec<u8>, seq: u32, v6: bool) {
     w.fixed(&rtmsg(fam, 0, RTPROT_WEFT, 0, 0, 0)).attr_u32(RTA_TABLE, u32::from(RT_TABLE_MAIN));
     w.finish();
 }
+
+// Tenant networks: rules and routes in a given table (see `crate::networks`).
+
+pub const RTM_NEWRULE: u16 = 32;
+pub const RTM_DELRULE: u16 = 33;
+pub const RTM_GETRULE: u16 = 34;
+pub const NLM_F_EXCL: u16 = 0x200;
+pub const FRA_DST: u16 = 1;
+pub const FRA_IIFNAME: u16 = 3;
+pub const FRA_PRIORITY: u16 = 6;
+pub const FRA_FWMARK: u16 = 10;
+pub const FRA_TABLE: u16 = 15;
+pub const FRA_FWMASK: u16 = 16;
+pub const FRA_PROTOCOL: u16 = 21;
+pub const FR_ACT_TO_TBL: u8 = 1;
+pub const RT_TABLE_UNSPEC: u8 = 0;
+pub const RTN_UNREACHABLE: u8 = 7;
+
+/// `struct fib_rule_hdr`: family, dst_len, src_len, tos, table, res1, res2, action, flags.
+fn fib_rule_hdr(v6: bool, dst_len: u8, action: u8) -> [u8; 12] {
+    [if v6 { AF_INET6 } else { AF_INET }, dst_len, 0, 0, RT_TABLE_UNSPEC, 0, 0, action, 0, 0, 0, 0]
+}
+
+fn rule_msg(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, r: &crate::networks::Rule) {
+    let mut w = MsgWriter::begin(buf, ty, flags, seq);
+    w.fixed(&fib_rule_hdr(r.v6, r.dst.map_or(0, |d| d.prefix_len()), FR_ACT_TO_TBL))
+        .attr_u32(FRA_PRIORITY, r.priority)
+        .attr_u32(FRA_TABLE, r.table)
+        .attr(FRA_PROTOCOL, &[RTPROT_WEFT]);
+    if let Some((mark, mask)) = r.fwmark {
+        w.attr_u32(FRA_FWMARK, mark).attr_u32(FRA_FWMASK, mask);
+    }
+    if let Some(iif) = &r.iif {
+        let mut name = iif.as_bytes().to_vec();
+        name.push(0);
+        w.attr(FRA_IIFNAME, &name);
+    }
+    if let Some(dst) = r.dst {
+        w.attr_ip(FRA_DST, dst.network());
+    }
+    w.finish();
+}
+
+/// `ip rule add ... proto weft`, exclusively: without NLM_F_EXCL the kernel would add a duplicate.
+pub fn add_rule(buf: &mut Vec<u8>, seq: u32, r: &crate::networks::Rule) {
+    rule_msg(buf, RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, seq, r)
+}
+
+/// `ip rule del ...` with every attribute, so only this rule goes.
+pub fn del_rule(buf: &mut Vec<u8>, seq: u32, r: &crate::networks::Rule) {
+    rule_msg(buf, RTM_DELRULE, 0, seq, r)
+}
+
+pub fn dump_rules(buf: &mut Vec<u8>, seq: u32, v6: bool) {
+    let mut w = MsgWriter::begin(buf, RTM_GETRULE, NLM_F_DUMP, seq);
+    w.fixed(&fib_rule_hdr(v6, 0, 0));
+    w.finish();
+}
+
+/// `ip route replace DST via GW dev X onlink table T proto weft` or `ip route replace unreachable DST table T`.
+pub fn add_table_route(buf: &mut Vec<u8>, seq: u32, r: &crate::networks::TableRoute) {
+    use crate::networks::TableRouteKind;
+    let fam = family(r.dst.addr());
+    let (kind, flags) = match r.kind {
+        TableRouteKind::Via { .. } => (RTN_UNICAST, RTNH_F_ONLINK),
+        TableRouteKind::Unreachable => (RTN_UNREACHABLE, 0),
+    };
+    let mut hdr = rtmsg(fam, r.dst.prefix_len(), RTPROT_WEFT, RT_SCOPE_UNIVERSE, kind, flags);
+    hdr[4] = RT_TABLE_UNSPEC;
+    let mut w = MsgWriter::begin(buf, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, seq);
+    w.fixed(&hdr).attr_u32(RTA_TABLE, r.table).attr_ip(RTA_DST, r.dst.network());
+    if let TableRouteKind::Via { gateway, ifindex } = r.kind {
+        w.attr_ip(RTA_GATEWAY, gateway).attr_u32(RTA_OIF, ifindex);
+    }
+    w.finish();
+}
+
+/// Deletes weft's route to `dst` in table `table` (protocol weft, so the CNI's pod routes, which are host routes
+/// to other prefixes anyway, are never hit by accident).
+pub fn del_table_route(buf: &mut Vec<u8>, seq: u32, r: &crate::networks::TableRoute) {
+    let mut hdr = rtmsg(family(r.dst.addr()), r.dst.prefix_len(), RTPROT_WEFT, RT_SCOPE_NOWHERE, 0, 0);
+    hdr[4] = RT_TABLE_UNSPEC;
+    let mut w = MsgWriter::begin(buf, RTM_DELROUTE, 0, seq);
+    w.fixed(&hdr).attr_u32(RTA_TABLE, r.table).attr_ip(RTA_DST, r.dst.network());
+    w.finish();
+}
+
+/// Every weft route of a family in every table (the parser keeps the tenant tables).
+pub fn dump_all_routes(buf: &mut Vec<u8>, seq: u32, v6: bool) {
+    let fam = if v6 { AF_INET6 } else { AF_INET };
+    let mut hdr = rtmsg(fam, 0, RTPROT_WEFT, 0, 0, 0);
+    hdr[4] = RT_TABLE_UNSPEC; // every table (strict checking would filter on main otherwise)
+    let mut w = MsgWriter::begin(buf, RTM_GETROUTE, NLM_F_DUMP, seq);
+    w.fixed(&hdr);
+    w.finish();
+}

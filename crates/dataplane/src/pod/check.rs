@@ -78,10 +78,20 @@ pub fn compare(spec: &PodSpec, obs: &PodObserved) -> Vec<String> {
     if host.mtu != spec.mtu {
         p.push(format!("host veth {hname} has MTU {}, expected {}", host.mtu, spec.mtu));
     }
+    // The group is what the agent's rules and firewall recognise a network's pods by: a default pod's veth in a
+    // tenant group, or a tenant pod's outside it, is on the wrong network.
+    if host.group != spec.host_group() {
+        p.push(format!("host veth {hname} is in link group {:#x}, expected {:#x}", host.group, spec.host_group()));
+    }
     for a in &spec.addrs {
         let len = host_len(a.ip);
         if !obs.host_routes.iter().any(|r| r.dst == a.ip && r.prefix_len == len && r.oif == Some(host.index)) {
-            p.push(format!("route {}/{len} dev {hname} is missing on the node", a.ip));
+            match spec.network {
+                None => p.push(format!("route {}/{len} dev {hname} is missing on the node", a.ip)),
+                Some(n) => {
+                    p.push(format!("route {}/{len} dev {hname} is missing from table {:#x} on the node", a.ip, n.table))
+                }
+            }
         }
         if !obs.host_neighbours.iter().any(|n| n.ip == a.ip && n.permanent && n.mac == Some(spec.pod_mac)) {
             p.push(format!("permanent neighbour {} lladdr {} is missing on {hname}", a.ip, format_mac(&spec.pod_mac)));
@@ -109,6 +119,7 @@ mod tests {
             mtu: 1400,
             addrs: vec![PodAddr { ip: "10.1.0.5".parse().unwrap(), gateway: "10.1.0.1".parse().unwrap() }],
             routes: vec![PodRoute { dst: "0.0.0.0/0".parse().unwrap(), gateway: "10.1.0.1".parse().unwrap() }],
+            network: None,
         }
     }
 
@@ -125,6 +136,7 @@ mod tests {
                 peer_index: Some(7),
                 kind_veth: true,
                 alias: None,
+                group: 0,
             }),
             pod_addrs: vec![(ip, 32)],
             pod_routes: vec![RouteObs {
@@ -143,6 +155,7 @@ mod tests {
                 peer_index: Some(2),
                 kind_veth: true,
                 alias: None,
+                group: 0,
             }),
             host_routes: vec![RouteObs { dst: ip, prefix_len: 32, gateway: None, oif: Some(7) }],
             host_neighbours: vec![NeighObs { ip, mac: Some([2, 0, 0, 0, 0, 2]), ifindex: 7, permanent: true }],
@@ -191,6 +204,19 @@ mod tests {
         let mut o = intact();
         o.host_link = None;
         assert!(compare(&spec(), &o).iter().any(|s| s.contains("host veth wfabc is missing")));
+
+        // A tenant attachment: its veth must be in the network's group, its host route in the network's table
+        // (the observation holds the routes of that table); a default attachment's veth in any group is wrong.
+        let mut ten = spec();
+        ten.network = Some(super::super::PodNetwork { table: 0x5700_0064, group: 0x5700_0064 });
+        let p = compare(&ten, &intact());
+        assert_eq!(p, vec!["host veth wfabc is in link group 0x0, expected 0x57000064"], "{p:?}");
+        let mut o = intact();
+        o.host_link.as_mut().unwrap().group = 0x5700_0064;
+        assert!(compare(&ten, &o).is_empty());
+        assert_eq!(compare(&spec(), &o), vec!["host veth wfabc is in link group 0x57000064, expected 0x0"]);
+        o.host_routes.clear();
+        assert_eq!(compare(&ten, &o), vec!["route 10.1.0.5/32 dev wfabc is missing from table 0x57000064 on the node"]);
 
         let mut o = intact();
         o.pod_neighbours[0].permanent = false;

@@ -9,7 +9,7 @@
 use super::msg::{address, alias, host_route, link_index, neighbour, no_ipv6_autoconf, pod_route, up, veth_message};
 use super::nl::{NlSocket, CREATE_EXCL, CREATE_REPLACE};
 use super::observe::{defaults_besides, link_by_name, link_obs, links_in_group, not_ready, side};
-use super::{Defaults, LinkObs, PodNet, PodObserved, PodSpec};
+use super::{Defaults, LinkObs, PodNet, PodObserved, PodSpec, MAIN_TABLE};
 use crate::netns::NetnsHandle;
 use crate::DataplaneError;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -24,8 +24,9 @@ const HOST_PREFIX: &str = "wf";
 const ALIAS_PREFIX: &str = "weft:";
 
 /// The link group (`IFLA_GROUP`) DEL moves a host veth into when it detaches it, so the reaper can delete all
-/// detached veths in one request. An arbitrary value ("weft" in ASCII) that nothing else on a node uses.
-const REAP_GROUP: u32 = 0x7765_6674;
+/// detached veths in one request. An arbitrary value ("weft" in ASCII) that nothing else on a node uses. A
+/// tenant pod's veth leaves its network's group here too: once detached, nothing tells it from any other.
+pub const REAP_GROUP: u32 = 0x7765_6674;
 
 /// How long ADD waits for the kernel's workers to make a configured attachment deliver packets (normally
 /// microseconds; seconds only on a node whose workqueues or RTNL are starved).
@@ -106,7 +107,15 @@ impl PodNet for NetlinkPodNet {
                         // Anti-spoofing for IPv4: strict reverse-path filtering on the host side. The only route
                         // back to a pod's address is its /32 via this veth, so a packet from the pod with any
                         // other source (another pod's address) is dropped before it is routed or policed.
-                        return ensure_sysctl(&format!("/proc/sys/net/ipv4/conf/{}/rp_filter", spec.host_ifname));
+                        let conf = format!("/proc/sys/net/ipv4/conf/{}", spec.host_ifname);
+                        if spec.network.is_some() {
+                            // A tenant pod's /32 is in its network's table, which only the packet's mark (set by
+                            // the agent from the veth's group) selects: the reverse-path lookup must use the mark
+                            // too, or every packet of the pod fails it. Set before rp_filter, so no packet meets
+                            // strict filtering without it.
+                            ensure_sysctl(&format!("{conf}/src_valid_mark"))?;
+                        }
+                        return ensure_sysctl(&format!("{conf}/rp_filter"));
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => make_room(host, &mut pod, spec)?,
                     Err(e) => return Err(DataplaneError::Netlink(format!("create veth {}: {e}", spec.host_ifname))),
@@ -143,12 +152,12 @@ impl PodNet for NetlinkPodNet {
         let mut pod = ns.sock.borrow_mut();
         let mut obs = PodObserved { pod_link: link_by_name(&mut pod, &spec.pod_ifname)?, ..Default::default() };
         if let Some(idx) = obs.pod_link.as_ref().map(|l| l.index) {
-            (obs.pod_addrs, obs.pod_routes, obs.pod_neighbours) = side(&mut pod, idx)?;
+            (obs.pod_addrs, obs.pod_routes, obs.pod_neighbours) = side(&mut pod, idx, MAIN_TABLE)?;
         }
         self.with_host(|host| {
             obs.host_link = link_by_name(host, &spec.host_ifname)?;
             if let Some(idx) = obs.host_link.as_ref().map(|l| l.index) {
-                (_, obs.host_routes, obs.host_neighbours) = side(host, idx)?;
+                (_, obs.host_routes, obs.host_neighbours) = side(host, idx, spec.host_table())?;
             }
             Ok(())
         })?;
@@ -258,7 +267,7 @@ fn configure(host: &mut NlSocket, pod: &mut NlSocket, spec: &PodSpec) -> Result<
     let mut host_reqs = vec![(Rt::GetLink(link_index(host_idx)), 0)];
     for a in &spec.addrs {
         host_reqs.push((Rt::NewNeighbour(neighbour(a.ip, spec.pod_mac, host_idx)), CREATE_REPLACE));
-        host_reqs.push((Rt::NewRoute(host_route(a.ip, host_idx)), CREATE_EXCL));
+        host_reqs.push((Rt::NewRoute(host_route(a.ip, host_idx, spec.host_table())), CREATE_EXCL));
     }
     expect_all(host.batch(host_reqs)?, "configure the host side")?;
     wait_ready(host, host_idx, pod, pod_idx, spec)

@@ -35,6 +35,11 @@ pub(super) fn veth_message(spec: &PodSpec, pod_netns_fd: RawFd) -> LinkMessage {
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]),
     ];
+    // A tenant pod's veth is born in its network's group (rtnl_create_link applies IFLA_GROUP before the link
+    // is registered): no moment exists in which its packets would pass for the default network's.
+    if let Some(n) = spec.network {
+        m.attributes.push(LinkAttribute::Group(n.group));
+    }
     m
 }
 
@@ -124,6 +129,9 @@ pub(super) fn neighbour(ip: IpAddr, mac: Mac, index: u32) -> NeighbourMessage {
     m
 }
 
+/// `RT_TABLE_COMPAT`: the header's table field when the real id (above 255) is in `RTA_TABLE`.
+const RT_TABLE_COMPAT: u8 = 252;
+
 fn route_base(ip: IpAddr) -> RouteMessage {
     let mut m = RouteMessage::default();
     m.header.address_family = family(ip);
@@ -149,9 +157,15 @@ pub(super) fn pod_route(route: &PodRoute, pod_idx: u32) -> RouteMessage {
     m
 }
 
-/// `POD_IP/32 dev HOSTVETH scope link` on the node.
-pub(super) fn host_route(ip: IpAddr, host_idx: u32) -> RouteMessage {
+/// `POD_IP/32 dev HOSTVETH scope link [table T]` on the node.
+pub(super) fn host_route(ip: IpAddr, host_idx: u32, table: u32) -> RouteMessage {
     let mut m = route_base(ip);
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        // Tenant tables are above 255: the header's 8-bit field says "see RTA_TABLE" (RT_TABLE_COMPAT, as
+        // iproute2 does) and the attribute carries the id.
+        m.header.table = RT_TABLE_COMPAT;
+        m.attributes.push(RouteAttribute::Table(table));
+    }
     m.header.destination_prefix_length = host_len(ip);
     m.header.scope = if ip.is_ipv4() { RouteScope::Link } else { RouteScope::Universe };
     m.attributes.push(RouteAttribute::Destination(RouteAddress::from(ip)));
@@ -174,6 +188,7 @@ mod tests {
             mtu: 1450,
             addrs: vec![PodAddr { ip: "10.1.0.5".parse().unwrap(), gateway: "10.1.0.1".parse().unwrap() }],
             routes: vec![],
+            network: None,
         }
     }
 
@@ -197,6 +212,16 @@ mod tests {
         assert!(peer.attributes.contains(&LinkAttribute::NetNsFd(7)));
         assert!(peer.attributes.contains(&LinkAttribute::IfName("eth0".into())));
         assert!(peer.attributes.contains(&LinkAttribute::Address(vec![2, 0, 0, 0, 0, 2])));
+        assert!(!m.attributes.iter().any(|a| matches!(a, LinkAttribute::Group(_))), "default network: no group");
+        assert!(!peer.attributes.iter().any(|a| matches!(a, LinkAttribute::Group(_))));
+    }
+
+    #[test]
+    fn tenant_veth_is_created_in_its_group() {
+        let mut s = spec();
+        s.network = Some(crate::pod::PodNetwork { table: 0x5700_0007, group: 0x5700_0007 });
+        let m = veth_message(&s, 7);
+        assert!(m.attributes.contains(&LinkAttribute::Group(0x5700_0007)));
     }
 
     #[test]
@@ -212,10 +237,16 @@ mod tests {
         assert!(s
             .attributes
             .contains(&RouteAttribute::Destination(RouteAddress::from("10.1.0.0".parse::<IpAddr>().unwrap()))));
-        let h = host_route("fd00::5".parse().unwrap(), 9);
+        let h = host_route("fd00::5".parse().unwrap(), 9, 254);
         assert_eq!((h.header.destination_prefix_length, h.header.scope), (128, RouteScope::Universe));
-        let h4 = host_route("10.1.0.5".parse().unwrap(), 9);
+        assert_eq!(h.header.table, RouteHeader::RT_TABLE_MAIN);
+        assert!(!h.attributes.iter().any(|a| matches!(a, RouteAttribute::Table(_))), "main: as before networks");
+        let h4 = host_route("10.1.0.5".parse().unwrap(), 9, 254);
         assert_eq!((h4.header.destination_prefix_length, h4.header.scope), (32, RouteScope::Link));
+        let t = host_route("10.1.0.5".parse().unwrap(), 9, 0x5700_0064);
+        assert_eq!(t.header.table, 252);
+        assert!(t.attributes.contains(&RouteAttribute::Table(0x5700_0064)));
+        assert_eq!(t.header.scope, RouteScope::Link);
         let a6 = address("fd00::5".parse().unwrap(), 3);
         assert_eq!(a6.header.prefix_len, 128);
         assert!(a6.attributes.contains(&AddressAttribute::Flags(AddressFlags::Nodad)));

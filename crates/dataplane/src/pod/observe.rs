@@ -2,12 +2,12 @@
 //! "is this ours?" questions of create, and for the readiness that ADD waits for ([`not_ready`]).
 use super::msg::{link_index, route_get};
 use super::nl::NlSocket;
-use super::{Defaults, LinkObs, NeighObs, RouteObs};
+use super::{Defaults, LinkObs, NeighObs, RouteObs, MAIN_TABLE};
 use crate::DataplaneError;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage as Rt};
 use std::net::IpAddr;
 
@@ -27,6 +27,7 @@ pub(super) fn link_obs(m: Rt) -> Option<LinkObs> {
             LinkAttribute::Mtu(m) => l.mtu = m,
             LinkAttribute::Link(p) => l.peer_index = Some(p),
             LinkAttribute::IfAlias(a) => l.alias = Some(a),
+            LinkAttribute::Group(g) => l.group = g,
             LinkAttribute::LinkInfo(infos) => l.kind_veth = infos.contains(&LinkInfo::Kind(InfoKind::Veth)),
             _ => {}
         }
@@ -46,8 +47,8 @@ pub(super) fn links_in_group(sock: &mut NlSocket, group: u32) -> Result<Vec<Link
 
 pub(super) type Side = (Vec<(IpAddr, u8)>, Vec<RouteObs>, Vec<NeighObs>);
 
-/// Addresses, main-table routes and neighbours that belong to link `idx`.
-pub(super) fn side(sock: &mut NlSocket, idx: u32) -> Result<Side, DataplaneError> {
+/// Addresses, routes of `table` and neighbours that belong to link `idx`.
+pub(super) fn side(sock: &mut NlSocket, idx: u32, table: u32) -> Result<Side, DataplaneError> {
     let mut addrs = Vec::new();
     for m in sock.dump(Rt::GetAddress(AddressMessage::default()))? {
         let Rt::NewAddress(a) = m else { continue };
@@ -63,7 +64,7 @@ pub(super) fn side(sock: &mut NlSocket, idx: u32) -> Result<Side, DataplaneError
     let mut routes = Vec::new();
     for m in sock.dump(Rt::GetRoute(RouteMessage::default()))? {
         let Rt::NewRoute(r) = m else { continue };
-        if let Some(obs) = route_obs(r).filter(|o| o.oif == Some(idx)) {
+        if let Some(obs) = route_obs(r, table).filter(|o| o.oif == Some(idx)) {
             routes.push(obs);
         }
     }
@@ -101,7 +102,7 @@ pub(super) fn defaults_besides(sock: &mut NlSocket, own: Option<u32>) -> Result<
     let mut d = Defaults::default();
     for m in sock.dump(Rt::GetRoute(RouteMessage::default()))? {
         let Rt::NewRoute(r) = m else { continue };
-        let Some(obs) = route_obs(r) else { continue };
+        let Some(obs) = route_obs(r, MAIN_TABLE) else { continue };
         if obs.prefix_len == 0 && (obs.oif.is_none() || obs.oif != own) {
             if obs.dst.is_ipv4() {
                 d.v4 = true;
@@ -113,8 +114,17 @@ pub(super) fn defaults_besides(sock: &mut NlSocket, own: Option<u32>) -> Result<
     Ok(d)
 }
 
-fn route_obs(r: RouteMessage) -> Option<RouteObs> {
-    if r.header.table != RouteHeader::RT_TABLE_MAIN {
+/// The route if it is in `table` (the 8-bit header field, or `RTA_TABLE` for ids above 255).
+fn route_obs(r: RouteMessage, table: u32) -> Option<RouteObs> {
+    let in_table = r
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(r.header.table));
+    if in_table != table {
         return None;
     }
     let unspecified: IpAddr = match r.header.address_family {

@@ -1,0 +1,384 @@
+//! The networks manager: tenant networks' kernel state (devices `wn<vni>`, rules, tables, neighbours, FDB), the
+//! node file's `networks`, and each network's status on this node, on the supervisor's loop.
+//!
+//! Level-triggered like the overlay: every pass computes the whole desired state (`crate::networks::desired`,
+//! pure), reads what the kernel has, applies only the difference; a periodic pass repairs drift. Its own inputs
+//! (networks and namespaces from the store) wake the shared loop through the supervisor's `kick`.
+//!
+//! Lifecycle:
+//! - start/restart: nothing is torn down on exit; the first pass recovers the fwmark slots from the kernel's
+//!   rules, so a running network keeps its slot, and diffs to nothing;
+//! - a network deleted from the store leaves the node file at once (no new pods), but its kernel state stays
+//!   while any local pod holds an address in its pool (the CNI's `<dataDir>/net-<name>/`), then goes, device
+//!   last. Which networks have kernel state is remembered in `<state dir>/networks.json`, so this also holds
+//!   for a network deleted while the agent was down;
+//! - growing a network (a wider CIDR, same subnetLen) changes only its unreachable route: node subnets keep
+//!   their place, running pods their addresses.
+use super::node_file::SharedNodeFile;
+use super::{Manager, ManagerError, View};
+use crate::backend::vxlan::{vtep_mac, OVERHEAD_IPV4, OVERHEAD_IPV6};
+use crate::backend::LocalNode;
+use crate::follow::Listed;
+use crate::metrics::Metrics;
+use crate::networks::desired::{plan, Local, PlanInput, Served};
+use crate::networks::{held, load_known, parse_namespaces, parse_networks, slots, store_known};
+use crate::status::{NetworkStatus, SharedStatus};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+use weft_dataplane::networks::{diff_networks, NetworksScope};
+use weft_dataplane::{Dataplane, Op, VxlanSpec};
+use weft_store::{Object, ObjectKind, Store};
+use weft_types::tenant::{NetworkNodeStatus, TenantNetwork};
+use weft_types::NetworkConfig;
+
+pub struct NetworksConfig {
+    pub node: String,
+    pub net: NetworkConfig,
+    pub local: LocalNode,
+    /// The backend's name (`vxlan` serves tenant networks; the others say why not).
+    pub backend: String,
+    pub mtu: u32,
+    pub cni_data_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+pub struct NetworksManager {
+    dp: Arc<dyn Dataplane>,
+    store: Arc<dyn Store>,
+    cfg: NetworksConfig,
+    networks: watch::Receiver<Listed<Object>>,
+    namespaces: watch::Receiver<Listed<Object>>,
+    status: SharedStatus,
+    metrics: Arc<Metrics>,
+    node_file: SharedNodeFile,
+    /// VNI → slot; None until recovered from the kernel (first pass).
+    slots: Option<BTreeMap<u32, u8>>,
+    /// Networks with kernel state (persisted).
+    known: Vec<TenantNetwork>,
+    /// Statuses as last written to the store.
+    written: BTreeMap<String, NetworkNodeStatus>,
+    /// Served networks for the isolation firewall (netfw's `weft_policy::isolation`): the wiring point.
+    served: watch::Sender<Arc<Vec<Served>>>,
+    last_desired: Option<u64>,
+}
+
+impl NetworksManager {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dp: Arc<dyn Dataplane>,
+        store: Arc<dyn Store>,
+        cfg: NetworksConfig,
+        networks: watch::Receiver<Listed<Object>>,
+        namespaces: watch::Receiver<Listed<Object>>,
+        status: SharedStatus,
+        metrics: Arc<Metrics>,
+        node_file: SharedNodeFile,
+    ) -> Self {
+        let known = load_known(&cfg.state_dir);
+        let (served, _) = watch::channel(Arc::new(Vec::new()));
+        Self {
+            dp,
+            store,
+            cfg,
+            networks,
+            namespaces,
+            status,
+            metrics,
+            node_file,
+            slots: None,
+            known,
+            written: BTreeMap::new(),
+            served,
+            last_desired: None,
+        }
+    }
+
+    /// The networks this node programs, with their slots, groups, devices and CIDRs, on every change: what the
+    /// isolation firewall is built from.
+    pub fn served(&self) -> watch::Receiver<Arc<Vec<Served>>> {
+        self.served.subscribe()
+    }
+
+    fn device_spec(&self, vni: u32, name: String) -> VxlanSpec {
+        let l = &self.cfg.local;
+        let overhead = if l.node_ip.is_ipv4() { OVERHEAD_IPV4 } else { OVERHEAD_IPV6 };
+        VxlanSpec {
+            name,
+            vni,
+            port: self.cfg.net.backend.port,
+            local: l.node_ip,
+            underlay_ifindex: l.underlay.ifindex,
+            mtu: l.underlay.mtu.saturating_sub(overhead),
+            address: None,
+            address6: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Manager for NetworksManager {
+    fn name(&self) -> &'static str {
+        "networks"
+    }
+
+    async fn update(&mut self, view: &View<'_>) -> Result<(), ManagerError> {
+        // Until peers, networks and namespaces have all been listed, leave the kernel and node file as they are.
+        let Some(peers) = view.peers else { return Ok(()) };
+        let (Some(net_objs), Some(ns_objs)) = (self.networks.borrow().clone(), self.namespaces.borrow().clone()) else {
+            return Ok(());
+        };
+        let (nets, mut warnings) = parse_networks(net_objs.values(), self.cfg.net.backend.vni);
+        let (namespaces, ns_errors) = parse_namespaces(ns_objs.values());
+        warnings.extend(ns_errors);
+
+        // Kernel first: on the first pass the slots come from the rules the kernel holds.
+        let slots_now = match &self.slots {
+            Some(s) => s.clone(),
+            None => {
+                let st = self.dp.read_networks(&NetworksScope::default()).await?;
+                let rec = slots::recover(&st.rules);
+                if !rec.is_empty() {
+                    tracing::info!(slots = ?rec, "fwmark slots recovered from the kernel");
+                }
+                rec
+            }
+        };
+
+        // Deleted networks drain while local pods hold addresses.
+        let mut used: BTreeMap<String, u32> = BTreeMap::new();
+        for n in &nets {
+            used.insert(n.name.clone(), held(&self.cfg.cni_data_dir, &n.name).0);
+        }
+        let mut draining = Vec::new();
+        for k in &self.known {
+            if nets.iter().any(|n| n.name == k.name) {
+                continue;
+            }
+            let (v4, all) = held(&self.cfg.cni_data_dir, &k.name);
+            if all > 0 && !nets.iter().any(|n| n.vni == k.vni) {
+                used.insert(k.name.clone(), v4);
+                draining.push(k.clone());
+            }
+        }
+
+        let wanted: BTreeSet<u32> = nets.iter().chain(draining.iter()).map(|n| n.vni).collect();
+        let (slot_map, no_slot) = slots::assign(&slots_now, &wanted);
+        for vni in no_slot {
+            warnings.push(format!("VNI {vni}: no free fwmark slot (255 networks per node at most)"));
+        }
+        self.slots = Some(slot_map.clone());
+
+        // Devices for every network this node can serve.
+        let my_mac = vtep_mac(&view.me.backend_data);
+        let mut devices: BTreeMap<u32, u32> = BTreeMap::new();
+        let serving = self.cfg.backend == "vxlan";
+        if let (true, Some(mac)) = (serving, my_mac) {
+            for n in nets.iter().chain(draining.iter()) {
+                let has_subnet = self.cfg.net.index_of(view.me.subnet).and_then(|i| n.subnet_for(i)).is_some();
+                if !has_subnet || !slot_map.contains_key(&n.vni) {
+                    continue;
+                }
+                let spec = self.device_spec(n.vni, n.ids().device);
+                match self.dp.ensure_tenant_vxlan(&spec, mac).await {
+                    Ok(v) => {
+                        devices.insert(n.vni, v.ifindex);
+                    }
+                    Err(e) => warnings.push(format!("network {}: device {}: {e}", n.name, spec.name)),
+                }
+            }
+        }
+
+        let local = Local { me: view.me, cfg: &self.cfg.net, backend: &self.cfg.backend, mtu: self.cfg.mtu };
+        let input = PlanInput {
+            nets: &nets,
+            draining: &draining,
+            namespaces: &namespaces,
+            peers: peers.iter(),
+            slots: &slot_map,
+            devices: &devices,
+            used: &used,
+        };
+        let mut p = plan(&local, input);
+        warnings.append(&mut p.warnings);
+
+        // Node file before the kernel's removals: a deleted network stops taking pods at once.
+        if let Err(e) = self.node_file.lock().unwrap_or_else(|e| e.into_inner()).set_networks(p.node_networks.clone()) {
+            tracing::error!(error = %e, "writing the node file's networks failed; retrying next pass");
+        }
+
+        let scope = NetworksScope { devices: devices.values().copied().collect() };
+        let actual = self.dp.read_networks(&scope).await?;
+        let ops = diff_networks(&p.state, &actual);
+        let report = self.dp.apply(&ops).await?;
+        let fp = fingerprint(&p.state);
+        let drift = self.last_desired == Some(fp) && !ops.is_empty();
+        self.last_desired = Some(fp);
+        if drift {
+            self.metrics.drift_repaired.inc_by(ops.len() as u64);
+            tracing::warn!(entries = ops.len(), "tenant networks: drift repaired");
+        }
+        if !ops.is_empty() {
+            tracing::info!(applied = report.applied, failed = report.failed.len(), "tenant networks reconciled");
+        }
+        self.metrics.ops_applied.inc_by(report.applied as u64);
+        self.metrics.ops_failed.inc_by(report.failed.len() as u64);
+        for (op, err) in &report.failed {
+            tracing::warn!(?op, %err, "kernel refused a tenant-network change; next resync retries");
+            if let Some(s) = p.served.iter().find(|s| touches(op, s, &devices)) {
+                if let Some(st) = p.statuses.get_mut(&s.name) {
+                    st.ready = false;
+                    st.reason = Some(format!("kernel refused a change: {err}"));
+                }
+            }
+        }
+
+        // Devices of networks no longer programmed go last (their routes and rules are gone now).
+        let served_vnis: BTreeSet<u32> = p.served.iter().map(|s| s.vni).collect();
+        let stale: BTreeSet<u32> = self
+            .known
+            .iter()
+            .map(|n| n.vni)
+            .chain(slots_now.keys().copied())
+            .filter(|v| !served_vnis.contains(v))
+            .collect();
+        for vni in stale {
+            let name = weft_types::NetworkIds::of(vni).device;
+            if let Err(e) = self.dp.delete_link(&name).await {
+                warnings.push(format!("removing {name}: {e}"));
+            } else {
+                tracing::info!(device = %name, "tenant network gone from this node; device removed");
+            }
+        }
+        let known: Vec<TenantNetwork> =
+            nets.iter().chain(draining.iter()).filter(|n| served_vnis.contains(&n.vni)).cloned().collect();
+        if known != self.known {
+            if let Err(e) = store_known(&self.cfg.state_dir, &known) {
+                tracing::error!(error = %e, "writing networks.json failed");
+            }
+            self.known = known;
+        }
+
+        self.write_statuses(&p.statuses).await;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        self.record(&p.served, &p.statuses, warnings);
+        self.served.send_if_modified(|cur| {
+            let changed = **cur != p.served;
+            if changed {
+                *cur = Arc::new(p.served.clone());
+            }
+            changed
+        });
+        Ok(())
+    }
+
+    /// Uninstall: every rule, route, neighbour and FDB entry weft put there, and the devices.
+    async fn teardown(&mut self) -> Result<(), ManagerError> {
+        let all = self.dp.read_networks(&NetworksScope::default()).await?;
+        let mut vnis: BTreeSet<u32> = self.known.iter().map(|n| n.vni).collect();
+        vnis.extend(all.rules.iter().map(|r| r.table & 0x00ff_ffff));
+        let ops: Vec<Op> = all
+            .rules
+            .iter()
+            .cloned()
+            .map(Op::DelRule)
+            .chain(all.routes.values().copied().map(Op::DelTableRoute))
+            .collect();
+        self.dp.apply(&ops).await?;
+        for vni in vnis {
+            self.dp.delete_link(&weft_types::NetworkIds::of(vni).device).await?;
+        }
+        let _ = std::fs::remove_file(self.cfg.state_dir.join("networks.json"));
+        Ok(())
+    }
+}
+
+/// Whether a failed op belongs to network `s` (its table or its device).
+fn touches(op: &Op, s: &Served, devices: &BTreeMap<u32, u32>) -> bool {
+    let dev = devices.get(&s.vni).copied();
+    match op {
+        Op::AddRule(r) | Op::DelRule(r) => r.table == s.ids.table,
+        Op::AddTableRoute(r) | Op::DelTableRoute(r) => r.table == s.ids.table,
+        Op::AddNeigh(n) | Op::DelNeigh(n) => Some(n.ifindex) == dev,
+        Op::AddFdb(f) | Op::DelFdb(f) => Some(f.ifindex) == dev,
+        _ => false,
+    }
+}
+
+fn fingerprint(st: &weft_dataplane::networks::NetworksState) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    st.hash(&mut h);
+    h.finish()
+}
+
+impl NetworksManager {
+    /// Writes each network's status on this node to the store when it changed; removes ours for networks gone.
+    async fn write_statuses(&mut self, statuses: &BTreeMap<String, NetworkNodeStatus>) {
+        let node = self.cfg.node.clone();
+        for (name, st) in statuses {
+            if self.written.get(name) == Some(st) {
+                continue;
+            }
+            let value = serde_json::to_value(st).expect("status serializes");
+            match self.store.put_object(ObjectKind::NetworkStatus, &format!("{name}/{node}"), &value).await {
+                Ok(_) => {
+                    self.written.insert(name.clone(), st.clone());
+                }
+                Err(e) => tracing::warn!(network = %name, error = %e, "writing network status failed; retrying"),
+            }
+        }
+        let gone: Vec<String> = self.written.keys().filter(|k| !statuses.contains_key(*k)).cloned().collect();
+        for name in gone {
+            match self.store.delete_object(ObjectKind::NetworkStatus, &format!("{name}/{node}")).await {
+                Ok(()) => {
+                    self.written.remove(&name);
+                }
+                Err(e) => tracing::warn!(network = %name, error = %e, "removing network status failed; retrying"),
+            }
+        }
+    }
+
+    fn record(&self, served: &[Served], statuses: &BTreeMap<String, NetworkNodeStatus>, warnings: Vec<String>) {
+        let mut list: Vec<NetworkStatus> = Vec::new();
+        for (name, st) in statuses {
+            let s = served.iter().find(|s| &s.name == name);
+            list.push(NetworkStatus {
+                name: name.clone(),
+                vni: s.map(|s| s.vni),
+                slot: s.map(|s| s.slot),
+                ready: st.ready,
+                subnet: st.subnet.map(|x| x.to_string()),
+                subnet6: st.subnet6.map(|x| x.to_string()),
+                used: st.used,
+                capacity: st.capacity,
+                peers: s.map_or(0, |s| s.peers),
+                draining: false,
+                reason: st.reason.clone(),
+            });
+        }
+        for s in served.iter().filter(|s| s.draining) {
+            list.push(NetworkStatus {
+                name: s.name.clone(),
+                vni: Some(s.vni),
+                slot: Some(s.slot),
+                ready: true,
+                subnet: Some(s.subnet.to_string()),
+                subnet6: s.subnet6.map(|x| x.to_string()),
+                used: s.used,
+                capacity: crate::networks::desired::capacity(s.subnet),
+                peers: s.peers,
+                draining: true,
+                reason: Some("deleted from the store; draining until no local pod holds an address".into()),
+            });
+        }
+        self.metrics.set_networks(&list);
+        let mut st = self.status.write().expect("status lock");
+        st.networks = list;
+        st.network_errors = warnings;
+    }
+}

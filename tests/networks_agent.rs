@@ -1,0 +1,333 @@
+//! End to end: tenant networks on real `weftd` agents (issue 11, the agent's side). Three node namespaces on an
+//! underlay bridge, one embedded store file shared by the agents, two networks with the same CIDR (blue, red)
+//! and a hostile network object. Checked in each node's kernel with `ip`: the devices `wn<vni>` with the default
+//! VTEP MAC, the rules (mark slot, device), the tables (one route per peer, the unreachable CIDR); the node file
+//! the CNI reads (a real `weft` ADD puts a team-b pod on red); statuses in the store; an agent restart that
+//! touches nothing; a deleted network that drains until its last pod is gone.
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use weft_e2e::{bin, require_root, unique, wait_until, Netns, TempDir};
+use weft_store::{ObjectKind, Store};
+
+const BLUE: (&str, u32, u32) = ("blue", 100, 0x5700_0064);
+const RED: (&str, u32, u32) = ("red", 200, 0x5700_00c8);
+const LONG: Duration = Duration::from_secs(60);
+
+struct Node {
+    name: String,
+    ip: String,
+    ns: Netns,
+    dir: PathBuf,
+    agent: Option<Child>,
+}
+
+impl Node {
+    fn status(&self) -> Value {
+        std::fs::read(self.dir.join("status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    fn node_file(&self) -> Value {
+        std::fs::read(self.dir.join("node.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("weftd.log")).unwrap_or_default()
+    }
+
+    fn network(&self, name: &str) -> Value {
+        self.status()["networks"]
+            .as_array()
+            .and_then(|a| a.iter().find(|n| n["name"] == name).cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            // SIGTERM: the agent exits without tearing anything down.
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            if !wait_until(Duration::from_secs(20), || c.try_wait().ok().flatten().is_some()) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    store_url: String,
+    net_cfg: PathBuf,
+    rt: tokio::runtime::Runtime,
+    store: Arc<dyn Store>,
+    _fabric: Netns,
+    _dir: TempDir,
+}
+
+impl Cluster {
+    fn new(n: usize) -> Cluster {
+        let token = unique();
+        let dir = TempDir::new("netagent");
+        let fabric = Netns::new(format!("wna{token}f"));
+        fabric.ip(&["link", "add", "br0", "type", "bridge"]);
+        fabric.ip(&["link", "set", "br0", "up"]);
+        let store_url = format!("embedded://{}", dir.path().join("store.db").display());
+        let net_cfg = dir.path().join("network.json");
+        std::fs::write(&net_cfg, json!({"clusterCidr": "10.244.0.0/16", "backend": {"type": "vxlan"}}).to_string())
+            .unwrap();
+        let mut nodes = Vec::new();
+        for i in 1..=n {
+            let ns = Netns::new(format!("wna{token}n{i}"));
+            let (outer, inner) = (format!("wna{token}{i}"), "eth0");
+            fabric.ip(&["link", "add", &outer, "type", "veth", "peer", "name", inner, "netns", &ns.name]);
+            fabric.ip(&["link", "set", &outer, "master", "br0", "up"]);
+            let ip = format!("192.168.91.{i}");
+            ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", inner]);
+            ns.ip(&["link", "set", inner, "up"]);
+            ns.ip(&["link", "set", "lo", "up"]);
+            let ndir = dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&ndir).unwrap();
+            nodes.push(Node { name: format!("n{i}"), ip, ns, dir: ndir, agent: None });
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let store = rt.block_on(weft_store::open(&store_url)).unwrap();
+        Cluster { nodes, store_url, net_cfg, rt, store, _fabric: fabric, _dir: dir }
+    }
+
+    fn start(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(node.dir.join("weftd.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &node.ns.name])
+            .arg(bin("weftd"))
+            .args(["--node-name", &node.name, "--node-ip", &node.ip, "--store", &self.store_url])
+            .arg("--network-config")
+            .arg(&self.net_cfg)
+            .arg("--node-file")
+            .arg(node.dir.join("node.json"))
+            .arg("--state-dir")
+            .arg(&node.dir)
+            .arg("--cni-data-dir")
+            .arg(node.dir.join("ipam"))
+            .args(["--listen", "127.0.0.1:9473", "--resync-interval", "1s", "--lease-ttl", "20s", "--no-policy"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("weftd");
+        node.agent = Some(child);
+    }
+
+    fn put_network(&self, key: &str, v: Value) {
+        self.rt.block_on(self.store.put_object(ObjectKind::Network, key, &v)).unwrap();
+    }
+
+    fn delete_network(&self, key: &str) {
+        self.rt.block_on(self.store.delete_object(ObjectKind::Network, key)).unwrap();
+    }
+
+    fn statuses(&self) -> Vec<(String, Value)> {
+        self.rt.block_on(self.store.objects(ObjectKind::NetworkStatus)).unwrap().items
+    }
+
+    fn logs(&self) -> String {
+        self.nodes.iter().map(|n| format!("--- {} weftd.log\n{}\n", n.name, tail(&n.log(), 40))).collect()
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let l: Vec<&str> = s.lines().collect();
+    l[l.len().saturating_sub(n)..].join("\n")
+}
+
+fn network(name: &str, vni: u32, ns: &str) -> Value {
+    json!({"name": name, "cidr": "10.50.0.0/16", "vni": vni, "namespaces": {"names": [ns]}})
+}
+
+/// The subnet index a node's default lease got (10.244.<i>.0/24 → i).
+fn index_of(node: &Node) -> u32 {
+    let s = node.status()["subnet"].as_str().unwrap_or_default().to_string();
+    s.split('.').nth(2).and_then(|x| x.parse().ok()).expect("subnet")
+}
+
+fn all_ready(c: &Cluster, nets: &[&str]) -> bool {
+    c.nodes.iter().all(|n| {
+        nets.iter().all(|name| {
+            let s = n.network(name);
+            s["ready"] == true && s["peers"] == (c.nodes.len() - 1)
+        })
+    })
+}
+
+/// A CNI ADD/DEL of a pod of Kubernetes namespace `k8s_ns` on `node`, as a runtime calls the plugin.
+fn cni(node: &Node, verb: &str, cid: &str, pod: Option<&Netns>, k8s_ns: &str) -> Value {
+    let conf = json!({"cniVersion": "1.0.0", "name": "weft", "type": "weft", "dataDir": node.dir.join("ipam"),
+                      "nodeFile": node.dir.join("node.json")});
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &node.ns.name]).arg(bin("weft"));
+    cmd.env("CNI_COMMAND", verb).env("CNI_CONTAINERID", cid).env("CNI_IFNAME", "eth0").env("CNI_PATH", "/nonexistent");
+    cmd.env("CNI_ARGS", format!("K8S_POD_NAMESPACE={k8s_ns};K8S_POD_NAME=p-{cid}"));
+    if let Some(p) = pod {
+        cmd.env("CNI_NETNS", p.path());
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("weft");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "weft {verb}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn vtep_mac(node: &Node) -> String {
+    node.status()["vtepMac"].as_str().unwrap_or_default().to_string()
+}
+
+fn rules(node: &Node) -> String {
+    node.ns.ip(&["rule", "show"]) + &node.ns.ip(&["-6", "rule", "show"])
+}
+
+#[test]
+fn two_same_cidr_networks_on_three_agents() {
+    if !require_root() {
+        return;
+    }
+    let mut c = Cluster::new(3);
+    c.put_network("blue", network("blue", BLUE.1, "team-a"));
+    c.put_network("red", network("red", RED.1, "team-b"));
+    // Hostile: a network claiming the default VNI, one copying blue's VNI, one that does not parse.
+    c.put_network("evil", json!({"name": "evil", "cidr": "10.60.0.0/16", "vni": 1}));
+    c.put_network("copy", json!({"name": "copy", "cidr": "10.61.0.0/16", "vni": BLUE.1}));
+    c.put_network("junk", json!({"name": "junk", "cidr": "not a cidr", "vni": 7}));
+    for i in 0..3 {
+        c.start(i);
+    }
+    assert!(wait_until(LONG, || all_ready(&c, &["blue", "red"])), "networks not ready:\n{}", c.logs());
+
+    for n in &c.nodes {
+        let mac = vtep_mac(n);
+        assert!(!mac.is_empty());
+        for (name, vni, table) in [BLUE, RED] {
+            let dev = format!("wn{vni}");
+            let link = n.ns.ip(&["-d", "link", "show", &dev]);
+            let wants = [format!("vxlan id {vni}"), mac.clone(), "dstport 8472".into(), format!("local {}", n.ip)];
+            for want in wants.iter().map(String::as_str).chain(["nolearning"]) {
+                assert!(link.contains(want), "{}: {want:?} missing in {link}", n.name);
+            }
+            let st = n.network(name);
+            let slot = st["slot"].as_u64().expect("slot");
+            let r = rules(n);
+            assert!(r.contains(&format!("fwmark {:#x}/0xff000000 lookup {table} proto 201", slot << 24)), "{r}");
+            assert!(r.contains(&format!("iif {dev} lookup {table} proto 201")), "{r}");
+            assert!(!r.contains(&format!("iif lo lookup {table}")), "overlapping CIDRs: no node rule\n{r}");
+            let t = n.ns.ip(&["route", "show", "table", &table.to_string()]);
+            assert!(t.contains("unreachable 10.50.0.0/16 proto 201"), "{t}");
+            for peer in c.nodes.iter().filter(|p| p.name != n.name) {
+                let s = format!("10.50.{}.0", index_of(peer));
+                assert!(t.contains(&format!("{s}/24 via {s} dev {dev} proto 201 onlink")), "{}: {t}", n.name);
+                let fdb = n.ns.exec("bridge", &["fdb", "show", "dev", &dev]);
+                assert!(fdb.contains(&format!("{} dst {}", vtep_mac(peer), peer.ip)), "{fdb}");
+            }
+            assert_eq!(st["subnet"], format!("10.50.{}.0/24", index_of(n)));
+            assert_eq!(st["capacity"], 253);
+        }
+        let errs = n.status()["networkErrors"].to_string();
+        for key in ["evil", "copy", "junk"] {
+            assert!(errs.contains(key), "{key} not reported: {errs}");
+        }
+        // The node file the CNI reads: both networks, their namespaces, this node's subnets.
+        let nf = n.node_file();
+        let names: Vec<&str> = nf["networks"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["blue", "red"]);
+        assert_eq!(nf["networks"][1]["namespaces"], json!(["team-b"]));
+    }
+    // Statuses in the store: one per network and node.
+    let keys: Vec<String> = c.statuses().into_iter().map(|(k, _)| k).collect();
+    for n in &c.nodes {
+        for net in ["blue", "red"] {
+            assert!(keys.contains(&format!("{net}/{}", n.name)), "{keys:?}");
+        }
+    }
+
+    // A real CNI ADD of a team-b pod on n1 lands on red (its pool, its table).
+    let n1 = &c.nodes[0];
+    let pod = Netns::new(format!("{}p1", n1.ns.name));
+    let res = cni(n1, "ADD", "pb1", Some(&pod), "team-b");
+    let addr = res["ips"][0]["address"].as_str().unwrap().to_string();
+    assert!(addr.starts_with(&format!("10.50.{}.", index_of(n1))), "{res}");
+    let pod_ip = addr.split('/').next().unwrap().to_string();
+    assert!(n1.ns.ip(&["route", "show", "table", &RED.2.to_string()]).contains(&format!("{pod_ip} dev wf")));
+    assert!(
+        wait_until(LONG, || c.nodes[0].network("red")["used"] == 1),
+        "used not counted: {}",
+        c.nodes[0].network("red")
+    );
+
+    // Restart: the kernel is left alone and the new agent changes nothing (same rules, same device).
+    let before = (rules(&c.nodes[0]), c.nodes[0].ns.ip(&["-o", "link", "show", "wn100"]));
+    c.nodes[0].stop();
+    let log_len = c.nodes[0].log().len();
+    assert_eq!(rules(&c.nodes[0]), before.0, "exit tore rules down");
+    c.start(0);
+    assert!(
+        wait_until(LONG, || c.nodes[0].log()[log_len..].contains("lease acquired") && all_ready(&c, &["blue", "red"])),
+        "restart:\n{}",
+        c.logs()
+    );
+    // Two resyncs later, still nothing applied.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!((rules(&c.nodes[0]), c.nodes[0].ns.ip(&["-o", "link", "show", "wn100"])), before);
+    assert!(
+        !c.nodes[0].log()[log_len..].contains("tenant networks reconciled"),
+        "restart applied changes:\n{}",
+        c.logs()
+    );
+
+    // Delete red: it leaves every node file at once; on n1 (a pod holds an address) it drains; elsewhere it goes.
+    c.delete_network("red");
+    let in_file = |n: &Node| n.node_file()["networks"].as_array().is_some_and(|a| a.iter().any(|x| x["name"] == "red"));
+    assert!(wait_until(LONG, || c.nodes.iter().all(|n| !in_file(n))), "red still offered:\n{}", c.logs());
+    assert!(
+        wait_until(LONG, || !c.nodes[1].ns.ip(&["link", "show"]).contains("wn200")
+            && !rules(&c.nodes[1]).contains(&RED.2.to_string())),
+        "red not removed from n2:\n{}",
+        c.logs()
+    );
+    let n1 = &c.nodes[0];
+    assert!(wait_until(LONG, || n1.network("red")["draining"] == true), "{}", n1.status());
+    assert!(rules(n1).contains(&RED.2.to_string()), "drained too early");
+    assert!(n1.ns.ip(&["link", "show"]).contains("wn200"));
+    assert!(!c.statuses().iter().any(|(k, _)| k.starts_with("red/")), "red's statuses not removed");
+    // The last pod goes: red's state goes too; blue is untouched.
+    cni(n1, "DEL", "pb1", Some(&pod), "team-b");
+    assert!(
+        wait_until(LONG, || !c.nodes[0].ns.ip(&["link", "show"]).contains("wn200")
+            && !rules(&c.nodes[0]).contains(&RED.2.to_string())),
+        "red not drained on n1:\n{}",
+        c.logs()
+    );
+    assert!(c.nodes[0].network("red").is_null());
+    assert!(rules(&c.nodes[0]).contains(&BLUE.2.to_string()));
+    assert!(c.nodes[0].ns.ip(&["route", "show", "table", &BLUE.2.to_string()]).contains("unreachable 10.50.0.0/16"));
+}
