@@ -292,7 +292,10 @@ fn kubernetes_store_lists_the_crd_and_leaves_writes_to_kubectl() {
     }
     let o = run(&["network", "create", "red", "--cidr", "10.60.0.0/16", "--vni", "200", "--namespace", "r"]);
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && e.contains("create the Network with kubectl"), "{e}");
+    assert!(!o.status.success() && e.contains("create the Network with kubectl: echo '"), "{e}");
+    let object = e.split('\'').nth(1).expect("the object in quotes");
+    let object: serde_json::Value = serde_json::from_str(object).expect("JSON for kubectl");
+    assert_eq!((object["kind"].as_str(), object["spec"]["vni"].as_u64()), (Some("Network"), Some(200)));
     // Checked first all the same: a taken VNI is refused as such.
     let o = run(&["network", "create", "red", "--cidr", "10.60.0.0/16", "--vni", "100", "--namespace", "r"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("VNI 100 is already used by blue"));
