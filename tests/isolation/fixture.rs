@@ -1,0 +1,227 @@
+//! A node with two tenant networks on the same CIDR, built by hand with `ip` as the design note lays the
+//! datapath out (host veths in the network's link group, pod routes in the network's table, ip rules on the
+//! mark), a default-network pod, tenant tunnel devices (veths: what is sent to them shows in their tx
+//! counter), and an outside host on an underlay veth. The isolation table is the one
+//! `weft_policy::isolation` produces, loaded with `nft -f`.
+use std::process::{Child, Stdio};
+
+use weft_e2e::{run, unique, Netns, TempDir};
+use weft_policy::isolation::{isolation, IsolatedNetwork, IsolationInput, TENANT_GROUP_BASE};
+
+pub const PROBE: &str = env!("CARGO_BIN_EXE_weft-probe");
+pub const NODE_IP: &str = "192.168.77.1";
+pub const OUTSIDE_IP: &str = "192.168.77.2";
+pub const DEFAULT_POD: &str = "10.244.1.2";
+
+pub struct Net {
+    pub name: &'static str,
+    pub vni: u32,
+    pub slot: u8,
+}
+
+impl Net {
+    pub fn table(&self) -> String {
+        (TENANT_GROUP_BASE | self.vni).to_string()
+    }
+    pub fn device(&self) -> String {
+        format!("wn{}", self.vni)
+    }
+}
+
+pub const A: Net = Net { name: "net-a", vni: 100, slot: 1 };
+pub const B: Net = Net { name: "net-b", vni: 200, slot: 2 };
+
+pub struct Pod {
+    pub ns: Netns,
+    pub ip: &'static str,
+    pub host_if: String,
+}
+
+impl Pod {
+    /// Packets the pod received on eth0 (TCP, UDP, ICMP), counted by a table in the pod itself.
+    pub fn seen(&self) -> u64 {
+        counter(&self.ns, "inet seen", "seen")
+    }
+
+    /// Starts weft-probe's server (TCP and UDP 80) and waits until it listens.
+    pub fn serve(&self) -> Child {
+        serve(&self.ns, "80")
+    }
+}
+
+pub struct Fixture {
+    pub node: Netns,
+    pub outside: Netns,
+    pub a1: Pod,
+    pub a2: Pod,
+    pub b1: Pod,
+    pub b2: Pod,
+    pub d1: Pod,
+    pub dir: TempDir,
+    // Servers; killed with their namespaces.
+    pub servers: Vec<Child>,
+}
+
+pub fn counter(ns: &Netns, table: &str, name: &str) -> u64 {
+    let out =
+        ns.exec("nft", &["list", "counter", table.split(' ').next().unwrap(), table.split(' ').nth(1).unwrap(), name]);
+    let n = out.split("packets ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok());
+    n.unwrap_or_else(|| panic!("no packet count in {out}"))
+}
+
+pub fn serve(ns: &Netns, port: &str) -> Child {
+    let mut c = ns
+        .command(PROBE)
+        .args(["serve", "--tcp", port, "--udp", port])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("weft-probe");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(c.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "serving");
+    c
+}
+
+/// TCP `ip:port` answered from inside `ns` (weft-probe: a real `ok` from the server).
+pub fn reaches(ns: &Netns, target: &str) -> bool {
+    let out = ns.exec(PROBE, &["matrix", "--timeout-ms", "1500", target]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{out}: {e}"));
+    v[target].as_bool().unwrap_or_else(|| panic!("{out}"))
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let t = unique();
+        let node = Netns::new(format!("iso-{t}-node"));
+        let outside = Netns::new(format!("iso-{t}-out"));
+        node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        node.ip(&["link", "add", "u0", "type", "veth", "peer", "name", "u0", "netns", &outside.name]);
+        node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "u0"]);
+        node.ip(&["link", "set", "u0", "up"]);
+        outside.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "u0"]);
+        outside.ip(&["link", "set", "u0", "up"]);
+        for net in [&A, &B] {
+            let dev = net.device();
+            // A veth stands in for the VXLAN device (no dummy module here): what the node sends shows in its tx
+            // counter; the peer drops it (not its MAC).
+            let peer = format!("x{}", net.vni);
+            node.ip(&["link", "add", &dev, "type", "veth", "peer", "name", &peer]);
+            node.ip(&["link", "set", &peer, "up"]);
+            node.ip(&["link", "set", &dev, "up"]);
+            node.ip(&["route", "add", "unreachable", "10.50.0.0/16", "table", &net.table()]);
+            let mark = format!("{:#x}/0xff000000", u32::from(net.slot) << 24);
+            node.ip(&["rule", "add", "pref", "1000", "fwmark", &mark, "lookup", &net.table()]);
+        }
+        let mk = |i: u8, net: Option<&Net>, ip: &'static str| pod(&node, &t, i, net, ip);
+        let f = Fixture {
+            a1: mk(1, Some(&A), "10.50.0.2"),
+            a2: mk(2, Some(&A), "10.50.0.3"),
+            b1: mk(3, Some(&B), "10.50.0.2"),
+            b2: mk(4, Some(&B), "10.50.0.3"),
+            d1: mk(5, None, DEFAULT_POD),
+            node,
+            outside,
+            dir: TempDir::new("iso"),
+            servers: Vec::new(),
+        };
+        f.load();
+        f
+    }
+
+    /// The isolation input of this node: networks A and B, both 10.50.0.0/16.
+    pub fn input() -> IsolationInput {
+        let n = |net: &Net| IsolatedNetwork {
+            name: net.name.into(),
+            vni: net.vni,
+            slot: net.slot,
+            group: TENANT_GROUP_BASE | net.vni,
+            device: net.device(),
+            cidr: "10.50.0.0/16".parse().unwrap(),
+            cidr6: None,
+            masquerade: true,
+        };
+        IsolationInput {
+            networks: vec![n(&A), n(&B)],
+            default_cidr: "10.244.0.0/16".parse().unwrap(),
+            default_cidr6: None,
+            weft_cidrs: vec![],
+        }
+    }
+
+    /// Loads `script` into the node with `nft -f`.
+    pub fn nft(&self, script: &str) {
+        let path = self.dir.path().join("table.nft");
+        std::fs::write(&path, script).unwrap();
+        self.node.exec("nft", &["-f", path.to_str().unwrap()]);
+    }
+
+    pub fn load(&self) {
+        let iso = isolation(&Self::input());
+        assert!(iso.refused.is_empty(), "{:?}", iso.refused);
+        self.nft(&iso.table.render_replace());
+    }
+
+    /// The table without its forward and input rules: packets are still marked (so routed by their network's
+    /// table) and zoned, nothing is checked. What the routes alone would do.
+    pub fn unload(&self) {
+        let mut t = isolation(&Self::input()).table;
+        for c in t.chains.iter_mut().filter(|c| c.name == "forward" || c.name == "input") {
+            c.rules.clear();
+        }
+        self.nft(&t.render_replace());
+    }
+
+    pub fn dropped(&self, net: &Net) -> u64 {
+        counter(&self.node, "inet weft-net", &format!("dropped_{}", net.name.replace('-', "_")))
+    }
+
+    /// Packets the node sent out of a tunnel device (a veth here).
+    pub fn tunnel_tx(&self, net: &Net) -> u64 {
+        let out = self.node.ip(&["-s", "-j", "link", "show", "dev", &net.device()]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0]["stats64"]["tx"]["packets"].as_u64().unwrap_or_else(|| panic!("{out}"))
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
+}
+
+/// A pod: netns with `ip/32`, gateway `.1` behind a permanent neighbour; its host veth `wf<t><i>` in the
+/// network's group with a host route in the network's table (main for the default network).
+fn pod(node: &Netns, t: &str, i: u8, net: Option<&Net>, ip: &'static str) -> Pod {
+    let ns = Netns::new(format!("iso-{t}-p{i}"));
+    let host_if = format!("wf{t}{i}");
+    let (host_mac, pod_mac) = (format!("02:aa:00:00:00:{i:02x}"), format!("02:bb:00:00:00:{i:02x}"));
+    let peer = format!("p{t}{i}");
+    node.ip(&[
+        "link", "add", &host_if, "address", &host_mac, "type", "veth", "peer", "name", &peer, "address", &pod_mac,
+        "netns", &ns.name,
+    ]);
+    let group = net.map_or(0, |n| TENANT_GROUP_BASE | n.vni).to_string();
+    node.ip(&["link", "set", &host_if, "group", &group, "up"]);
+    let table = net.map_or("main".to_string(), Net::table);
+    node.ip(&["route", "add", ip, "dev", &host_if, "scope", "link", "table", &table]);
+    node.ip(&["neigh", "add", ip, "lladdr", &pod_mac, "dev", &host_if, "nud", "permanent"]);
+    let gw = format!("{}.1", ip.rsplit_once('.').unwrap().0);
+    ns.ip(&["link", "set", &peer, "name", "eth0"]);
+    ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&["route", "add", &gw, "dev", "eth0", "scope", "link"]);
+    ns.ip(&["route", "add", "default", "via", &gw, "dev", "eth0"]);
+    ns.ip(&["neigh", "add", &gw, "lladdr", &host_mac, "dev", "eth0", "nud", "permanent"]);
+    let seen =
+        "table inet seen { counter seen { }\n chain pre { type filter hook prerouting priority -500; policy accept;\n \
+                iifname \"eth0\" meta l4proto { icmp, tcp, udp } counter name seen\n }\n}\n";
+    let dir = TempDir::new("isopod");
+    let path = dir.path().join("seen.nft");
+    std::fs::write(&path, seen).unwrap();
+    run("ip", &["netns", "exec", &ns.name, "nft", "-f", path.to_str().unwrap()]);
+    Pod { ns, ip, host_if }
+}
