@@ -216,12 +216,18 @@ fn pod(node: &Netns, t: &str, i: u8, net: Option<&Net>, ip: &'static str) -> Pod
     ns.ip(&["route", "add", &gw, "dev", "eth0", "scope", "link"]);
     ns.ip(&["route", "add", "default", "via", &gw, "dev", "eth0"]);
     ns.ip(&["neigh", "add", &gw, "lladdr", &host_mac, "dev", "eth0", "nud", "permanent"]);
-    let seen =
-        "table inet seen { counter seen { }\n chain pre { type filter hook prerouting priority -500; policy accept;\n \
-                iifname \"eth0\" meta l4proto { icmp, tcp, udp } counter name seen\n }\n}\n";
-    let dir = TempDir::new("isopod");
+    count_arrivals(&ns, "eth0");
+    Pod { ns, ip, host_if }
+}
+
+/// A table `inet seen` in `ns` counting TCP, UDP and ICMP packets arriving on `iface` (counter `seen`).
+pub fn count_arrivals(ns: &Netns, iface: &str) {
+    let seen = format!(
+        "table inet seen {{ counter seen {{ }}\n chain pre {{ type filter hook prerouting priority -500; policy accept;\n \
+         iifname \"{iface}\" meta l4proto {{ icmp, tcp, udp }} counter name seen\n }}\n}}\n"
+    );
+    let dir = TempDir::new("isoseen");
     let path = dir.path().join("seen.nft");
     std::fs::write(&path, seen).unwrap();
     run("ip", &["netns", "exec", &ns.name, "nft", "-f", path.to_str().unwrap()]);
-    Pod { ns, ip, host_if }
 }
