@@ -96,6 +96,34 @@ fn across_networks_nothing_passes_by_route_or_forged_source() {
     crossing(&f, &A, &f.d1, "10.50.100.9", None, &|| f.tunnel_tx(&A));
 }
 
+/// A network's tunnel carries that network's traffic only: a remote pod (same address in A and B) reaches its
+/// own network's pod, never the other network's or the default network, and nothing unmarked enters it.
+#[test]
+fn tunnels_carry_their_own_network_only() {
+    if !require_root() {
+        return;
+    }
+    let mut f = Fixture::new();
+    let s = [f.a1.serve(), f.b1.serve()];
+    f.servers.extend(s);
+    for (remote, own, other) in [(&f.remote_a, &f.a1, &f.b1), (&f.remote_b, &f.b1, &f.a1)] {
+        let other_before = other.seen();
+        assert!(reaches(&remote.ns, "10.50.0.2:80/tcp"), "{} -> its network's pod", remote.ns.name);
+        assert!(reaches(&remote.ns, "10.50.0.2:80/udp"), "{} -> its network's pod (UDP)", remote.ns.name);
+        assert!(remote.ns.ping("10.50.0.2"));
+        assert!(own.seen() > 0);
+        assert_eq!(other.seen(), other_before, "{} reached the other network", remote.ns.name);
+    }
+    // From A's tunnel to the default pod (main routes it): dropped, counted for A.
+    crossing(&f, &A, &f.remote_a, DEFAULT_POD, None, &|| f.d1.seen());
+    // From A's tunnel into B's pod by a hand route in A's table.
+    f.node.ip(&["route", "replace", "10.50.0.3", "dev", &f.b2.host_if, "table", &A.table()]);
+    crossing(&f, &A, &f.remote_a, "10.50.0.3", None, &|| f.b2.seen());
+    // A default pod into A's tunnel (a hand route in main to the remote pod).
+    f.node.ip(&["route", "add", "10.50.5.2", "dev", &A.device()]);
+    crossing(&f, &A, &f.d1, "10.50.5.2", None, &|| f.remote_a.seen());
+}
+
 /// Run inside a pod by `same_source_port` (re-exec of this test binary): connects from a fixed source port
 /// and reports `CHILD ok|fail` for each line read from stdin, until stdin closes.
 #[test]

@@ -1,7 +1,7 @@
 //! A node with two tenant networks on the same CIDR, built by hand with `ip` as the design note lays the
 //! datapath out (host veths in the network's link group, pod routes in the network's table, ip rules on the
-//! mark), a default-network pod, tenant tunnel devices (veths: what is sent to them shows in their tx
-//! counter), and an outside host on an underlay veth. The isolation table is the one
+//! mark), a default-network pod, tenant tunnel devices (veths standing in for VXLAN devices, with a remote pod on the far side; what
+//! is sent to them shows in their tx counter), and an outside host on an underlay veth. The isolation table is the one
 //! `weft_policy::isolation` produces, loaded with `nft -f`.
 use std::process::{Child, Stdio};
 
@@ -57,6 +57,9 @@ pub struct Fixture {
     pub b1: Pod,
     pub b2: Pod,
     pub d1: Pod,
+    /// The far side of each network's tunnel: a pod "on another node" at 10.50.5.2 in both networks.
+    pub remote_a: Pod,
+    pub remote_b: Pod,
     pub dir: TempDir,
     // Servers; killed with their namespaces.
     pub servers: Vec<Child>,
@@ -101,18 +104,15 @@ impl Fixture {
         node.ip(&["link", "set", "u0", "up"]);
         outside.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "u0"]);
         outside.ip(&["link", "set", "u0", "up"]);
+        let mut remotes = Vec::new();
         for net in [&A, &B] {
-            let dev = net.device();
-            // A veth stands in for the VXLAN device (no dummy module here): what the node sends shows in its tx
-            // counter; the peer drops it (not its MAC).
-            let peer = format!("x{}", net.vni);
-            node.ip(&["link", "add", &dev, "type", "veth", "peer", "name", &peer]);
-            node.ip(&["link", "set", &peer, "up"]);
-            node.ip(&["link", "set", &dev, "up"]);
+            remotes.push(remote(&node, &t, net));
             node.ip(&["route", "add", "unreachable", "10.50.0.0/16", "table", &net.table()]);
             let mark = format!("{:#x}/0xff000000", u32::from(net.slot) << 24);
             node.ip(&["rule", "add", "pref", "1000", "fwmark", &mark, "lookup", &net.table()]);
         }
+        let remote_b = remotes.pop().unwrap();
+        let remote_a = remotes.pop().unwrap();
         let mk = |i: u8, net: Option<&Net>, ip: &'static str| pod(&node, &t, i, net, ip);
         let f = Fixture {
             a1: mk(1, Some(&A), "10.50.0.2"),
@@ -120,6 +120,8 @@ impl Fixture {
             b1: mk(3, Some(&B), "10.50.0.2"),
             b2: mk(4, Some(&B), "10.50.0.3"),
             d1: mk(5, None, DEFAULT_POD),
+            remote_a,
+            remote_b,
             node,
             outside,
             dir: TempDir::new("iso"),
@@ -230,4 +232,27 @@ pub fn count_arrivals(ns: &Netns, iface: &str) {
     let path = dir.path().join("seen.nft");
     std::fs::write(&path, seen).unwrap();
     run("ip", &["netns", "exec", &ns.name, "nft", "-f", path.to_str().unwrap()]);
+}
+
+/// The network's tunnel device `wn<vni>` on the node: a veth (no dummy or second node needed) whose far end
+/// is a namespace holding a remote pod of the network at 10.50.5.2, routed by the network's table.
+fn remote(node: &Netns, t: &str, net: &Net) -> Pod {
+    let ns = Netns::new(format!("iso-{t}-r{}", net.slot));
+    let dev = net.device();
+    let (dev_mac, far_mac) = (format!("02:ee:00:00:00:{:02x}", net.slot), format!("02:dd:00:00:00:{:02x}", net.slot));
+    node.ip(&[
+        "link", "add", &dev, "address", &dev_mac, "type", "veth", "peer", "name", "eth0", "address", &far_mac, "netns",
+        &ns.name,
+    ]);
+    node.ip(&["link", "set", &dev, "up"]);
+    let ip = "10.50.5.2";
+    node.ip(&["route", "add", "10.50.5.0/24", "dev", &dev, "table", &net.table()]);
+    node.ip(&["neigh", "add", ip, "lladdr", &far_mac, "dev", &dev, "nud", "permanent"]);
+    ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&["route", "add", "10.50.5.1", "dev", "eth0", "scope", "link"]);
+    ns.ip(&["route", "add", "default", "via", "10.50.5.1", "dev", "eth0"]);
+    ns.ip(&["neigh", "add", "10.50.5.1", "lladdr", &dev_mac, "dev", "eth0", "nud", "permanent"]);
+    count_arrivals(&ns, "eth0");
+    Pod { ns, ip, host_if: dev }
 }
