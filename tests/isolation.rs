@@ -17,11 +17,14 @@ use weft_e2e::{require_root, Netns};
 
 /// One TCP SYN, one UDP datagram and one ping from `from` to `dst`, from `src` (a forged source when given).
 fn attempt(from: &Pod, dst: &str, src: Option<&str>) {
-    let src = src.unwrap_or(from.ip);
-    let _ = from.ns.try_exec(PROBE, &["send", "--src", src, "--count", "3", &format!("{dst}:80/udp")]);
+    let v6 = dst.contains(':');
+    let own = if v6 { from.ip6.as_str() } else { from.ip };
+    let src = src.unwrap_or(own);
+    let sock = if v6 { format!("[{dst}]:80") } else { format!("{dst}:80") };
+    let _ = from.ns.try_exec(PROBE, &["send", "--src", src, "--count", "3", &format!("{sock}/udp")]);
     let _ = from.ns.try_exec("ping", &["-c", "2", "-i", "0.2", "-W", "1", "-I", src, dst]);
-    if src == from.ip {
-        let _ = from.ns.try_exec(PROBE, &["matrix", "--timeout-ms", "300", &format!("{dst}:80/tcp")]);
+    if src == own {
+        let _ = from.ns.try_exec(PROBE, &["matrix", "--timeout-ms", "300", &format!("{sock}/tcp")]);
     }
 }
 
@@ -122,6 +125,34 @@ fn tunnels_carry_their_own_network_only() {
     // A default pod into A's tunnel (a hand route in main to the remote pod).
     f.node.ip(&["route", "add", "10.50.5.2", "dev", &A.device()]);
     crossing(&f, &A, &f.d1, "10.50.5.2", None, &|| f.remote_a.seen());
+}
+
+/// The same over IPv6: within A, A -> default and default -> A dropped, both networks' pods (same address)
+/// masqueraded to the outside host.
+#[test]
+fn ipv6_within_across_and_to_the_outside() {
+    if !require_root() {
+        return;
+    }
+    let mut f = Fixture::new();
+    let s = [f.a2.serve(), fixture::serve(&f.outside, "8080")];
+    f.servers.extend(s);
+    assert!(reaches(&f.a1.ns, "[fd00:50::3]:80/tcp"), "a1 -> a2 over IPv6");
+    assert!(reaches(&f.a1.ns, "[fd00:50::3]:80/udp"), "a1 -> a2 over IPv6 (UDP)");
+    assert!(f.a1.ns.ping("fd00:50::3"));
+    assert_eq!(f.b2.seen(), 0, "a1 reached B's pod");
+    crossing(&f, &A, &f.a1, "fd00:244::2", None, &|| f.d1.seen());
+    f.node.ip(&["-6", "route", "add", "fd00:50::2", "dev", &f.a1.host_if]);
+    crossing(&f, &A, &f.d1, "fd00:50::2", None, &|| f.a1.seen());
+    for pod in [&f.a1, &f.b1] {
+        assert!(
+            reaches(&pod.ns, &format!("[{}]:8080/tcp", fixture::OUTSIDE_IP6)),
+            "{} -> outside over IPv6",
+            pod.ns.name
+        );
+    }
+    let seen = f.outside.exec("ss", &["-tanH", "sport", "= :8080"]);
+    assert!(!seen.contains("fd00:50::") && seen.contains(fixture::NODE_IP6), "masqueraded: {seen}");
 }
 
 /// Run inside a pod by `same_source_port` (re-exec of this test binary): connects from a fixed source port

@@ -12,6 +12,8 @@ pub const PROBE: &str = env!("CARGO_BIN_EXE_weft-probe");
 pub const NODE_IP: &str = "192.168.77.1";
 pub const OUTSIDE_IP: &str = "192.168.77.2";
 pub const DEFAULT_POD: &str = "10.244.1.2";
+pub const NODE_IP6: &str = "fd00:77::1";
+pub const OUTSIDE_IP6: &str = "fd00:77::2";
 
 pub struct Net {
     pub name: &'static str,
@@ -34,6 +36,8 @@ pub const B: Net = Net { name: "net-b", vni: 200, slot: 2 };
 pub struct Pod {
     pub ns: Netns,
     pub ip: &'static str,
+    /// Its IPv6 address (`fd00:50::N` / `fd00:244::N` for `10.50.0.N` / `10.244.1.N`; none for remote pods).
+    pub ip6: String,
     pub host_if: String,
 }
 
@@ -99,17 +103,22 @@ impl Fixture {
         let node = Netns::new(format!("iso-{t}-node"));
         let outside = Netns::new(format!("iso-{t}-out"));
         node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        node.exec("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"]);
         node.ip(&["link", "add", "u0", "type", "veth", "peer", "name", "u0", "netns", &outside.name]);
         node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "u0"]);
+        node.ip(&["addr", "add", &format!("{NODE_IP6}/64"), "dev", "u0", "nodad"]);
         node.ip(&["link", "set", "u0", "up"]);
         outside.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "u0"]);
+        outside.ip(&["addr", "add", &format!("{OUTSIDE_IP6}/64"), "dev", "u0", "nodad"]);
         outside.ip(&["link", "set", "u0", "up"]);
         let mut remotes = Vec::new();
         for net in [&A, &B] {
             remotes.push(remote(&node, &t, net));
             node.ip(&["route", "add", "unreachable", "10.50.0.0/16", "table", &net.table()]);
+            node.ip(&["-6", "route", "add", "unreachable", "fd00:50::/64", "table", &net.table()]);
             let mark = format!("{:#x}/0xff000000", u32::from(net.slot) << 24);
             node.ip(&["rule", "add", "pref", "1000", "fwmark", &mark, "lookup", &net.table()]);
+            node.ip(&["-6", "rule", "add", "pref", "1000", "fwmark", &mark, "lookup", &net.table()]);
         }
         let remote_b = remotes.pop().unwrap();
         let remote_a = remotes.pop().unwrap();
@@ -140,13 +149,13 @@ impl Fixture {
             group: TENANT_GROUP_BASE | net.vni,
             device: net.device(),
             cidr: "10.50.0.0/16".parse().unwrap(),
-            cidr6: None,
+            cidr6: Some("fd00:50::/64".parse().unwrap()),
             masquerade: true,
         };
         IsolationInput {
             networks: vec![n(&A), n(&B)],
             default_cidr: "10.244.0.0/16".parse().unwrap(),
-            default_cidr6: None,
+            default_cidr6: Some("fd00:244::/64".parse().unwrap()),
             weft_cidrs: vec![],
         }
     }
@@ -218,15 +227,25 @@ fn pod(node: &Netns, t: &str, i: u8, net: Option<&Net>, ip: &'static str) -> Pod
     ns.ip(&["route", "add", &gw, "dev", "eth0", "scope", "link"]);
     ns.ip(&["route", "add", "default", "via", &gw, "dev", "eth0"]);
     ns.ip(&["neigh", "add", &gw, "lladdr", &host_mac, "dev", "eth0", "nud", "permanent"]);
+    let ip6 = format!("fd00:{}::{}", if net.is_some() { 50 } else { 244 }, ip.rsplit_once('.').unwrap().1);
+    let gw6 = format!("fd00:{}::1", if net.is_some() { 50 } else { 244 });
+    node.ip(&["-6", "route", "add", &ip6, "dev", &host_if, "table", &table]);
+    node.ip(&["-6", "neigh", "add", &ip6, "lladdr", &pod_mac, "dev", &host_if, "nud", "permanent"]);
+    ns.ip(&["-6", "addr", "add", &format!("{ip6}/128"), "dev", "eth0", "nodad"]);
+    ns.ip(&["-6", "route", "add", &gw6, "dev", "eth0"]);
+    ns.ip(&["-6", "route", "add", "default", "via", &gw6, "dev", "eth0"]);
+    ns.ip(&["-6", "neigh", "add", &gw6, "lladdr", &host_mac, "dev", "eth0", "nud", "permanent"]);
     count_arrivals(&ns, "eth0");
-    Pod { ns, ip, host_if }
+    Pod { ns, ip, ip6, host_if }
 }
 
-/// A table `inet seen` in `ns` counting TCP, UDP and ICMP packets arriving on `iface` (counter `seen`).
+/// A table `inet seen` in `ns` counting TCP, UDP, ICMP and ICMPv6 echo packets arriving on `iface` (counter
+/// `seen`; not ND/MLD, which the kernel sends on its own).
 pub fn count_arrivals(ns: &Netns, iface: &str) {
     let seen = format!(
         "table inet seen {{ counter seen {{ }}\n chain pre {{ type filter hook prerouting priority -500; policy accept;\n \
-         iifname \"{iface}\" meta l4proto {{ icmp, tcp, udp }} counter name seen\n }}\n}}\n"
+         iifname \"{iface}\" meta l4proto {{ icmp, tcp, udp }} counter name seen\n \
+         iifname \"{iface}\" icmpv6 type {{ echo-request, echo-reply }} counter name seen\n }}\n}}\n"
     );
     let dir = TempDir::new("isoseen");
     let path = dir.path().join("seen.nft");
@@ -254,5 +273,5 @@ fn remote(node: &Netns, t: &str, net: &Net) -> Pod {
     ns.ip(&["route", "add", "default", "via", "10.50.5.1", "dev", "eth0"]);
     ns.ip(&["neigh", "add", "10.50.5.1", "lladdr", &dev_mac, "dev", "eth0", "nud", "permanent"]);
     count_arrivals(&ns, "eth0");
-    Pod { ns, ip, host_if: dev }
+    Pod { ns, ip, ip6: String::new(), host_if: dev }
 }
