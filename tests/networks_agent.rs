@@ -262,6 +262,15 @@ fn two_same_cidr_networks_on_three_agents() {
         assert_eq!(names, ["blue", "red"]);
         assert_eq!(nf["networks"][1]["namespaces"], json!(["team-b"]));
     }
+    // `weftctl status` lists the networks with their subnet and usage, and the refused objects.
+    let out = Command::new(bin("weftctl")).arg("status").arg("--state-dir").arg(&c.nodes[0].dir).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    for want in
+        ["blue", "red", &format!("10.50.{}.0/24", index_of(&c.nodes[0])), "0/253", "network problem: network junk"]
+    {
+        assert!(text.contains(want), "{want:?} missing in weftctl status:\n{text}");
+    }
     // Statuses in the store: one per network and node.
     let keys: Vec<String> = c.statuses().into_iter().map(|(k, _)| k).collect();
     for n in &c.nodes {
