@@ -360,10 +360,15 @@ fn pods_talk_within_their_network_only_and_survive_agent_restarts() {
     let mut c = Cluster::new(3);
     c.put_network("blue", network("blue", BLUE.1, "team-a"));
     c.put_network("red", network("red", RED.1, "team-b"));
+    // green overlaps nothing: the node may reach its own green pods (kubelet probes), nobody else's.
+    c.put_network(
+        "green",
+        json!({"name": "green", "cidr": "10.60.0.0/16", "vni": 300, "namespaces": {"names": ["team-c"]}}),
+    );
     for i in 0..3 {
         c.start(i);
     }
-    assert!(wait_until(LONG, || all_ready(&c, &["blue", "red"])), "networks not ready:\n{}", c.logs());
+    assert!(wait_until(LONG, || all_ready(&c, &["blue", "red", "green"])), "networks not ready:\n{}", c.logs());
     assert!(
         wait_until(LONG, || c.nodes.iter().all(|n| n.ns.exec("nft", &["list", "tables"]).contains("weft-net"))),
         "no isolation table:\n{}",
@@ -397,6 +402,13 @@ fn pods_talk_within_their_network_only_and_survive_agent_restarts() {
     assert!(fails(&b2, &a2_ip), "red b2 reached blue a2 on its own node");
     // The node does not reach pods of overlapping networks (no node rule: which one would it be?).
     assert!(fails(&c.nodes[1].ns, &a2_ip), "node n2 reached {a2_ip}");
+
+    let (g1, g1_ip) = mk(0, "g1", "team-c");
+    let (_g2, g2_ip) = mk(1, "g2", "team-c");
+    assert!(wait_until(LONG, || ping(&g1, &g2_ip)), "green g1 → g2");
+    assert!(ping(&c.nodes[0].ns, &g1_ip), "node n1 cannot reach its own green pod {g1_ip}");
+    assert!(fails(&c.nodes[0].ns, &g2_ip), "node n1 reached n2's green pod {g2_ip}");
+    assert!(fails(&g1, &a2_ip) && fails(&a1, &g2_ip), "green and blue met");
 
     // A 50 pps ping (15 s) from a1 (n1) to a2 (n2) while both agents restart.
     let pinger = a1
