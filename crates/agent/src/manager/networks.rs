@@ -66,6 +66,8 @@ pub struct NetworksManager {
     /// Served networks for the isolation firewall (netfw's `weft_policy::isolation`): the wiring point.
     served: watch::Sender<Arc<Vec<Served>>>,
     last_desired: Option<u64>,
+    /// VNI → (ifindex, MAC) of the devices ensured on the last pass.
+    devices: BTreeMap<u32, (u32, weft_dataplane::Mac)>,
     /// Networks the node file offers now (by name).
     offered: BTreeSet<String>,
     /// The isolation table as last applied; None when none is installed (or not known yet).
@@ -104,6 +106,7 @@ impl NetworksManager {
             written: BTreeMap::new(),
             served,
             last_desired: None,
+            devices: BTreeMap::new(),
             offered,
             iso_text: None,
             iso_checked: false,
@@ -195,6 +198,14 @@ impl Manager for NetworksManager {
                 if !has_subnet || !slot_map.contains_key(&n.vni) {
                     continue;
                 }
+                // Between full passes a device created before is taken as it is (a pass woken by a peer change
+                // must not cost a link read per network); a full pass checks and repairs every one.
+                if let Some(&(ifindex, m)) = self.devices.get(&n.vni).filter(|_| !view.full) {
+                    if m == mac {
+                        devices.insert(n.vni, ifindex);
+                        continue;
+                    }
+                }
                 let spec = self.device_spec(n.vni, n.ids().device);
                 match self.dp.ensure_tenant_vxlan(&spec, mac).await {
                     Ok(v) => {
@@ -203,6 +214,9 @@ impl Manager for NetworksManager {
                     Err(e) => warnings.push(format!("network {}: device {}: {e}", n.name, spec.name)),
                 }
             }
+        }
+        if let Some(mac) = my_mac {
+            self.devices = devices.iter().map(|(v, i)| (*v, (*i, mac))).collect();
         }
 
         let local = Local { me: view.me, cfg: &self.cfg.net, backend: &self.cfg.backend, mtu: self.cfg.mtu };
