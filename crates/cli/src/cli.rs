@@ -257,6 +257,18 @@ mod tests {
     }
 
     #[test]
+    fn rotate_key_takes_nodes_state_dirs_or_all() {
+        let c = parse(&["wireguard", "rotate-key", "--node", "node1", "--node", "node2", "--lab", "w1"]);
+        match c.cmd {
+            Cmd::Wireguard { cmd: WireguardCmd::RotateKey { nodes, state_dirs, all, .. } } => {
+                assert_eq!((nodes, state_dirs.len(), all), (vec!["node1".to_string(), "node2".into()], 0, false));
+            }
+            _ => panic!("not wireguard rotate-key"),
+        }
+        assert!(Cli::try_parse_from(["weftctl", "wireguard", "rotate-key", "--all", "--node", "node1"]).is_err());
+    }
+
+    #[test]
     fn label_takes_removals_and_overwrite() {
         let c = parse(&["lab", "label", "pod", "x/a", "app=web", "tier-", "--overwrite"]);
         match c.cmd {
@@ -267,17 +279,5 @@ mod tests {
             _ => panic!("not lab label"),
         }
         assert!(Cli::try_parse_from(["weftctl", "lab", "label", "ns", "x"]).is_err(), "no change given");
-    }
-
-    #[test]
-    fn rotate_key_takes_nodes_state_dirs_or_all() {
-        let c = parse(&["wireguard", "rotate-key", "--node", "node1", "--node", "node2", "--lab", "w1"]);
-        match c.cmd {
-            Cmd::Wireguard { cmd: WireguardCmd::RotateKey { nodes, state_dirs, all, .. } } => {
-                assert_eq!((nodes, state_dirs.len(), all), (vec!["node1".to_string(), "node2".into()], 0, false));
-            }
-            _ => panic!("not wireguard rotate-key"),
-        }
-        assert!(Cli::try_parse_from(["weftctl", "wireguard", "rotate-key", "--all", "--node", "node1"]).is_err());
     }
 }

@@ -12,7 +12,7 @@ mod target;
 
 use anyhow::Result;
 use clap::Parser;
-use cli::{Cli, Cmd, LabCmd, LabelKind, PolicyCmd};
+use cli::{Cli, Cmd, LabCmd, LabelKind, PolicyCmd, WireguardCmd};
 use std::path::PathBuf;
 
 fn main() {
@@ -29,19 +29,6 @@ fn run(Cli { lab: lab_name, cmd }: Cli) -> Result<()> {
         s
     };
     match cmd {
-        Cmd::Wireguard { cmd: cli::WireguardCmd::RotateKey { state_dirs, nodes, all, timeout_secs } } => {
-            let node = |n: String| rotate::Target { state_dir: lab::state::lab_dir(&lab_name).join(&n), label: n };
-            let targets: Vec<rotate::Target> = if all {
-                lab::state::LabState::load(&lab_name)?.nodes.into_iter().map(|n| node(n.name)).collect()
-            } else if nodes.is_empty() && state_dirs.is_empty() {
-                vec![rotate::Target { label: "this node".into(), state_dir: PathBuf::from("/run/weft") }]
-            } else {
-                let dirs =
-                    state_dirs.into_iter().map(|d| rotate::Target { label: d.display().to_string(), state_dir: d });
-                nodes.into_iter().map(node).chain(dirs).collect()
-            };
-            rotate::rotate_keys(&targets, std::time::Duration::from_secs(timeout_secs))
-        }
         Cmd::Status { state_dir, node, json } => match node {
             Some(n) => status::show(&lab::state::lab_dir(&lab_name).join(n), json),
             None => status::show(&state_dir, json),
@@ -61,6 +48,19 @@ fn run(Cli { lab: lab_name, cmd }: Cli) -> Result<()> {
             }
         },
         Cmd::Lab { cmd } => lab_cmd(&lab_name, cmd),
+        Cmd::Wireguard { cmd: WireguardCmd::RotateKey { state_dirs, nodes, all, timeout_secs } } => {
+            let node = |n: String| rotate::Target { state_dir: lab::state::lab_dir(&lab_name).join(&n), label: n };
+            let targets: Vec<rotate::Target> = if all {
+                lab::state::LabState::load(&lab_name)?.nodes.into_iter().map(|n| node(n.name)).collect()
+            } else if nodes.is_empty() && state_dirs.is_empty() {
+                vec![rotate::Target { label: "this node".into(), state_dir: PathBuf::from("/run/weft") }]
+            } else {
+                let dirs =
+                    state_dirs.into_iter().map(|d| rotate::Target { label: d.display().to_string(), state_dir: d });
+                nodes.into_iter().map(node).chain(dirs).collect()
+            };
+            rotate::rotate_keys(&targets, std::time::Duration::from_secs(timeout_secs))
+        }
     }
 }
 
