@@ -84,7 +84,9 @@ fn wireguard_lab_key_rotation_keeps_a_tcp_stream() {
     let traffic = Traffic::start(client, server, pinger, &target.ip, 30);
     std::thread::sleep(Duration::from_secs(3));
     let one = rotate_and_check(&lab, &["node1"]);
-    std::thread::sleep(Duration::from_secs(2));
+    // Past node1's settling time (the old sessions retire 5 s after the new ones are up), so that all three
+    // rotate within one pass of each other: pairs where both ends change keys before either knows the other's.
+    std::thread::sleep(Duration::from_secs(8));
     let all = rotate_and_check(&lab, &NODES);
     let (json, ok, sent, lost) = traffic.finish();
     println!(

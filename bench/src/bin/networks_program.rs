@@ -154,6 +154,10 @@ fn main() -> Result<()> {
     }
     drop(ref_ns);
 
+    // The same nodes without tenant networks: what the networks themselves add.
+    let (base_s, base_mem, _ns0, _d0) =
+        measure("10.0.0.0/16", peers, 0, |st| st["programmed"]["routes"].as_u64() == Some(peers as u64))?;
+
     let (s, mem, ns, _d2) = measure("10.0.0.0/16", peers, networks, |st| {
         st["networks"]
             .as_array()
@@ -172,6 +176,12 @@ fn main() -> Result<()> {
         format!("default network, {entries} peers"),
         mib(ref_mem.rss),
         mib(ref_mem.peak)
+    );
+    println!(
+        "{:<44} | {base_s:>8.3} | {:>8.1} | {:>12.1}",
+        format!("default network, {peers} peers, no networks"),
+        mib(base_mem.rss),
+        mib(base_mem.peak)
     );
     println!(
         "{:<44} | {s:>8.3} | {:>8.1} | {:>12.1}",

@@ -167,8 +167,8 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         metrics.clone(),
         node_file.shared(),
     );
-    // Wiring point for the isolation firewall (helper netfw, `weft_policy::isolation`): `networks.served()`
-    // publishes every programmed network with its slot, group, device and CIDRs on each change.
+    // The networks manager applies the isolation table (`weft_policy::isolation`) itself; `networks.served()`
+    // publishes every programmed network with its slot, group, device and CIDRs for other consumers.
     let overlay = Reconciler::new(dp.clone(), net.clone(), local, backend);
     let mut supervisor = Supervisor {
         managers: vec![

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub network_used: Family<Vec<(String, String)>, Gauge>,
     pub network_capacity: Family<Vec<(String, String)>, Gauge>,
     pub network_peers: Family<Vec<(String, String)>, Gauge>,
+    /// Packets the isolation table (`inet weft-net`) dropped, by network (`(none)`: tenant interfaces of none).
+    pub network_isolation_dropped: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -65,6 +67,7 @@ impl Default for Metrics {
             network_used: Family::default(),
             network_capacity: Family::default(),
             network_peers: Family::default(),
+            network_isolation_dropped: Family::default(),
             registry: Registry::default(),
         };
         registry.register("peers", "Peers (other nodes' leases) known", m.peers.clone());
@@ -80,6 +83,11 @@ impl Default for Metrics {
             m.network_capacity.clone(),
         );
         registry.register("network_peers", "Peer nodes programmed for the tenant network", m.network_peers.clone());
+        registry.register(
+            "network_isolation_dropped_packets",
+            "Packets the tenant-network isolation table dropped, by network",
+            m.network_isolation_dropped.clone(),
+        );
         registry.register(
             "peers_rejected",
             "Stored leases refused by admission (undecodable, hijacking, overlapping, invalid)",
@@ -165,6 +173,14 @@ impl Metrics {
             self.network_used.get_or_create(&labels).set(i64::from(n.used));
             self.network_capacity.get_or_create(&labels).set(i64::from(n.capacity));
             self.network_peers.get_or_create(&labels).set(i64::try_from(n.peers).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn set_isolation_drops(&self, per_net: &[(String, u64)]) {
+        self.network_isolation_dropped.clear();
+        for (net, packets) in per_net {
+            let labels = vec![("network".to_string(), net.clone())];
+            self.network_isolation_dropped.get_or_create(&labels).set(i64::try_from(*packets).unwrap_or(i64::MAX));
         }
     }
 

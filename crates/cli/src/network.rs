@@ -155,9 +155,11 @@ pub fn create(s: &StoreArgs, n: &NewNetwork) -> Result<()> {
         }
         match store.put_object(ObjectKind::Network, &checked.name, &serde_json::to_value(&checked)?).await {
             Ok(_) => Ok(()),
+            // Checked, so the object is ready for kubectl (names and labels hold no quote character).
             Err(StoreError::Other(m)) if m.contains("read-only in Kubernetes mode") => bail!(
-                "the Kubernetes store is read-only for weft: create the Network with kubectl (kind Network, apiVersion \
-                 weft.dev/v1alpha1, see deploy/README.md)"
+                "the Kubernetes store is read-only for weft: create the Network with kubectl: echo '{}' | kubectl \
+                 apply -f -",
+                weft_store_kube::network::object_of(&checked)
             ),
             Err(e) => Err(e.into()),
         }
@@ -238,7 +240,12 @@ pub fn delete(s: &StoreArgs, name: &str) -> Result<()> {
         if in_kube {
             return Ok(());
         }
-        store.delete_object(ObjectKind::Network, &n).await?;
+        match store.delete_object(ObjectKind::Network, &n).await {
+            Err(StoreError::Other(m)) if m.contains("read-only in Kubernetes mode") => {
+                bail!("the Kubernetes store is read-only for weft: delete the Network with kubectl delete network {n}")
+            }
+            other => other?,
+        }
         // Its nodes' statuses go with it (in Kubernetes they are part of the object).
         for (k, _) in statuses.iter().filter(|(k, _)| k.starts_with(&format!("{n}/"))) {
             store.delete_object(ObjectKind::NetworkStatus, k).await?;

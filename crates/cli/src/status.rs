@@ -71,6 +71,35 @@ pub fn show(state_dir: &Path, json: bool) -> Result<()> {
         }
         println!("{t}");
     }
+    // Tenant networks on this node (the networks manager's view).
+    if let Some(nets) = st["networks"].as_array().filter(|a| !a.is_empty()) {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(["network", "VNI", "slot", "ready", "subnet", "used/capacity", "peers", "reason"]);
+        for n in nets {
+            let g = |k: &str| n[k].as_str().unwrap_or("-").to_string();
+            let num = |k: &str| n[k].as_u64().map_or("-".to_string(), |v| v.to_string());
+            let ready = match (n["ready"].as_bool(), n["draining"].as_bool()) {
+                (_, Some(true)) => "draining",
+                (Some(true), _) => "yes",
+                _ => "NO",
+            };
+            t.add_row([
+                g("name"),
+                num("vni"),
+                num("slot"),
+                ready.to_string(),
+                g("subnet"),
+                format!("{}/{}", num("used"), num("capacity")),
+                num("peers"),
+                g("reason"),
+            ]);
+        }
+        println!("{t}");
+    }
+    for e in st["networkErrors"].as_array().into_iter().flatten() {
+        println!("network problem: {}", e.as_str().unwrap_or_default());
+    }
     for sk in st["skippedPeers"].as_array().into_iter().flatten() {
         println!("skipped peer: {}", sk.as_str().unwrap_or_default());
     }

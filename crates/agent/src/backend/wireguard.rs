@@ -38,6 +38,7 @@ pub struct Wireguard {
     ifindex: Option<u32>,
     /// Public key → node name, for per-peer stats (the tunnel knows peers by key only).
     names: BTreeMap<PublicKey, String>,
+    rotations: rotate::Rotations,
 }
 
 pub fn build(s: &Setup<'_>) -> Result<Box<dyn Backend>, BackendError> {
@@ -53,6 +54,7 @@ pub fn build(s: &Setup<'_>) -> Result<Box<dyn Backend>, BackendError> {
         tunnel: None,
         ifindex: None,
         names: BTreeMap::new(),
+        rotations: rotate::Rotations::default(),
     }))
 }
 
@@ -133,7 +135,7 @@ impl Backend for Wireguard {
             self.start()?;
         }
         let t = self.tunnel.as_ref().expect("started above");
-        rotate::serve_request(&self.state_dir, t);
+        rotate::serve_request(&self.state_dir, t, &mut self.rotations);
         Ok(BackendData::Wireguard { public_key: t.public_key().to_base64(), port: t.listen_port() })
     }
 

@@ -12,6 +12,9 @@
 //!   while any local pod holds an address in its pool (the CNI's `<dataDir>/net-<name>/`), then goes, device
 //!   last. Which networks have kernel state is remembered in `<state dir>/networks.json`, so this also holds
 //!   for a network deleted while the agent was down;
+//! - the isolation firewall (`inet weft-net`, built by `weft_policy::isolation` from the networks programmed
+//!   here) is applied after the network's routes and before the node file offers it: a pod is never created on a
+//!   network the firewall does not isolate yet. Without any tenant network on the node the table is absent;
 //! - growing a network (a wider CIDR, same subnetLen) changes only its unreachable route: node subnets keep
 //!   their place, running pods their addresses.
 use super::node_file::SharedNodeFile;
@@ -32,7 +35,7 @@ use weft_dataplane::networks::{diff_networks, NetworksScope};
 use weft_dataplane::{Dataplane, Op, VxlanSpec};
 use weft_store::{Object, ObjectKind, Store};
 use weft_types::tenant::{NetworkNodeStatus, TenantNetwork};
-use weft_types::NetworkConfig;
+use weft_types::{NetworkConfig, NodeNetwork};
 
 pub struct NetworksConfig {
     pub node: String,
@@ -63,6 +66,13 @@ pub struct NetworksManager {
     /// Served networks for the isolation firewall (netfw's `weft_policy::isolation`): the wiring point.
     served: watch::Sender<Arc<Vec<Served>>>,
     last_desired: Option<u64>,
+    /// VNI → (ifindex, MAC) of the devices ensured on the last pass.
+    devices: BTreeMap<u32, (u32, weft_dataplane::Mac)>,
+    /// Networks the node file offers now (by name).
+    offered: BTreeSet<String>,
+    /// The isolation table as last applied; None when none is installed (or not known yet).
+    iso_text: Option<String>,
+    iso_checked: bool,
 }
 
 impl NetworksManager {
@@ -78,6 +88,9 @@ impl NetworksManager {
         node_file: SharedNodeFile,
     ) -> Self {
         let known = load_known(&cfg.state_dir);
+        // What the node file offered before this start stays offered until this manager has decided.
+        let offered =
+            node_file.lock().unwrap_or_else(|e| e.into_inner()).networks().iter().map(|n| n.name.clone()).collect();
         let (served, _) = watch::channel(Arc::new(Vec::new()));
         Self {
             dp,
@@ -93,6 +106,10 @@ impl NetworksManager {
             written: BTreeMap::new(),
             served,
             last_desired: None,
+            devices: BTreeMap::new(),
+            offered,
+            iso_text: None,
+            iso_checked: false,
         }
     }
 
@@ -181,6 +198,14 @@ impl Manager for NetworksManager {
                 if !has_subnet || !slot_map.contains_key(&n.vni) {
                     continue;
                 }
+                // Between full passes a device created before is taken as it is (a pass woken by a peer change
+                // must not cost a link read per network); a full pass checks and repairs every one.
+                if let Some(&(ifindex, m)) = self.devices.get(&n.vni).filter(|_| !view.full) {
+                    if m == mac {
+                        devices.insert(n.vni, ifindex);
+                        continue;
+                    }
+                }
                 let spec = self.device_spec(n.vni, n.ids().device);
                 match self.dp.ensure_tenant_vxlan(&spec, mac).await {
                     Ok(v) => {
@@ -189,6 +214,9 @@ impl Manager for NetworksManager {
                     Err(e) => warnings.push(format!("network {}: device {}: {e}", n.name, spec.name)),
                 }
             }
+        }
+        if let Some(mac) = my_mac {
+            self.devices = devices.iter().map(|(v, i)| (*v, (*i, mac))).collect();
         }
 
         let local = Local { me: view.me, cfg: &self.cfg.net, backend: &self.cfg.backend, mtu: self.cfg.mtu };
@@ -204,10 +232,11 @@ impl Manager for NetworksManager {
         let mut p = plan(&local, input);
         warnings.append(&mut p.warnings);
 
-        // Node file before the kernel's removals: a deleted network stops taking pods at once.
-        if let Err(e) = self.node_file.lock().unwrap_or_else(|e| e.into_inner()).set_networks(p.node_networks.clone()) {
-            tracing::error!(error = %e, "writing the node file's networks failed; retrying next pass");
-        }
+        // Node file removals before the kernel's: a deleted network stops taking pods at once. Additions come
+        // after the kernel and the isolation table are in place, so no pod ever runs on a network half-built.
+        let kept: Vec<NodeNetwork> =
+            p.node_networks.iter().filter(|n| self.offered.contains(&n.name)).cloned().collect();
+        self.offer(kept);
 
         let scope = NetworksScope { devices: devices.values().copied().collect() };
         let actual = self.dp.read_networks(&scope).await?;
@@ -231,6 +260,29 @@ impl Manager for NetworksManager {
                 if let Some(st) = p.statuses.get_mut(&s.name) {
                     st.ready = false;
                     st.reason = Some(format!("kernel refused a change: {err}"));
+                }
+            }
+        }
+
+        // The isolation firewall, then the node file with every network it accepted.
+        match self.sync_isolation(&p.served, &nets, view.full, &mut warnings).await {
+            Some(accepted) => {
+                let offered: Vec<NodeNetwork> =
+                    p.node_networks.iter().filter(|n| accepted.contains(&n.name)).cloned().collect();
+                for n in p.node_networks.iter().filter(|n| !accepted.contains(&n.name)) {
+                    if let Some(st) = p.statuses.get_mut(&n.name) {
+                        st.ready = false;
+                        st.reason = Some("refused by the isolation firewall (see the agent's log)".into());
+                    }
+                }
+                self.offer(offered);
+            }
+            None => {
+                for n in &p.node_networks {
+                    if let Some(st) = p.statuses.get_mut(&n.name) {
+                        st.ready = false;
+                        st.reason = Some("isolation table not applied yet; retrying".into());
+                    }
                 }
             }
         }
@@ -292,6 +344,7 @@ impl Manager for NetworksManager {
         for vni in vnis {
             self.dp.delete_link(&weft_types::NetworkIds::of(vni).device).await?;
         }
+        self.dp.delete_nft("inet", weft_policy::isolation::TABLE).await?;
         let _ = std::fs::remove_file(self.cfg.state_dir.join("networks.json"));
         Ok(())
     }
@@ -317,6 +370,64 @@ fn fingerprint(st: &weft_dataplane::networks::NetworksState) -> u64 {
 }
 
 impl NetworksManager {
+    /// Writes the node file's networks (the previous file's are kept until the first call).
+    fn offer(&mut self, nets: Vec<NodeNetwork>) {
+        let names: BTreeSet<String> = nets.iter().map(|n| n.name.clone()).collect();
+        match self.node_file.lock().unwrap_or_else(|e| e.into_inner()).set_networks(nets) {
+            Ok(()) => self.offered = names,
+            Err(e) => tracing::error!(error = %e, "writing the node file's networks failed; retrying next pass"),
+        }
+    }
+
+    /// Brings `inet weft-net` to what the served networks need; returns the networks it admitted, None when it
+    /// could not be applied (then nothing new is offered to the CNI).
+    async fn sync_isolation(
+        &mut self,
+        served: &[Served],
+        admitted: &[TenantNetwork],
+        full: bool,
+        warnings: &mut Vec<String>,
+    ) -> Option<BTreeSet<String>> {
+        use weft_policy::isolation::{isolation, TABLE};
+        if served.is_empty() {
+            // No tenant network here: the default datapath as it always was, without the table.
+            if self.iso_text.is_some() || !self.iso_checked {
+                if let Err(e) = self.dp.delete_nft("inet", TABLE).await {
+                    warnings.push(format!("removing inet {TABLE}: {e}"));
+                    return None;
+                }
+                self.iso_text = None;
+                self.iso_checked = true;
+            }
+            return Some(BTreeSet::new());
+        }
+        let iso = isolation(&crate::networks::isolation::input(served, admitted, &self.cfg.net));
+        warnings.extend(iso.refused.iter().map(|e| format!("isolation: {e}")));
+        let text = iso.table.render();
+        let counters = if full { self.dp.nft_counters("inet", TABLE).await.unwrap_or_default() } else { vec![] };
+        let missing = full && counters.is_empty();
+        if self.iso_text.as_deref() != Some(text.as_str()) || missing {
+            if missing && self.iso_text.as_deref() == Some(text.as_str()) {
+                tracing::warn!("inet {TABLE} was removed behind our back; re-applying");
+            }
+            if let Err(e) = self.dp.apply_nft("inet", TABLE, &text).await {
+                warnings.push(format!("applying inet {TABLE}: {e}"));
+                self.iso_text = None;
+                return None;
+            }
+            self.iso_text = Some(text);
+            self.iso_checked = true;
+        }
+        if full {
+            let per_net: Vec<(String, u64)> = counters
+                .iter()
+                .map(|(name, packets, _)| (iso.table.counter_network(name).unwrap_or("(none)").to_string(), *packets))
+                .collect();
+            self.metrics.set_isolation_drops(&per_net);
+        }
+        Some(iso.table.counters.iter().filter_map(|c| c.network.clone()).collect())
+    }
+
     /// Writes each network's status on this node to the store when it changed; removes ours for networks gone.
     async fn write_statuses(&mut self, statuses: &BTreeMap<String, NetworkNodeStatus>) {
         let node = self.cfg.node.clone();

@@ -43,6 +43,11 @@ impl NodeFileWriter {
         Ok(())
     }
 
+    /// The tenant networks the file offers now.
+    pub fn networks(&self) -> &[NodeNetwork] {
+        &self.networks
+    }
+
     /// Sets the tenant networks and writes the file if it changed.
     pub fn set_networks(&mut self, networks: Vec<NodeNetwork>) -> Result<(), weft_types::node_file::NodeFileError> {
         if self.networks == networks {

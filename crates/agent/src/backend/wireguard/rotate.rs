@@ -7,6 +7,10 @@
 //! it; a request naming any other key is already served (e.g. the agent stored the new key and restarted before
 //! removing the request) and is just removed. So a crash at any point rotates at most once per request.
 //!
+//! One rotation at a time: a request that arrives while the previous rotation is still completing (some peer has
+//! not shaken hands with the new key yet, or did so less than [`SETTLE`] ago, while the old sessions retire) waits
+//! in place, because the tunnel remembers only one previous key for answering handshakes.
+//!
 //! Order inside the pass: the new private key is stored first (atomic rename, 0600), so a restart at any later
 //! point runs the new key; the file holding the old key is overwritten before it is closed; then the tunnel
 //! switches (old sessions keep carrying traffic, see `weft_tunnel::Tunnel::rotate_key`); then `wireguard.pub`,
@@ -15,12 +19,57 @@ use std::fs;
 use std::io::{Read as _, Seek as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
-use weft_tunnel::{keys, PrivateKey, PublicKey, Tunnel};
+use std::time::{Duration, Instant};
+use weft_tunnel::{keys, PeerStats, PrivateKey, PublicKey, Tunnel};
 
 /// The request: the public key (base64) to retire.
 pub const REQUEST_FILE: &str = "wireguard.rotate";
 /// The public key the agent runs (not secret; 0644), for operators and `weftctl`.
 pub const PUBLIC_KEY_FILE: &str = "wireguard.pub";
+
+/// After every peer has shaken hands with the new key, how long the old sessions still live in the tunnel (its
+/// retirement grace, 5 s, plus a pass).
+pub const SETTLE: Duration = Duration::from_secs(6);
+/// A rotation is over after this whatever the peers did (WireGuard's REJECT_AFTER_TIME: the tunnel drops the old
+/// sessions and key by then).
+pub const SETTLE_MAX: Duration = Duration::from_secs(180);
+
+/// What the backend remembers of its last rotation between passes.
+#[derive(Debug, Default)]
+pub struct Rotations {
+    last: Option<Instant>,
+    /// When every peer was first seen with a handshake newer than the last rotation.
+    all_new_since: Option<Instant>,
+    waiting_said: bool,
+}
+
+impl Rotations {
+    /// Whether a new rotation may start now, given the tunnel's per-peer stats.
+    fn ready(&mut self, stats: &[PeerStats], now: Instant) -> bool {
+        let Some(at) = self.last else { return true };
+        let since = now.saturating_duration_since(at);
+        if since >= SETTLE_MAX {
+            return true;
+        }
+        // Each peer's latest handshake, if it is newer than the rotation (so made with the new keys).
+        let ages: Option<Vec<Duration>> = stats.iter().map(|s| s.handshake_age.filter(|&age| age < since)).collect();
+        let Some(ages) = ages else {
+            self.all_new_since = None;
+            return false;
+        };
+        // The first new handshake is at least as old as the latest: SETTLE ago for every peer means the old
+        // sessions are gone. A younger one may be a rekey of an older new session: then watch SETTLE pass.
+        if ages.iter().all(|&age| age >= SETTLE) {
+            return true;
+        }
+        let t = *self.all_new_since.get_or_insert(now);
+        now.saturating_duration_since(t) >= SETTLE
+    }
+
+    fn rotated(&mut self, now: Instant) {
+        *self = Rotations { last: Some(now), ..Rotations::default() };
+    }
+}
 
 /// Longest request accepted (a base64 key is 44 bytes plus a newline): the file is input, bound the read.
 const MAX_REQUEST: u64 = 256;
@@ -97,7 +146,7 @@ fn judge(request: Result<String, RotateError>, running: &PublicKey) -> Ask {
 
 /// Serves a pending request, if any: called on every pass with the running tunnel. Failures are logged and
 /// leave the old key running (and the request in place, so the next pass tries again).
-pub fn serve_request(dir: &Path, tunnel: &Tunnel) {
+pub fn serve_request(dir: &Path, tunnel: &Tunnel, rotations: &mut Rotations) {
     let path = dir.join(REQUEST_FILE);
     let old = tunnel.public_key();
     match judge(read_bounded(&path), &old) {
@@ -109,6 +158,12 @@ pub fn serve_request(dir: &Path, tunnel: &Tunnel) {
         }
         Ask::Rotate => {}
     }
+    if !rotations.ready(&tunnel.stats(), Instant::now()) {
+        if !std::mem::replace(&mut rotations.waiting_said, true) {
+            tracing::info!("WireGuard key rotation requested; waiting until every peer has the previous one");
+        }
+        return;
+    }
     let new = PrivateKey::generate();
     let new_public = new.public_key();
     if let Err(e) = store_replacing(dir, &new) {
@@ -116,6 +171,7 @@ pub fn serve_request(dir: &Path, tunnel: &Tunnel) {
         return;
     }
     tunnel.rotate_key(new);
+    rotations.rotated(Instant::now());
     let _ = fs::remove_file(&path);
     if let Err(e) = write_public_key(dir, &new_public) {
         tracing::warn!("{e}");
@@ -155,6 +211,48 @@ mod tests {
         assert!(matches!(judge(Ok("rm -rf /".into()), &running), Ask::Stale(w) if w.contains("not a public key")));
         let denied = Err(RotateError::Io { path: "x".into(), error: std::io::ErrorKind::PermissionDenied.into() });
         assert!(matches!(judge(denied, &running), Ask::Stale(_)));
+    }
+
+    fn peer(handshake_age: Option<Duration>) -> PeerStats {
+        PeerStats {
+            public_key: PrivateKey::generate().public_key(),
+            endpoint: "192.0.2.1:51820".parse().unwrap(),
+            last_handshake: None,
+            handshake_age,
+            handshakes: 0,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            decrypt_failures: 0,
+            spoofed_source: 0,
+        }
+    }
+
+    #[test]
+    fn one_rotation_at_a_time() {
+        let t0 = Instant::now();
+        let mut r = Rotations::default();
+        let s = Duration::from_secs;
+        assert!(r.ready(&[peer(None)], t0), "the first rotation never waits");
+        r.rotated(t0);
+        // 2 s later: one peer shook hands after the rotation (age 1 s), one not yet (age 30 s, the old session).
+        assert!(!r.ready(&[peer(Some(s(1))), peer(Some(s(30)))], t0 + s(2)));
+        // Both have new handshakes: the old sessions still retire for SETTLE.
+        let both = [peer(Some(s(1))), peer(Some(s(2)))];
+        assert!(!r.ready(&both, t0 + s(3)));
+        assert!(!r.ready(&both, t0 + s(8)));
+        assert!(r.ready(&both, t0 + s(3) + SETTLE));
+        // A peer that never answers does not block rotations forever.
+        let mut r = Rotations::default();
+        r.rotated(t0);
+        assert!(!r.ready(&[peer(None)], t0 + s(100)));
+        assert!(r.ready(&[peer(None)], t0 + SETTLE_MAX));
+        // New handshakes long enough ago: ready at once, whenever the request comes.
+        let mut r = Rotations::default();
+        r.rotated(t0);
+        assert!(r.ready(&[peer(Some(s(7))), peer(Some(SETTLE))], t0 + s(10)));
+        assert!(!r.ready(&[peer(Some(s(7))), peer(Some(s(11)))], t0 + s(10)), "a handshake from before the rotation");
+        // No peers: no old sessions to wait for.
+        assert!(r.ready(&[], t0 + s(1)));
     }
 
     #[test]
