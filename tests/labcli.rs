@@ -169,7 +169,8 @@ fn lab_builds_the_policy_model_relabels_in_place_and_explains_denials() {
     let said = text(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
     let xa_ip = lab.pod("x/a").0;
-    assert!(said.contains(&format!("y/a ({}) → x/a ({xa_ip}) 80/TCP: DENIED", lab.pod("y/a").0)), "{said}");
+    let head = format!("y/a ({}) → x/a ({xa_ip}) 80/TCP (network default): DENIED", lab.pod("y/a").0);
+    assert!(said.contains(&head), "{said}");
     assert!(said.contains("x/trusted-ns") && !said.contains("Tcp"), "{said}");
 
     // Namespace relabel: y becomes trusted, so y/a reaches x/a; then it is removed again.
