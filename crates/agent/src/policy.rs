@@ -15,9 +15,10 @@
 //! not yet in `@ready` (pods this agent has compiled). A pod created a moment ago is therefore isolated until the
 //! agent has taken it into account; it never runs with an allow-all it should not have had.
 //!
-//! Tenant networks (issue 11): networks are followed too, admitted exactly as the networks manager admits them
-//! (`admit_networks` with the cluster's VNI, none with the WireGuard backend), and each namespace is put on the
-//! first admitted network (by name) whose selector picks it (`network_of`), else the default network. The
+//! Tenant networks (issue 11): networks are followed too, admitted and resolved with the networks manager's own
+//! functions (`networks::parse_networks` with the cluster's VNI, `desired::resolve_namespaces`; none unless the
+//! backend is VXLAN), so each namespace is on the first admitted network (by name) whose selector picks it, else
+//! the default network, exactly as the node file tells the CNI plugin. The
 //! compiler then scopes every pod's rules to its network's link group. Until networks are listed (or when the
 //! store cannot list them) the model has none: a tenant pod is then compiled into group 0, which its host veth is
 //! not in, so it stays default-deny (`@ready` misses it) rather than being matched as a default-network pod.
@@ -25,6 +26,7 @@ use crate::follow::{follow, Listed, Source};
 use crate::metrics::Metrics;
 use crate::status::{now_ms, PolicyStatus, SharedStatus};
 use futures::future::BoxFuture;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -32,7 +34,6 @@ use weft_dataplane::Dataplane;
 use weft_policy::nft::CounterKind;
 use weft_policy::{compile, plan, CompileOptions, Model, Namespace, Pod, Ruleset};
 use weft_store::{Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
-use weft_types::tenant::{admit_networks, network_of, TenantNetwork};
 use weft_types::{BackendKind, NetworkConfig, NetworkIds};
 
 /// Drop counters are exported every this many periodic passes (once a minute with the default 10 s resync).
@@ -115,38 +116,29 @@ pub fn model_networks<'a>(
     networks: impl IntoIterator<Item = &'a Object>,
     cfg: &NetworkConfig,
 ) -> (Vec<weft_policy::Network>, Vec<String>) {
-    let mut errors = Vec::new();
-    let mut parsed = Vec::new();
-    for (k, v) in networks {
-        match serde_json::from_value::<TenantNetwork>(v.clone()) {
-            Ok(n) if n.name == *k => parsed.push(n),
-            Ok(n) => errors.push(format!("network {k}: names itself {:?}", n.name)),
-            Err(e) => errors.push(format!("network {k}: {e}")),
-        }
-    }
-    if cfg.backend.kind == BackendKind::Wireguard {
-        if !parsed.is_empty() {
-            errors.push("networks: tenant networks are not served with the WireGuard backend".into());
+    // The networks manager's own admission and namespace resolution, so both always agree on which namespace
+    // is on which network.
+    let (admitted, mut errors) = crate::networks::parse_networks(networks, cfg.backend.vni);
+    if cfg.backend.kind != BackendKind::Vxlan {
+        if !admitted.is_empty() {
+            errors.push("networks: tenant networks need the vxlan backend; every pod is on the default network".into());
         }
         return (Vec::new(), errors);
     }
-    let (admitted, refused) = admit_networks(parsed, cfg.backend.vni);
-    errors.extend(refused.iter().map(|e| format!("network: {e}")));
-    let mut out: Vec<weft_policy::Network> = admitted
-        .iter()
-        .map(|n| weft_policy::Network { name: n.name.clone(), group: NetworkIds::of(n.vni).group, namespaces: vec![] })
-        .collect();
-    let mut namespaces: std::collections::BTreeMap<&str, std::collections::BTreeMap<String, String>> =
-        model.pods.iter().map(|p| (p.namespace.as_str(), Default::default())).collect();
+    let mut namespaces: BTreeMap<String, BTreeMap<String, String>> =
+        model.pods.iter().map(|p| (p.namespace.clone(), BTreeMap::new())).collect();
     for ns in &model.namespaces {
-        namespaces.insert(ns.name.as_str(), ns.labels.clone());
+        namespaces.insert(ns.name.clone(), ns.labels.clone());
     }
-    for (ns, labels) in namespaces {
-        if let Some(n) = network_of(&admitted, ns, &labels) {
-            let i = admitted.iter().position(|a| a.name == n.name).expect("network_of returns an admitted network");
-            out[i].namespaces.push(ns.to_string());
-        }
-    }
+    let (mut by_net, _conflicts) = crate::networks::desired::resolve_namespaces(&admitted, &namespaces);
+    let out = admitted
+        .iter()
+        .map(|n| weft_policy::Network {
+            name: n.name.clone(),
+            group: NetworkIds::of(n.vni).group,
+            namespaces: by_net.remove(&n.name).unwrap_or_default(),
+        })
+        .collect();
     (out, errors)
 }
 
@@ -470,7 +462,10 @@ mod tests {
         let nss = [obj("b", json!({"name": "b", "labels": {"tenant": "red"}}))];
         let (model, _) = model_from(pods.iter(), nss.iter(), []);
         let nets = [
-            obj("blue", json!({"name": "blue", "cidr": "10.0.0.0/16", "vni": 100, "namespaces": {"names": ["a"]}})),
+            obj(
+                "blue",
+                json!({"name": "blue", "cidr": "10.0.0.0/16", "vni": 100, "namespaces": {"names": ["a", "q"]}}),
+            ),
             obj(
                 "red",
                 json!({"name": "red", "cidr": "10.0.0.0/16", "vni": 200,
@@ -490,7 +485,8 @@ mod tests {
             .iter()
             .map(|n| (n.name.as_str(), n.group, n.namespaces.iter().map(String::as_str).collect()))
             .collect();
-        assert_eq!(got, [("blue", 0x5700_0064, vec!["a"]), ("red", 0x5700_00c8, vec!["b"])]);
+        // q has no pods and no object, but blue names it: on blue, as in the node file.
+        assert_eq!(got, [("blue", 0x5700_0064, vec!["a", "q"]), ("red", 0x5700_00c8, vec!["b"])]);
         assert_eq!(errors.len(), 3, "{errors:#?}");
         assert!(errors.iter().any(|e| e.contains("same-vni") && e.contains("default")), "{errors:#?}");
         assert!(errors.iter().any(|e| e.starts_with("network liar: names itself")), "{errors:#?}");
@@ -501,11 +497,13 @@ mod tests {
         let rs = compile(&model, "n1", &CompileOptions::default());
         let ready = &rs.set("ready_v4").expect("ready set").elements;
         assert_eq!(ready.len(), 3);
-        // WireGuard: no tenant networks at all.
-        let mut wg = cfg.clone();
-        wg.backend.kind = BackendKind::Wireguard;
-        let (none, errors) = model_networks(&model, nets.iter(), &wg);
-        assert!(none.is_empty() && errors.iter().any(|e| e.contains("WireGuard")));
+        // Other backends: no tenant networks at all (the networks manager serves none).
+        for kind in [BackendKind::Wireguard, BackendKind::HostGw] {
+            let mut other = cfg.clone();
+            other.backend.kind = kind;
+            let (none, errors) = model_networks(&model, nets.iter(), &other);
+            assert!(none.is_empty() && errors.iter().any(|e| e.contains("vxlan backend")), "{errors:#?}");
+        }
     }
 
     #[test]

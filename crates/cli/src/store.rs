@@ -89,9 +89,16 @@ pub async fn load_model(store: &dyn Store) -> Result<weft_policy::Model> {
     let (mut model, mut errors) = weft_agent::policy::model_from(&pods.items, &nss.items, &pols.items);
     // Tenant networks, resolved as the agents resolve them (a store that cannot list them has none).
     let nets = store.objects(ObjectKind::Network).await.map(|s| s.items).unwrap_or_default();
-    let (networks, net_errors) = weft_agent::policy::model_networks(&model, &nets, &store.network_config().await?);
-    model.networks = networks;
-    errors.extend(net_errors);
+    if !nets.is_empty() {
+        match store.network_config().await {
+            Ok(cfg) => {
+                let (networks, net_errors) = weft_agent::policy::model_networks(&model, &nets, &cfg);
+                model.networks = networks;
+                errors.extend(net_errors);
+            }
+            Err(e) => errors.push(format!("tenant networks (no network config: {e}); all pods taken as default")),
+        }
+    }
     for e in errors {
         eprintln!("warning: skipped {e}");
     }
