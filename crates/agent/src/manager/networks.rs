@@ -66,6 +66,7 @@ pub struct NetworksManager {
     /// Served networks for the isolation firewall (netfw's `weft_policy::isolation`): the wiring point.
     served: watch::Sender<Arc<Vec<Served>>>,
     last_desired: Option<u64>,
+    last_warnings: Vec<String>,
     /// VNI → (ifindex, MAC) of the devices ensured on the last pass.
     devices: BTreeMap<u32, (u32, weft_dataplane::Mac)>,
     /// Networks the node file offers now (by name).
@@ -106,6 +107,7 @@ impl NetworksManager {
             written: BTreeMap::new(),
             served,
             last_desired: None,
+            last_warnings: Vec::new(),
             devices: BTreeMap::new(),
             offered,
             iso_text: None,
@@ -314,8 +316,12 @@ impl Manager for NetworksManager {
         }
 
         self.write_statuses(&p.statuses).await;
-        for w in &warnings {
-            tracing::warn!("{w}");
+        // Logged when they change, not on every resync (they stay listed in the status meanwhile).
+        if warnings != self.last_warnings {
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            self.last_warnings = warnings.clone();
         }
         self.record(&p.served, &p.statuses, warnings);
         self.served.send_if_modified(|cur| {
