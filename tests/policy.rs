@@ -14,6 +14,8 @@ mod harness;
 mod matrix;
 #[path = "policy/model.rs"]
 mod model;
+#[path = "policy/networks.rs"]
+mod networks;
 #[path = "policy/restart.rs"]
 mod restart;
 #[path = "policy/scenarios.rs"]
@@ -254,4 +256,22 @@ fn never_unprotected_across_agent_restarts() {
         return;
     }
     restart::never_unprotected_across_restarts("vxlan");
+}
+
+/// Tenant networks (issue 11): the truth table inside a non-default network, on a node built by hand.
+#[test]
+fn tenant_network_truth_table() {
+    if !require_root() {
+        return;
+    }
+    networks::truth_table_inside_a_tenant_network();
+}
+
+/// Tenant networks: equal addresses in two networks never match each other's policies.
+#[test]
+fn tenant_networks_with_equal_addresses_never_share_rules() {
+    if !require_root() {
+        return;
+    }
+    networks::equal_addresses_in_two_networks_never_share_rules();
 }

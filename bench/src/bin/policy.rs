@@ -124,6 +124,7 @@ fn model(a: &Args) -> Model {
             .map(|n| Namespace { name: format!("ns{n}"), labels: labels(&[("team", format!("team{}", n % 5))]) })
             .collect(),
         policies: (0..a.policies).map(policy).collect(),
+        ..Default::default()
     }
 }
 

@@ -36,8 +36,11 @@
 //!   not tell them from the node's own), and when a packet from the cluster network arrives for a local address
 //!   (a remote pod through the tunnel or a direct route). Counted (`agent_port_rejected`).
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::IpAddr;
+use weft_policy::isolation::{IsolatedNetwork, IsolationInput};
+use weft_types::tenant::TenantNetwork;
 
 pub const FAMILY: &str = "inet";
 pub const TABLE: &str = "weft";
@@ -142,6 +145,39 @@ fn pods(t: &mut String, spec: &FirewallSpec) {
         }
     }
     let _ = writeln!(t, "  }}");
+}
+
+/// The input of the isolation table (`inet weft-net`, `weft_policy::isolation`): the networks this node serves
+/// that hold a mark slot (`slots`: VNI → slot), every admitted network's CIDRs (`all`, also those not served
+/// here: they are weft's, never "the outside"), and the default network's CIDRs. A served network without a
+/// slot is left out, which fails closed: its pods' group is in the tenant range, so their packets are dropped.
+pub fn isolation_input(
+    served: &[TenantNetwork],
+    slots: &BTreeMap<u32, u8>,
+    all: &[TenantNetwork],
+    cluster_cidr: Ipv4Net,
+    cluster_cidr6: Option<Ipv6Net>,
+) -> IsolationInput {
+    let networks = served
+        .iter()
+        .filter_map(|n| {
+            let slot = *slots.get(&n.vni)?;
+            let ids = n.ids();
+            Some(IsolatedNetwork {
+                name: n.name.clone(),
+                vni: n.vni,
+                slot,
+                group: ids.group,
+                device: ids.device,
+                cidr: n.cidr,
+                cidr6: n.cidr6,
+                masquerade: n.masquerade,
+            })
+        })
+        .collect();
+    let weft_cidrs =
+        all.iter().flat_map(|n| std::iter::once(IpNet::V4(n.cidr)).chain(n.cidr6.map(IpNet::V6))).collect();
+    IsolationInput { networks, default_cidr: cluster_cidr, default_cidr6: cluster_cidr6, weft_cidrs }
 }
 
 fn set(t: &mut String, name: &str, ty: &str, ips: &[IpAddr]) {
@@ -273,5 +309,29 @@ mod tests {
         assert!(marks.priority < -310, "{marks:?}");
         assert_eq!(weft_policy::isolation::TENANT_GROUP_BASE, weft_types::tenant::TENANT_ID_BASE);
         nft_accepts(&t);
+    }
+
+    #[test]
+    fn isolation_input_from_networks_and_slots() {
+        let net = |name: &str, cidr: &str, vni: u32| -> TenantNetwork {
+            serde_json::from_value(serde_json::json!({"name": name, "cidr": cidr, "vni": vni})).unwrap()
+        };
+        let (blue, red, far) =
+            (net("blue", "10.50.0.0/16", 100), net("red", "10.50.0.0/16", 200), net("far", "10.90.0.0/16", 300));
+        let slots: BTreeMap<u32, u8> = [(100, 1)].into();
+        let input = isolation_input(&[blue.clone(), red.clone()], &slots, &[blue, red, far], spec().cluster_cidr, None);
+        // red has no slot yet: left out (its pods are dropped as tenant interfaces of no admitted network).
+        assert_eq!(input.networks.len(), 1);
+        let b = &input.networks[0];
+        assert_eq!((b.name.as_str(), b.slot, b.group, b.device.as_str()), ("blue", 1, 0x5700_0064, "wn100"));
+        assert!(b.masquerade);
+        assert!(
+            input.weft_cidrs.contains(&"10.90.0.0/16".parse().unwrap()),
+            "a network not served here is still weft's"
+        );
+        let iso = weft_policy::isolation::isolation(&input);
+        assert!(iso.refused.is_empty(), "{:?}", iso.refused);
+        let t = iso.table.render();
+        assert!(t.contains("10.90.0.0/16") && t.contains("goto pre_blue") && !t.contains("pre_red"), "{t}");
     }
 }

@@ -14,6 +14,13 @@
 //! No pod starts unprotected: the compiled table drops forwarded traffic from/to pod interfaces whose address is
 //! not yet in `@ready` (pods this agent has compiled). A pod created a moment ago is therefore isolated until the
 //! agent has taken it into account; it never runs with an allow-all it should not have had.
+//!
+//! Tenant networks (issue 11): networks are followed too, admitted exactly as the networks manager admits them
+//! (`admit_networks` with the cluster's VNI, none with the WireGuard backend), and each namespace is put on the
+//! first admitted network (by name) whose selector picks it (`network_of`), else the default network. The
+//! compiler then scopes every pod's rules to its network's link group. Until networks are listed (or when the
+//! store cannot list them) the model has none: a tenant pod is then compiled into group 0, which its host veth is
+//! not in, so it stays default-deny (`@ready` misses it) rather than being matched as a default-network pod.
 use crate::follow::{follow, Listed, Source};
 use crate::metrics::Metrics;
 use crate::status::{now_ms, PolicyStatus, SharedStatus};
@@ -25,6 +32,8 @@ use weft_dataplane::Dataplane;
 use weft_policy::nft::CounterKind;
 use weft_policy::{compile, plan, CompileOptions, Model, Namespace, Pod, Ruleset};
 use weft_store::{Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
+use weft_types::tenant::{admit_networks, network_of, TenantNetwork};
+use weft_types::{BackendKind, NetworkConfig, NetworkIds};
 
 /// Drop counters are exported every this many periodic passes (once a minute with the default 10 s resync).
 const COUNTER_EVERY: u32 = 6;
@@ -98,6 +107,49 @@ pub fn model_from<'a>(
     (m, errors)
 }
 
+/// The tenant networks of the model (see the module comment): admitted as the networks manager admits them,
+/// with the namespaces each serves among those the model knows (namespace objects and namespaces pods name).
+/// Objects that do not parse or are refused are reported; the rest are used.
+pub fn model_networks<'a>(
+    model: &Model,
+    networks: impl IntoIterator<Item = &'a Object>,
+    cfg: &NetworkConfig,
+) -> (Vec<weft_policy::Network>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut parsed = Vec::new();
+    for (k, v) in networks {
+        match serde_json::from_value::<TenantNetwork>(v.clone()) {
+            Ok(n) if n.name == *k => parsed.push(n),
+            Ok(n) => errors.push(format!("network {k}: names itself {:?}", n.name)),
+            Err(e) => errors.push(format!("network {k}: {e}")),
+        }
+    }
+    if cfg.backend.kind == BackendKind::Wireguard {
+        if !parsed.is_empty() {
+            errors.push("networks: tenant networks are not served with the WireGuard backend".into());
+        }
+        return (Vec::new(), errors);
+    }
+    let (admitted, refused) = admit_networks(parsed, cfg.backend.vni);
+    errors.extend(refused.iter().map(|e| format!("network: {e}")));
+    let mut out: Vec<weft_policy::Network> = admitted
+        .iter()
+        .map(|n| weft_policy::Network { name: n.name.clone(), group: NetworkIds::of(n.vni).group, namespaces: vec![] })
+        .collect();
+    let mut namespaces: std::collections::BTreeMap<&str, std::collections::BTreeMap<String, String>> =
+        model.pods.iter().map(|p| (p.namespace.as_str(), Default::default())).collect();
+    for ns in &model.namespaces {
+        namespaces.insert(ns.name.as_str(), ns.labels.clone());
+    }
+    for (ns, labels) in namespaces {
+        if let Some(n) = network_of(&admitted, ns, &labels) {
+            let i = admitted.iter().position(|a| a.name == n.name).expect("network_of returns an admitted network");
+            out[i].namespaces.push(ns.to_string());
+        }
+    }
+    (out, errors)
+}
+
 /// One digest of everything policy depends on (pods, namespaces, policies, by key and content), so "this node
 /// enforces what the store holds" can be checked exactly, label changes included (`weftctl policy wait`).
 pub fn model_digest<'a>(
@@ -105,11 +157,22 @@ pub fn model_digest<'a>(
     namespaces: impl IntoIterator<Item = &'a Object>,
     policies: impl IntoIterator<Item = &'a Object>,
 ) -> String {
+    model_digest_with_networks(pods, namespaces, policies, [])
+}
+
+/// [`model_digest`] including the tenant network objects; with none it equals `model_digest`.
+pub fn model_digest_with_networks<'a>(
+    pods: impl IntoIterator<Item = &'a Object>,
+    namespaces: impl IntoIterator<Item = &'a Object>,
+    policies: impl IntoIterator<Item = &'a Object>,
+    networks: impl IntoIterator<Item = &'a Object>,
+) -> String {
     let mut parts: Vec<String> = Vec::new();
     for (kind, objs) in [
         ("pod", pods.into_iter().collect::<Vec<_>>()),
         ("ns", namespaces.into_iter().collect()),
         ("pol", policies.into_iter().collect()),
+        ("net", networks.into_iter().collect()),
     ] {
         let mut v: Vec<String> =
             objs.iter().map(|(k, o)| format!("{kind}/{k}@{}", weft_types::digest::digest(o))).collect();
@@ -120,22 +183,41 @@ pub fn model_digest<'a>(
 }
 
 impl PolicyEngine {
-    pub async fn run(self, store: Arc<dyn Store>, shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) {
+        // The cluster's VNI and backend decide which tenant networks exist (as for the networks manager). The
+        // agent read the config before starting us, so this normally answers at once.
+        let cfg = loop {
+            match store.network_config().await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "policy: reading the network config; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.wait_for(|v| *v) => return,
+                    }
+                }
+            }
+        };
         let mut rxs = vec![];
         let mut tasks = vec![];
-        for kind in [ObjectKind::Endpoint, ObjectKind::Namespace, ObjectKind::Policy] {
+        for kind in [ObjectKind::Endpoint, ObjectKind::Namespace, ObjectKind::Policy, ObjectKind::Network] {
             let (tx, rx) = watch::channel::<Listed<Object>>(None);
             rxs.push(rx);
             let src = Objects(store.clone(), kind);
             tasks.push(tokio::spawn(follow(src, tx, same, self.metrics.clone(), shutdown.clone())));
         }
-        self.enforce(rxs, shutdown).await;
+        self.enforce(rxs, &cfg, shutdown).await;
         for t in tasks {
             let _ = t.await;
         }
     }
 
-    async fn enforce(&self, mut rxs: Vec<watch::Receiver<Listed<Object>>>, mut shutdown: watch::Receiver<bool>) {
+    async fn enforce(
+        &self,
+        mut rxs: Vec<watch::Receiver<Listed<Object>>>,
+        cfg: &NetworkConfig,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut last: Option<Ruleset> = None;
         let mut passes: u32 = 0;
         let mut last_errors: Vec<String> = Vec::new();
@@ -143,12 +225,13 @@ impl PolicyEngine {
         let mut tick = tokio::time::interval(self.resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let [a, b, c] = &mut rxs[..] else { unreachable!("three kinds") };
+            let [a, b, c, d] = &mut rxs[..] else { unreachable!("four kinds") };
             let periodic = tokio::select! {
                 _ = tick.tick() => true,
                 r = a.changed() => { if r.is_err() { return; } false }
                 r = b.changed() => { if r.is_err() { return; } false }
                 r = c.changed() => { if r.is_err() { return; } false }
+                r = d.changed() => { if r.is_err() { return; } false }
                 _ = shutdown.wait_for(|v| *v) => return,
             };
             // Coalesce bursts (a namespace of pods created at once) into one compile.
@@ -156,13 +239,18 @@ impl PolicyEngine {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let lists = (a.borrow_and_update().clone(), b.borrow_and_update().clone(), c.borrow_and_update().clone());
+            // Networks are optional (see the module comment): not listed yet is "none", which fails closed.
+            let nets = d.borrow_and_update().clone().unwrap_or_default();
             // Compile only once pods, namespaces and policies have all been listed: an empty or partial model
             // would replace the table with one that admits pods before their policies are known (allow-all).
             // Until then the table in the kernel (from before a restart, or none) stays as it is.
             let (Some(pods), Some(nss), Some(pols)) = lists else { continue };
             let t0 = Instant::now();
             let pols_used = self.last_good_policies(&mut last_good, pols.values());
-            let (model, errors) = model_from(pods.values(), nss.values(), pols_used.iter());
+            let (mut model, mut errors) = model_from(pods.values(), nss.values(), pols_used.iter());
+            let (networks, net_errors) = model_networks(&model, nets.values(), cfg);
+            model.networks = networks;
+            errors.extend(net_errors);
             for e in errors.iter().filter(|e| !last_errors.contains(*e)) {
                 tracing::warn!(object = %e, "skipping an invalid object; everything else is enforced");
             }
@@ -216,7 +304,12 @@ impl PolicyEngine {
                             local_pods: local.len(),
                             ready_pods: local.iter().filter(|p| !p.ips.is_empty()).count(),
                             policies: applied,
-                            model_digest: model_digest(pods.values(), nss.values(), pols.values()),
+                            model_digest: model_digest_with_networks(
+                                pods.values(),
+                                nss.values(),
+                                pols.values(),
+                                nets.values(),
+                            ),
                             rules: rs.rule_count(),
                             elements: rs.element_count(),
                             last_mode: mode,
@@ -365,5 +458,62 @@ mod tests {
         // What is left still compiles into a table.
         let rs = compile(&m, "n1", &CompileOptions::default());
         assert!(rs.set("ready_v4").is_some_and(|s| s.elements.len() == 1));
+    }
+
+    #[test]
+    fn namespaces_go_to_the_first_admitted_network_selecting_them() {
+        let pods = [
+            obj("a/p", json!({"namespace": "a", "name": "p", "ips": ["10.0.0.2"], "node": "n1"})),
+            obj("b/p", json!({"namespace": "b", "name": "p", "ips": ["10.0.0.2"], "node": "n1"})),
+            obj("c/p", json!({"namespace": "c", "name": "p", "ips": ["10.0.0.3"], "node": "n1"})),
+        ];
+        let nss = [obj("b", json!({"name": "b", "labels": {"tenant": "red"}}))];
+        let (model, _) = model_from(pods.iter(), nss.iter(), []);
+        let nets = [
+            obj("blue", json!({"name": "blue", "cidr": "10.0.0.0/16", "vni": 100, "namespaces": {"names": ["a"]}})),
+            obj(
+                "red",
+                json!({"name": "red", "cidr": "10.0.0.0/16", "vni": 200,
+                "namespaces": {"names": ["a"], "matchLabels": {"tenant": "red"}}}),
+            ),
+            obj(
+                "same-vni",
+                json!({"name": "same-vni", "cidr": "10.1.0.0/16", "vni": 1, "namespaces": {"names": ["c"]}}),
+            ),
+            obj("liar", json!({"name": "other", "cidr": "10.2.0.0/16", "vni": 5, "namespaces": {"names": ["c"]}})),
+            obj("junk", json!({"name": "junk", "cidr": "10.2.0.0/16", "vni": 6, "table": 254})),
+        ];
+        let cfg: NetworkConfig = serde_json::from_value(json!({"clusterCidr": "10.244.0.0/16"})).unwrap();
+        assert_eq!(cfg.backend.vni, 1);
+        let (networks, errors) = model_networks(&model, nets.iter(), &cfg);
+        let got: Vec<(&str, u32, Vec<&str>)> = networks
+            .iter()
+            .map(|n| (n.name.as_str(), n.group, n.namespaces.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(got, [("blue", 0x5700_0064, vec!["a"]), ("red", 0x5700_00c8, vec!["b"])]);
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors.iter().any(|e| e.contains("same-vni") && e.contains("default")), "{errors:#?}");
+        assert!(errors.iter().any(|e| e.starts_with("network liar: names itself")), "{errors:#?}");
+        assert!(errors.iter().any(|e| e.starts_with("network junk: ")), "{errors:#?}");
+        // The compiled table scopes a/p and b/p (same address) to their own groups.
+        let mut model = model;
+        model.networks = networks;
+        let rs = compile(&model, "n1", &CompileOptions::default());
+        let ready = &rs.set("ready_v4").expect("ready set").elements;
+        assert_eq!(ready.len(), 3);
+        // WireGuard: no tenant networks at all.
+        let mut wg = cfg.clone();
+        wg.backend.kind = BackendKind::Wireguard;
+        let (none, errors) = model_networks(&model, nets.iter(), &wg);
+        assert!(none.is_empty() && errors.iter().any(|e| e.contains("WireGuard")));
+    }
+
+    #[test]
+    fn the_digest_without_networks_is_the_old_one() {
+        let pods = [obj("a/p", json!({"namespace": "a", "name": "p"}))];
+        let net = [obj("blue", json!({"name": "blue"}))];
+        let old = model_digest(pods.iter(), [], []);
+        assert_eq!(old, model_digest_with_networks(pods.iter(), [], [], []));
+        assert_ne!(old, model_digest_with_networks(pods.iter(), [], [], net.iter()));
     }
 }

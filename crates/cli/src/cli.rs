@@ -29,6 +29,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+    /// Tenant networks in the store: create, list (with each node's status), delete.
+    Network {
+        #[command(subcommand)]
+        cmd: NetworkCmd,
+    },
     /// What this node's agent holds and programmed.
     Status {
         /// The agent's --state-dir.
@@ -39,6 +44,31 @@ pub enum Cmd {
         node: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// The WireGuard backend: key rotation.
+    Wireguard {
+        #[command(subcommand)]
+        cmd: WireguardCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum WireguardCmd {
+    /// New key pairs for running nodes; established connections keep flowing. Asks each agent through its
+    /// state directory and waits until it runs the new key (published in its lease at once).
+    RotateKey {
+        /// An agent's --state-dir (repeat for several; default /run/weft).
+        #[arg(long = "state-dir", value_name = "DIR")]
+        state_dirs: Vec<PathBuf>,
+        /// A lab node instead (repeat): `--node node1 [--lab NAME]`.
+        #[arg(long = "node", value_name = "NODE")]
+        nodes: Vec<String>,
+        /// Every node of the lab.
+        #[arg(long, conflicts_with_all = ["nodes", "state_dirs"])]
+        all: bool,
+        /// How long to wait for the agents (each serves the request on its next pass).
+        #[arg(long, default_value = "60")]
+        timeout_secs: u64,
     },
 }
 
@@ -84,6 +114,52 @@ pub enum PolicyCmd {
     Wait {
         #[arg(long, default_value = "30")]
         timeout_secs: u64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// Create a tenant network: an isolated overlay with its own VNI for the namespaces it serves.
+    Create {
+        /// The network's name (a DNS label of at most 32 characters; not "default").
+        name: String,
+        /// IPv4 CIDR of the network, e.g. 10.50.0.0/16 (may overlap other networks).
+        #[arg(long)]
+        cidr: String,
+        /// IPv6 CIDR, for dual-stack pods, e.g. fd00:50::/48.
+        #[arg(long)]
+        cidr6: Option<String>,
+        /// Prefix length of each node's IPv4 subnet (default 24).
+        #[arg(long)]
+        subnet_len: Option<u8>,
+        /// Prefix length of each node's IPv6 subnet (default 80).
+        #[arg(long)]
+        subnet_len6: Option<u8>,
+        /// VXLAN network identifier, 1..=16777215, unused by the default network and every other network.
+        #[arg(long)]
+        vni: u32,
+        /// A namespace the network serves (repeat for more).
+        #[arg(long = "namespace", value_name = "NS")]
+        namespaces: Vec<String>,
+        /// Serve the namespaces with this label, key=value (repeat: all must match).
+        #[arg(long = "selector", value_name = "KEY=VALUE")]
+        selectors: Vec<String>,
+        /// Do not masquerade the network's traffic leaving the cluster.
+        #[arg(long)]
+        no_masquerade: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List networks with each node's status (ready, subnet, addresses used/capacity, reason).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete a network (refused while a node reports addresses in use or pods exist in its namespaces).
+    Delete {
+        name: String,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -223,12 +299,60 @@ mod tests {
             &["lab", "ns-add", "--lab", "np", "x"],
             &["policy", "list", "--lab", "np"],
             &["policy", "list", "--name", "np"],
+            &["network", "list", "--lab", "np"],
             &["lab", "up", "--name", "np"],
             &["status", "--node", "node1", "--lab", "np"],
         ] {
             assert_eq!(parse(args).lab, "np", "{args:?}");
         }
         assert_eq!(parse(&["lab", "down"]).lab, "lab");
+    }
+
+    #[test]
+    fn network_create_takes_repeated_namespaces_and_selectors() {
+        let c = parse(&[
+            "network",
+            "create",
+            "blue",
+            "--cidr",
+            "10.50.0.0/16",
+            "--vni",
+            "100",
+            "--namespace",
+            "a",
+            "--namespace",
+            "b",
+            "--selector",
+            "tenant=blue",
+            "--no-masquerade",
+            "--subnet-len6",
+            "96",
+        ]);
+        match c.cmd {
+            Cmd::Network {
+                cmd: NetworkCmd::Create { name, namespaces, selectors, no_masquerade, subnet_len6, .. },
+            } => {
+                assert_eq!((name.as_str(), no_masquerade, subnet_len6), ("blue", true, Some(96)));
+                assert_eq!(
+                    (namespaces, selectors),
+                    (vec!["a".to_string(), "b".into()], vec!["tenant=blue".to_string()])
+                );
+            }
+            _ => panic!("not network create"),
+        }
+        assert!(Cli::try_parse_from(["weftctl", "network", "create", "x", "--cidr", "10.0.0.0/8"]).is_err(), "--vni");
+    }
+
+    #[test]
+    fn rotate_key_takes_nodes_state_dirs_or_all() {
+        let c = parse(&["wireguard", "rotate-key", "--node", "node1", "--node", "node2", "--lab", "w1"]);
+        match c.cmd {
+            Cmd::Wireguard { cmd: WireguardCmd::RotateKey { nodes, state_dirs, all, .. } } => {
+                assert_eq!((nodes, state_dirs.len(), all), (vec!["node1".to_string(), "node2".into()], 0, false));
+            }
+            _ => panic!("not wireguard rotate-key"),
+        }
+        assert!(Cli::try_parse_from(["weftctl", "wireguard", "rotate-key", "--all", "--node", "node1"]).is_err());
     }
 
     #[test]

@@ -3,7 +3,9 @@ mod cli;
 mod lab;
 mod labels;
 mod names;
+mod network;
 mod policy;
+mod rotate;
 mod sh;
 mod status;
 mod store;
@@ -11,7 +13,7 @@ mod target;
 
 use anyhow::Result;
 use clap::Parser;
-use cli::{Cli, Cmd, LabCmd, LabelKind, PolicyCmd};
+use cli::{Cli, Cmd, LabCmd, LabelKind, NetworkCmd, PolicyCmd, WireguardCmd};
 use std::path::PathBuf;
 
 fn main() {
@@ -46,7 +48,49 @@ fn run(Cli { lab: lab_name, cmd }: Cli) -> Result<()> {
                 policy::wait(&with_lab(store), std::time::Duration::from_secs(timeout_secs))
             }
         },
+        Cmd::Network { cmd } => match cmd {
+            NetworkCmd::Create {
+                name,
+                cidr,
+                cidr6,
+                subnet_len,
+                subnet_len6,
+                vni,
+                namespaces,
+                selectors,
+                no_masquerade,
+                store,
+            } => {
+                let n = network::NewNetwork {
+                    name,
+                    cidr,
+                    cidr6,
+                    subnet_len,
+                    subnet_len6,
+                    vni,
+                    namespaces,
+                    selectors,
+                    no_masquerade,
+                };
+                network::create(&with_lab(store), &n)
+            }
+            NetworkCmd::List { store } => network::list(&with_lab(store)),
+            NetworkCmd::Delete { name, store } => network::delete(&with_lab(store), &name),
+        },
         Cmd::Lab { cmd } => lab_cmd(&lab_name, cmd),
+        Cmd::Wireguard { cmd: WireguardCmd::RotateKey { state_dirs, nodes, all, timeout_secs } } => {
+            let node = |n: String| rotate::Target { state_dir: lab::state::lab_dir(&lab_name).join(&n), label: n };
+            let targets: Vec<rotate::Target> = if all {
+                lab::state::LabState::load(&lab_name)?.nodes.into_iter().map(|n| node(n.name)).collect()
+            } else if nodes.is_empty() && state_dirs.is_empty() {
+                vec![rotate::Target { label: "this node".into(), state_dir: PathBuf::from("/run/weft") }]
+            } else {
+                let dirs =
+                    state_dirs.into_iter().map(|d| rotate::Target { label: d.display().to_string(), state_dir: d });
+                nodes.into_iter().map(node).chain(dirs).collect()
+            };
+            rotate::rotate_keys(&targets, std::time::Duration::from_secs(timeout_secs))
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use weft_policy::{explain, DirectionVerdict, Endpoint, Protocol};
+use weft_policy::{explain, DirectionVerdict, Endpoint, ExplainError, Protocol};
 use weft_store::ObjectKind;
 
 pub fn apply(s: &StoreArgs, file: &str) -> Result<()> {
@@ -94,9 +94,12 @@ fn endpoint(model: &weft_policy::Model, s: &str) -> Result<Endpoint> {
     Ok(Endpoint::Pod { namespace: model.pods[i].namespace.clone(), name: model.pods[i].name.clone() })
 }
 
-/// `x/a (10.244.1.3)` for a pod's address, the bare address otherwise.
-fn name_of(model: &weft_policy::Model, ip: IpAddr) -> String {
-    match model.pods.iter().find(|p| p.ips.contains(&ip)) {
+/// `x/a (10.244.1.3)` for the address of a pod of `network`, the bare address otherwise (another network's pod
+/// with that address is not this one).
+fn name_of(model: &weft_policy::Model, network: &str, ip: IpAddr) -> String {
+    let r = weft_policy::eval::Resolved::new(model);
+    let owner = r.network_index(network).and_then(|n| r.pods_with_ip_in(n, ip).first().copied());
+    match owner.map(|i| &model.pods[i]) {
         Some(p) => format!("{}/{} ({ip})", p.namespace, p.name),
         None => ip.to_string(),
     }
@@ -133,11 +136,20 @@ pub fn explain_cmd(s: &StoreArgs, from: &str, to: &str, port: &str) -> Result<bo
     let (port, proto) = port_proto(port)?;
     let model = s.with_store(|store| async move { load_model(store.as_ref()).await })?;
     let (from, to) = (endpoint(&model, from)?, endpoint(&model, to)?);
-    let v = explain(&model, &from, &to, port, proto)?;
+    let v = match explain(&model, &from, &to, port, proto) {
+        Ok(v) => v,
+        // Not a policy question: routing and the isolation firewall keep networks apart whatever policy says.
+        Err(e @ ExplainError::DifferentNetworks { .. }) => {
+            println!("{e}");
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
     println!(
-        "{} → {} {port}/{proto}: {}",
-        name_of(&model, v.src),
-        name_of(&model, v.dst),
+        "{} → {} {port}/{proto} (network {}): {}",
+        name_of(&model, &v.network, v.src),
+        name_of(&model, &v.network, v.dst),
+        v.network,
         if v.allowed { "ALLOWED" } else { "DENIED" }
     );
     println!("  egress  (source side):      {}", describe(&v.egress));
@@ -155,7 +167,9 @@ pub fn wait(s: &StoreArgs, timeout: Duration) -> Result<()> {
             let pods = store.objects(ObjectKind::Endpoint).await?.items;
             let nss = store.objects(ObjectKind::Namespace).await?.items;
             let pols = store.objects(ObjectKind::Policy).await?.items;
-            Ok(weft_agent::policy::model_digest(&pods, &nss, &pols))
+            // As the agents do: a store that cannot list networks has none.
+            let nets = store.objects(ObjectKind::Network).await.map(|s| s.items).unwrap_or_default();
+            Ok(weft_agent::policy::model_digest_with_networks(&pods, &nss, &pols, &nets))
         })?;
         let lagging: Vec<&str> = lab
             .nodes
@@ -211,8 +225,12 @@ mod tests {
     #[test]
     fn addresses_print_as_pod_names_and_protocols_upper_case() {
         let m = model();
-        assert_eq!(name_of(&m, "10.0.0.2".parse().unwrap()), "y/a (10.0.0.2)");
-        assert_eq!(name_of(&m, "10.9.9.9".parse().unwrap()), "10.9.9.9");
+        assert_eq!(name_of(&m, "default", "10.0.0.2".parse().unwrap()), "y/a (10.0.0.2)");
+        assert_eq!(name_of(&m, "default", "10.9.9.9".parse().unwrap()), "10.9.9.9");
+        let mut m = m;
+        m.networks.push(weft_policy::Network { name: "blue".into(), group: 0x5700_0064, namespaces: vec!["y".into()] });
+        assert_eq!(name_of(&m, "default", "10.0.0.2".parse().unwrap()), "10.0.0.2", "y/a is on blue");
+        assert_eq!(name_of(&m, "blue", "10.0.0.2".parse().unwrap()), "y/a (10.0.0.2)");
         assert_eq!(port_proto("80/tcp").unwrap(), (80, Protocol::Tcp));
         assert_eq!(format!("{}", port_proto("53/udp").unwrap().1), "UDP");
         assert!(port_proto("80/icmp").is_err());

@@ -16,6 +16,9 @@ pub fn show(state_dir: &Path, json: bool) -> Result<()> {
     println!("backend   {}   MTU {}", s("backend"), st["mtu"]);
     println!("lease     {} {}", s("subnet"), st["subnet6"].as_str().unwrap_or(""));
     println!("VTEP MAC  {}", s("vtepMac"));
+    if let Ok(key) = weft_agent::backend::wireguard::rotate::read_public_key(state_dir) {
+        println!("WireGuard public key {key} (rotate: weftctl wireguard rotate-key)");
+    }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     let exp = st["leaseExpiresAtMs"].as_i64().unwrap_or(0);
     if exp > 0 {

@@ -81,12 +81,17 @@ impl StoreArgs {
     }
 }
 
-/// Loads pods, namespaces and policies into the policy model.
+/// Loads pods, namespaces, policies and tenant networks into the policy model.
 pub async fn load_model(store: &dyn Store) -> Result<weft_policy::Model> {
     let pods = store.objects(ObjectKind::Endpoint).await?;
     let nss = store.objects(ObjectKind::Namespace).await?;
     let pols = store.objects(ObjectKind::Policy).await?;
-    let (model, errors) = weft_agent::policy::model_from(&pods.items, &nss.items, &pols.items);
+    let (mut model, mut errors) = weft_agent::policy::model_from(&pods.items, &nss.items, &pols.items);
+    // Tenant networks, resolved as the agents resolve them (a store that cannot list them has none).
+    let nets = store.objects(ObjectKind::Network).await.map(|s| s.items).unwrap_or_default();
+    let (networks, net_errors) = weft_agent::policy::model_networks(&model, &nets, &store.network_config().await?);
+    model.networks = networks;
+    errors.extend(net_errors);
     for e in errors {
         eprintln!("warning: skipped {e}");
     }

@@ -94,7 +94,7 @@ fn model(pods: usize, policies: usize, nodes: usize) -> Model {
             }
         })
         .collect();
-    Model { pods, namespaces, policies }
+    Model { pods, namespaces, policies, networks: vec![] }
 }
 
 fn ms(d: Duration) -> String {

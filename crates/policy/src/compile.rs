@@ -23,6 +23,17 @@
 //! seconds of kernel time at 1 000 policies. Why one interval set per rule for ipBlocks: a policy with 5 000
 //! ipBlocks used to be 5 000 sets, and every nft command on the table paid for caching them.
 //!
+//! Networks (issue 11): sets naming this node's pods — `@ready`, `@iso_in/out`, `@sel_<P>` — hold `link group .
+//! address` pairs and are matched as `meta oifgroup . ip daddr` (the packet leaves to a pod's host veth: ingress)
+//! or `meta iifgroup . ip saddr` (it comes from one: egress). The CNI plugin creates every tenant pod's host veth
+//! in its network's link group (the default network's pods are in group 0), so a rule of a pod of network N
+//! never matches a pod of another network with the same address, and moving a namespace to another network
+//! changes elements, not dispatch rules. Only packets that really come from (`iifname "wf*"`) or go to (`oifname "wf*"`) a
+//! local pod are dispatched: group 0 is also every other device's group (the uplink, VXLAN devices), and a
+//! tenant packet leaving through its network's VXLAN device must not be taken for the default-network pod that
+//! happens to have its destination address. Peer sets (`@pe`, `@np`) are per network, since a selector or a named
+//! port only ever names pods of the policy's network; ipBlock sets stay shared address ranges.
+//!
 //! Traffic the host originates or receives (kubelet probes, pod → node) goes through output/input, which this
 //! table leaves alone: node ↔ local pod traffic is always allowed, as Kubernetes expects for probes. Egress
 //! policy therefore does not restrict pod → own node (Kubernetes leaves it undefined). ipBlock peers match by
@@ -30,7 +41,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::eval::{Direction, Peer, PortMatch, Resolved, Rule as EvalRule, SelectionKey};
+use crate::eval::{Direction, Peer, PortMatch, Resolved, Rule as EvalRule, SelectionKey, DEFAULT_NET};
 use crate::model::{LabelSelector, Model, Operator, Protocol};
 use crate::naming::{fnv64, Names};
 use crate::nft::{
@@ -83,7 +94,18 @@ pub fn compile(model: &Model, node: &str, opts: &CompileOptions) -> Ruleset {
             (names.name("p", &key), (fnv64(&key) % BUCKETS as u64) as usize)
         })
         .collect();
-    let selections = r.selections.iter().map(|s| names.name("pe", &format!("{:?}", s.key))).collect();
+    let selections = r
+        .selections
+        .iter()
+        .map(|s| {
+            // The default network keeps the names it had before networks existed.
+            let key = match s.network {
+                DEFAULT_NET => format!("{:?}", s.key),
+                n => format!("{}:{:?}", r.networks[n].name, s.key),
+            };
+            names.name("pe", &key)
+        })
+        .collect();
     let mut c = Compiler {
         r: &r,
         node,
@@ -129,57 +151,79 @@ struct Compiler<'a, 'm> {
 }
 
 impl Compiler<'_, '_> {
-    fn local_ips<'p>(&self, pods: impl IntoIterator<Item = &'p usize>) -> Vec<std::net::IpAddr> {
-        let model = self.r.model;
+    /// `group . address` of the pods of this node among `pods`: the group of their network's host veths.
+    fn local_pods<'p>(&self, pods: impl IntoIterator<Item = &'p usize>) -> Vec<Element> {
+        let (r, model) = (self.r, self.r.model);
         pods.into_iter()
             .filter(|&&i| model.pods[i].node == self.node)
-            .flat_map(|&i| model.pods[i].ips.clone())
+            .flat_map(|&i| {
+                let group = r.networks[r.pod_network[i]].group;
+                model.pods[i].ips.iter().map(move |ip| Element::GroupAddr(group, *ip))
+            })
             .collect()
     }
 
-    /// One `_v4` and one `_v6` hash set of addresses, always both, so structure never depends on pods.
-    fn addr_sets(&mut self, base: &str, ips: impl IntoIterator<Item = std::net::IpAddr>, comment: Option<String>) {
+    /// One `_v4` and one `_v6` set, always both, so structure never depends on pods: `elements` are all
+    /// `Addr` (a peer set) or all `GroupAddr` (this node's pods, `group_addr`).
+    fn addr_sets(&mut self, base: &str, elements: Vec<Element>, group_addr: bool, comment: Option<String>) {
         let mut by_family: BTreeMap<Family, BTreeSet<Element>> = BTreeMap::new();
-        for ip in ips {
-            by_family.entry(Family::of(ip)).or_default().insert(Element::Addr(ip));
+        for e in elements {
+            let (Element::Addr(ip) | Element::GroupAddr(_, ip)) = e else { continue };
+            by_family.entry(Family::of(ip)).or_default().insert(e);
         }
         for f in FAMILIES {
             let elements = by_family.remove(&f).unwrap_or_default();
             let name = format!("{base}_{}", f.suffix());
-            self.sets.push(Set { name, kind: SetKind::Addr(f), comment: comment.clone(), elements });
+            let kind = if group_addr { SetKind::GroupAddr(f) } else { SetKind::Addr(f) };
+            self.sets.push(Set { name, kind, comment: comment.clone(), elements });
         }
     }
 
     fn declare_sets(&mut self) {
         let r = self.r;
         if self.opts.default_deny_new_pods {
-            let ready = self.local_ips(&(0..r.model.pods.len()).collect::<Vec<_>>());
-            self.addr_sets("ready", ready, Some("pods the agent has programmed".into()));
+            let ready = self.local_pods(&(0..r.model.pods.len()).collect::<Vec<_>>());
+            self.addr_sets("ready", ready, true, Some("pods the agent has programmed".into()));
         }
         for dir in [Direction::Ingress, Direction::Egress] {
             let isolated: Vec<usize> =
                 r.policies.iter().filter(|p| p.rules(dir).is_some()).flat_map(|p| p.selected.iter().copied()).collect();
-            let ips = self.local_ips(&isolated);
-            self.addr_sets(&format!("iso_{}", short(dir)), ips, Some(format!("pods isolated for {}", long(dir))));
+            let pods = self.local_pods(&isolated);
+            let comment = Some(format!("pods isolated for {}", long(dir)));
+            self.addr_sets(&format!("iso_{}", short(dir)), pods, true, comment);
         }
         for (i, p) in r.policies.iter().enumerate() {
-            let ips = self.local_ips(&p.selected);
+            let pods = self.local_pods(&p.selected);
             let base = format!("sel_{}", self.ids[i].0);
-            self.addr_sets(&base, ips, Some(format!("pods selected by {}", p.reference)));
+            self.addr_sets(&base, pods, true, Some(format!("pods selected by {}", p.reference)));
         }
         for (i, s) in r.selections.iter().enumerate() {
             let base = self.selections[i].clone();
-            self.addr_sets(&base, s.ips.iter().copied(), Some(describe_selection(&s.key)));
+            let ips = s.ips.iter().map(|ip| Element::Addr(*ip)).collect();
+            let comment = match s.network {
+                DEFAULT_NET => describe_selection(&s.key),
+                n => format!("{} (network {})", describe_selection(&s.key), r.networks[n].name),
+            };
+            self.addr_sets(&base, ips, false, Some(comment));
         }
         for n in &r.named {
             for f in FAMILIES {
                 let elements =
                     n.entries.iter().filter(|(ip, _)| Family::of(*ip) == f).map(|(ip, p)| Element::AddrPort(*ip, *p));
-                let comment = Some(format!("named port {}/{}", n.proto, n.name));
-                let (name, kind) = (named_set(n.proto, &n.name, f), SetKind::AddrPort(f));
-                self.sets.push(Set { name, kind, comment, elements: elements.collect() });
+                let comment = match n.network {
+                    DEFAULT_NET => format!("named port {}/{}", n.proto, n.name),
+                    net => format!("named port {}/{} (network {})", n.proto, n.name, r.networks[net].name),
+                };
+                let name = named_set(self.network_tag(n.network), n.proto, &n.name, f);
+                let kind = SetKind::AddrPort(f);
+                self.sets.push(Set { name, kind, comment: Some(comment), elements: elements.collect() });
             }
         }
+    }
+
+    /// `None` for the default network (its set names are as before networks existed), else the network's name.
+    fn network_tag(&self, net: usize) -> Option<&str> {
+        (net != DEFAULT_NET).then(|| self.r.networks[net].name.as_str())
     }
 
     fn unready_rules(&mut self) -> Vec<Rule> {
@@ -194,7 +238,7 @@ impl Compiler<'_, '_> {
         {
             for f in FAMILIES {
                 let set = format!("ready_{}", f.suffix());
-                let m = vec![iface.clone(), Match::NfProto(f), Match::Addr { dir, family: f, set, negate: true }];
+                let m = vec![iface.clone(), Match::NfProto(f), Match::GroupAddr { dir, family: f, set, negate: true }];
                 rules.push(self.drop_rule(m, "drop_unready", "unready"));
             }
         }
@@ -217,10 +261,13 @@ impl Compiler<'_, '_> {
         let (s, addr_dir) = (short(dir), if dir == Direction::Ingress { AddrDir::Dst } else { AddrDir::Src });
         // Allowed egress continues with the destination's ingress; allowed ingress is final.
         let allow = if dir == Direction::Ingress { Verdict::Accept } else { Verdict::Goto("ingress".into()) };
-        let mut dispatch = Vec::new();
+        // Only a packet from (egress) or to (ingress) a local pod's veth has a local pod on this side.
+        let prefix = self.opts.pod_iface_prefix.clone();
+        let not_pod = if dir == Direction::Ingress { Match::OifNotPrefix(prefix) } else { Match::IifNotPrefix(prefix) };
+        let mut dispatch = vec![rule(vec![not_pod], allow.clone())];
         for f in FAMILIES {
             let not_isolated =
-                Match::Addr { dir: addr_dir, family: f, set: format!("iso_{s}_{}", f.suffix()), negate: true };
+                Match::GroupAddr { dir: addr_dir, family: f, set: format!("iso_{s}_{}", f.suffix()), negate: true };
             dispatch.push(rule(vec![Match::NfProto(f), not_isolated], allow.clone()));
         }
         let mut jumps: Vec<Vec<Rule>> = vec![Vec::new(); BUCKETS];
@@ -234,8 +281,12 @@ impl Compiler<'_, '_> {
                 counts: CounterKind::DroppedForPolicy(dir, p.reference.clone()),
             });
             for f in FAMILIES {
-                let selected =
-                    Match::Addr { dir: addr_dir, family: f, set: format!("sel_{id}_{}", f.suffix()), negate: false };
+                let selected = Match::GroupAddr {
+                    dir: addr_dir,
+                    family: f,
+                    set: format!("sel_{id}_{}", f.suffix()),
+                    negate: false,
+                };
                 counting[bucket].push(Rule {
                     matches: vec![selected.clone()],
                     counter: Some(counter.clone()),
@@ -360,7 +411,8 @@ impl Compiler<'_, '_> {
         for n in named {
             let np = &self.r.named[n];
             for f in FAMILIES {
-                let lookup = Match::DaddrDport { family: f, set: named_set(np.proto, &np.name, f) };
+                let set = named_set(self.network_tag(np.network), np.proto, &np.name, f);
+                let lookup = Match::DaddrDport { family: f, set };
                 out.push((Some(f), vec![Match::L4Proto(np.proto), lookup]));
             }
         }
@@ -395,9 +447,13 @@ impl Compiler<'_, '_> {
     }
 }
 
-/// Named-port sets are named after the port (IANA names are valid nft identifiers), so they never shift.
-fn named_set(proto: Protocol, name: &str, f: Family) -> String {
-    format!("np_{}_{name}_{}", proto.nft_name(), f.suffix())
+/// Named-port sets are named after the port (IANA names are valid nft identifiers), so they never shift; a
+/// tenant network's after the network too (DNS labels: no `_`, so the two forms never collide).
+fn named_set(network: Option<&str>, proto: Protocol, name: &str, f: Family) -> String {
+    match network {
+        None => format!("np_{}_{name}_{}", proto.nft_name(), f.suffix()),
+        Some(net) => format!("np_{net}_{}_{name}_{}", proto.nft_name(), f.suffix()),
+    }
 }
 
 /// Sorted, coalesced ranges: nft rejects overlapping intervals in one set.

@@ -59,7 +59,9 @@ pub use compile::{compile, CompileOptions, BUCKETS};
 pub use diff::diff_sets;
 pub use error::{PolicyError, Problem};
 pub use eval::Direction;
-pub use explain::{explain, explain_ips, DirectionVerdict, Endpoint, ExplainError, Verdict};
+pub use explain::{
+    explain, explain_endpoints, explain_in, explain_ips, DirectionVerdict, Endpoint, ExplainError, Verdict,
+};
 pub use model::*;
 pub use nft::Ruleset;
 pub use parse::{parse_policies_json, parse_policies_yaml};

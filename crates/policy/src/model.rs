@@ -331,4 +331,26 @@ pub struct Model {
     pub namespaces: Vec<Namespace>,
     #[serde(default)]
     pub policies: Vec<NetworkPolicy>,
+    /// Tenant networks (issue 11) with the namespaces each serves; every other namespace is on the default
+    /// network. Empty: one network, exactly as before networks existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<Network>,
+}
+
+/// Name of the cluster's default network, the one every namespace no tenant network serves is on.
+pub const DEFAULT_NETWORK: &str = "default";
+
+/// A tenant network as policy sees it: the namespaces it serves (resolved by the agent from the network's
+/// namespace selector, so this crate needs no selector of its own) and the link group of its pods' host veths
+/// (`weft_types::tenant::NetworkIds::group`; the default network's pods are in group 0).
+///
+/// Why the model names namespaces and not each pod its network: a pod's network follows from its namespace
+/// alone, so an endpoint object cannot claim another network, and all pods of a namespace agree.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    pub name: String,
+    pub group: u32,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
 }

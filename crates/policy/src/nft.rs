@@ -72,6 +72,9 @@ pub struct Set {
 pub enum SetKind {
     /// Plain addresses (pod IPs): a hash set.
     Addr(Family),
+    /// `link group . address` of this node's pods (`devgroup . ipv4_addr`): the group of the pod's host veth
+    /// names its network, so equal addresses of two networks are two elements.
+    GroupAddr(Family),
     /// Disjoint address ranges (`flags interval`), for ipBlocks.
     Ranges(Family),
     /// `address . port` pairs, for named ports.
@@ -85,6 +88,8 @@ pub enum SetKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Element {
     Addr(IpAddr),
+    /// A pod address in the network whose host veths are in this link group.
+    GroupAddr(u32, IpAddr),
     Range(AddrRange),
     AddrPort(IpAddr, u16),
     /// Inclusive port range of one protocol.
@@ -95,6 +100,7 @@ impl fmt::Display for Element {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Element::Addr(ip) => write!(f, "{ip}"),
+            Element::GroupAddr(g, ip) => write!(f, "{g} . {ip}"),
             Element::Range(r) => write!(f, "{r}"),
             Element::AddrPort(ip, port) => write!(f, "{ip} . {port}"),
             Element::ProtoPorts(p, lo, hi) if lo == hi => write!(f, "{} . {lo}", p.nft_name()),
@@ -156,10 +162,17 @@ pub enum Match {
     IifPrefix(String),
     /// `oifname "<prefix>*"`
     OifPrefix(String),
+    /// `iifname != "<prefix>*"`
+    IifNotPrefix(String),
+    /// `oifname != "<prefix>*"`
+    OifNotPrefix(String),
     /// `meta nfproto ipv4|ipv6`
     NfProto(Family),
     /// `ip saddr @set`, `ip6 daddr != @set`: like nft, never matches a packet of the other family, negated or not.
     Addr { dir: AddrDir, family: Family, set: String, negate: bool },
+    /// `meta iifgroup . ip saddr @set` (source: the packet came from a local pod's veth) or `meta oifgroup . ip
+    /// daddr @set` (destination: it leaves to one); the same family rule as `Addr`.
+    GroupAddr { dir: AddrDir, family: Family, set: String, negate: bool },
     /// `meta l4proto tcp`
     L4Proto(Protocol),
     /// `th dport 80` or `th dport 8000-8080` (inclusive).
@@ -250,6 +263,7 @@ impl Set {
         writeln!(out, "\tset {} {{", self.name)?;
         match self.kind {
             SetKind::Addr(f) => writeln!(out, "\t\ttype {}", f.addr_type())?,
+            SetKind::GroupAddr(f) => writeln!(out, "\t\ttype devgroup . {}", f.addr_type())?,
             SetKind::Ranges(f) => writeln!(out, "\t\ttype {}\n\t\tflags interval", f.addr_type())?,
             SetKind::AddrPort(f) => writeln!(out, "\t\ttype {} . inet_service", f.addr_type())?,
             SetKind::ProtoPorts => writeln!(out, "\t\ttype inet_proto . inet_service\n\t\tflags interval")?,
@@ -339,10 +353,17 @@ impl fmt::Display for Match {
             }
             Match::IifPrefix(p) => write!(f, "iifname {}", quote(&format!("{p}*"))),
             Match::OifPrefix(p) => write!(f, "oifname {}", quote(&format!("{p}*"))),
+            Match::IifNotPrefix(p) => write!(f, "iifname != {}", quote(&format!("{p}*"))),
+            Match::OifNotPrefix(p) => write!(f, "oifname != {}", quote(&format!("{p}*"))),
             Match::NfProto(fam) => write!(f, "meta nfproto {}", if *fam == Family::V4 { "ipv4" } else { "ipv6" }),
             Match::Addr { dir, family, set, negate } => {
                 let field = if *dir == AddrDir::Src { "saddr" } else { "daddr" };
                 write!(f, "{} {field} {}@{set}", family.payload(), if *negate { "!= " } else { "" })
+            }
+            Match::GroupAddr { dir, family, set, negate } => {
+                let (group, field) = if *dir == AddrDir::Src { ("iifgroup", "saddr") } else { ("oifgroup", "daddr") };
+                let neg = if *negate { "!= " } else { "" };
+                write!(f, "meta {group} . {} {field} {neg}@{set}", family.payload())
             }
             Match::L4Proto(p) => write!(f, "meta l4proto {}", p.nft_name()),
             Match::Dport(lo, hi) if lo == hi => write!(f, "th dport {lo}"),

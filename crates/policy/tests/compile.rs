@@ -55,6 +55,7 @@ fn cluster(n: usize) -> Model {
         pods,
         namespaces: vec![ns("shop", &[("team", "shop")]), ns("data", &[("team", "data")]), ns("ops", &[])],
         policies: policies(POLICIES),
+        networks: vec![],
     }
 }
 
@@ -99,7 +100,8 @@ fn node_local_sets_hold_only_local_pods_and_peer_sets_the_whole_cluster() {
     let names = ["ready_v4".to_string(), "iso_in_v4".into(), "iso_out_v4".into(), sel("data/db"), sel("shop/web")];
     for name in &names {
         for e in &rs.set(name).unwrap().elements {
-            let Element::Addr(ip) = e else { panic!("{name}: {e}") };
+            // This node's pods are `group . address`; the default network's pods are in group 0.
+            let Element::GroupAddr(0, ip) = e else { panic!("{name}: {e}") };
             assert!(local.iter().any(|p| p.ips.contains(ip)), "{name} holds remote {ip}");
         }
     }
@@ -138,7 +140,7 @@ fn diff_sets_tracks_pod_churn_and_detects_structure_changes() {
         cmds.iter().any(|c| c.starts_with("delete element inet weft-policy ready_v4 ") && c.contains(&gone_ip)),
         "{cmds:#?}"
     );
-    assert!(cmds.iter().any(|c| c.starts_with("add element inet weft-policy ready_v4 { 10.1.9.9 }")), "{cmds:#?}");
+    assert!(cmds.iter().any(|c| c.starts_with("add element inet weft-policy ready_v4 { 0 . 10.1.9.9 }")), "{cmds:#?}");
     assert!(
         cmds.iter().any(|c| c.contains(&selected_set(&new, "shop/web")) && c.contains("10.1.9.9")),
         "shop/web selects the new pod: {cmds:#?}"

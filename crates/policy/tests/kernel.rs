@@ -54,6 +54,7 @@ fn rich_model() -> Model {
         ],
         namespaces: vec![ns("ops", &[("team", "ops")])],
         policies: policies(RICH),
+        networks: vec![],
     }
 }
 
@@ -181,7 +182,7 @@ fn lab_model(with_pod4: bool) -> Model {
         spec:
           podSelector: {matchLabels: {app: web}}
     "#;
-    Model { pods, namespaces: vec![], policies: policies(yaml) }
+    Model { pods, namespaces: vec![], policies: policies(yaml), networks: vec![] }
 }
 
 #[test]

@@ -21,6 +21,7 @@ fn base() -> Model {
         ],
         namespaces: vec![ns("ops", &[("team", "ops")]), ns("shop", &[("team", "shop")]), ns("dev", &[])],
         policies: vec![],
+        networks: vec![],
     }
 }
 

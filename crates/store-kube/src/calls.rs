@@ -52,7 +52,8 @@ const fn system(group: &'static str, resource: &'static str, verb: &'static str)
 }
 
 /// Every call the Kubernetes store makes. Nodes: read all (peers, taken subnets), patch (own annotations).
-/// Pods, Namespaces, NetworkPolicies: list and watch for the policy model. ConfigMap: the network config.
+/// Pods, Namespaces, NetworkPolicies: list and watch for the policy model. Networks (weft.dev): list and watch;
+/// the one write is a merge patch of the status subresource (each agent's `status.nodes.<node>`). ConfigMap: the network config.
 /// coordination Leases: per-subnet claims, the compare-and-swap of weft's own allocation. RBAC grants each write
 /// on every object of its kind; the admission policy keeps it to the agent's own Node and claims.
 pub const API_CALLS: &[ApiCall] = &[
@@ -66,6 +67,9 @@ pub const API_CALLS: &[ApiCall] = &[
     cluster("", "namespaces", "watch"),
     cluster("networking.k8s.io", "networkpolicies", "list"),
     cluster("networking.k8s.io", "networkpolicies", "watch"),
+    cluster("weft.dev", "networks", "list"),
+    cluster("weft.dev", "networks", "watch"),
+    cluster("weft.dev", "networks/status", "patch"),
     system("", "configmaps", "get"),
     system("", "configmaps", "create"),
     system("coordination.k8s.io", "leases", "list"),
@@ -129,8 +133,13 @@ impl<K: Object> Calls<K> {
         self.ns.map_or_else(|| "at the cluster scope".to_string(), |n| format!("in namespace {n}"))
     }
 
-    fn check(&self, verb: &'static str) -> Result<(), KubeError> {
-        let (g, p) = (K::group(&()), K::plural(&()));
+    /// `subresource`: `Some("status")` for `networks/status`, as RBAC names it.
+    fn check_sub(&self, verb: &'static str, subresource: Option<&str>) -> Result<(), KubeError> {
+        let g = K::group(&());
+        let p = match subresource {
+            Some(sub) => format!("{}/{sub}", K::plural(&())),
+            None => K::plural(&()).into_owned(),
+        };
         let declared =
             API_CALLS.iter().any(|c| c.group == g && c.resource == p && c.verb == verb && c.namespace == self.ns);
         if declared {
@@ -149,7 +158,16 @@ impl<K: Object> Calls<K> {
         verb: &'static str,
         f: impl std::future::Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, KubeError> {
-        self.check(verb)?;
+        self.run_sub(verb, None, f).await
+    }
+
+    async fn run_sub<T>(
+        &self,
+        verb: &'static str,
+        subresource: Option<&str>,
+        f: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, KubeError> {
+        self.check_sub(verb, subresource)?;
         match tokio::time::timeout(self.kube.op_timeout, f).await {
             Ok(r) => r.map_err(|e| self.err(verb, e)),
             Err(_) => Err(KubeError::Unreachable {
@@ -188,6 +206,12 @@ impl<K: Object> Calls<K> {
     /// JSON merge patch (RFC 7386): maps merge, `null` removes a key, everything not named is left alone.
     pub async fn merge_patch(&self, name: &str, patch: &serde_json::Value) -> Result<K, KubeError> {
         self.run("patch", self.api.patch(name, &PatchParams::default(), &Patch::Merge(patch))).await
+    }
+
+    /// JSON merge patch of the `status` subresource (only `status` changes, whatever the patch says).
+    pub async fn merge_patch_status(&self, name: &str, patch: &serde_json::Value) -> Result<K, KubeError> {
+        let (pp, patch) = (PatchParams::default(), Patch::Merge(patch));
+        self.run_sub("patch", Some("status"), self.api.patch_status(name, &pp, &patch)).await
     }
 
     pub async fn create(&self, obj: &K) -> Result<K, KubeError> {

@@ -15,13 +15,16 @@
 //! | expiry                     | none: Nodes do not expire. A lease ends on release or Node deletion           |
 //! | renew                      | check the Node still has the lease; write only if attributes changed or `renewed-at` is older than [`store::REFRESH`] (5 min) |
 //! | Endpoint / Namespace / Policy objects | Pods / Namespaces / NetworkPolicies, list and watch ([`objects`]) |
-//! | put_object / delete_object | refused: read-only, the API server is the source of truth                     |
+//! | Network / NetworkStatus objects | Networks (`networks.weft.dev`, the CRD): spec as the network, `status.nodes.<node>` per node ([`network`]) |
+//! | put_object / delete_object | NetworkStatus: merge patch of the Network's status subresource; every other kind is refused: read-only, the API server is the source of truth |
 //! | Revision                   | the list's resourceVersion ([`rv`] for non-numeric ones)                      |
 //! | Reset                      | 410 Gone on a watch ([`watch`])                                               |
 //!
 //! Contract differences, on purpose: leases never expire by TTL (a TTL test does not apply; `expires_at_ms`
 //! is published for information only); a node must exist as a Node before it can acquire (the kubelet
-//! registers it); objects cannot be written through the store.
+//! registers it); objects cannot be written through the store, except each node's network status; a watch of
+//! network statuses must start from a revision this store instance listed them at (else it gets `Reset` at once:
+//! a MODIFIED Network does not say which node entries it held before).
 //!
 //! Errors: an unreachable API server (or 429/5xx) is `StoreError::Unavailable` naming the URL; a 403 is
 //! `StoreError::Other` naming the verb and resource RBAC must grant; misconfiguration (podCIDR outside the
@@ -30,7 +33,7 @@
 //! # Layout
 //! - [`calls`]: the only place API calls are made, and [`API_CALLS`], the list RBAC must grant.
 //! - [`store`]: [`KubeStore`], the trait methods. [`alloc`]: own allocation. [`node`], [`objects`]: pure
-//!   conversions. [`watch`]: watch event mapping. [`rv`]: resourceVersions. [`url`]: store URLs.
+//!   conversions; [`network`]: the Network CRD type and its conversions. [`watch`]: watch event mapping. [`rv`]: resourceVersions. [`url`]: store URLs.
 //! - [`fake`]: a fake API server for tests and the lab (and the `weft-fake-apiserver` binary).
 #![forbid(unsafe_code)]
 
@@ -38,6 +41,7 @@ pub mod alloc;
 pub mod calls;
 pub mod error;
 pub mod fake;
+pub mod network;
 pub mod node;
 pub mod objects;
 mod rv;

@@ -2,21 +2,25 @@
 //! the trait's methods, each a few API calls through [`Calls`](crate::calls).
 use crate::alloc;
 use crate::calls::{Kube, Object, SYSTEM_NAMESPACE};
+use crate::error::KubeError;
+use crate::network::{self, Network};
 use crate::node::{self, Source};
 use crate::objects::AsObject;
 use crate::rv::RvMap;
 use crate::url::KubeUrl;
-use crate::watch::{self, Convert};
+use crate::watch::{self, Convert, Seed};
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
 use weft_store::{
     LeaseEntry, Object as StoreObject, ObjectKind, Revision, Snapshot, Store, StoreError, WatchEvent, WatchStream,
 };
+use weft_types::tenant::NetworkNodeStatus;
 use weft_types::{Lease, LeaseRequest, NetworkConfig};
 
 /// The ConfigMap in `weft-system` holding the cluster network config, and its key.
@@ -27,9 +31,15 @@ pub const CONFIG_KEY: &str = "network.json";
 pub const REFRESH: Duration = Duration::from_secs(300);
 const READ_ONLY: &str = "read-only in Kubernetes mode: the API server is the source of truth";
 
+/// How many network-status snapshots a store remembers to seed watches from (a consumer watches right after
+/// it lists, so the last few suffice).
+const STATUS_SEEDS: usize = 8;
+
 pub struct KubeStore {
     kube: Kube,
     rv: RvMap,
+    /// The last network-status lists' revisions and what they showed (see `watch_network_statuses`).
+    status_seeds: Mutex<VecDeque<(Revision, Seed)>>,
 }
 
 impl KubeStore {
@@ -61,7 +71,62 @@ impl KubeStore {
     /// A store on an existing client; `api_url` is only for error messages.
     pub fn from_client(client: kube::Client, api_url: &str) -> Self {
         let kube = Kube { client, url: api_url.trim_end_matches('/').into(), op_timeout: Duration::from_secs(10) };
-        Self { kube, rv: RvMap::default() }
+        Self { kube, rv: RvMap::default(), status_seeds: Mutex::default() }
+    }
+
+    /// Every Network, and the revision of the list. A missing CRD is reported as such.
+    async fn networks(&self) -> Result<(Vec<Network>, Revision), StoreError> {
+        let list = self.kube.cluster::<Network>().list().await.map_err(crd_missing)?;
+        let revision = self.rv.to_revision(list.metadata.resource_version.as_deref().unwrap_or("0"));
+        Ok((list.items, revision))
+    }
+
+    async fn network_statuses(&self) -> Result<Snapshot<StoreObject>, StoreError> {
+        let (nets, revision) = self.networks().await?;
+        let mut items: Vec<StoreObject> = nets.iter().flat_map(Network::statuses).collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut seeds = self.status_seeds.lock().unwrap_or_else(|p| p.into_inner());
+        seeds.retain(|(r, _)| *r != revision);
+        seeds.push_back((revision, status_seed(&nets)));
+        while seeds.len() > STATUS_SEEDS {
+            seeds.pop_front();
+        }
+        Ok(Snapshot { items, revision })
+    }
+
+    /// A watch of network statuses from `after`: from nothing (0: every object comes as ADDED), or from the
+    /// snapshot this store listed at `after`. Any other revision gets `Reset` at once: the consumer relists
+    /// here, and its next watch starts from a known snapshot.
+    async fn watch_network_statuses(&self, after: Revision) -> Result<WatchStream<StoreObject>, StoreError> {
+        let seed = if after == 0 {
+            Some(Seed::new())
+        } else {
+            let seeds = self.status_seeds.lock().unwrap_or_else(|p| p.into_inner());
+            seeds.iter().find(|(r, _)| *r == after).map(|(_, s)| s.clone())
+        };
+        match seed {
+            Some(seed) => self.watch_kind(after, status_convert(), seed).await,
+            None => Ok(Box::pin(futures::stream::iter([Ok(WatchEvent::Reset)]))),
+        }
+    }
+
+    /// Publishes (Some) or removes (None) one node's status of one network: a merge patch of
+    /// `status.nodes.<node>` on the Network's status subresource, which touches no other node's entry.
+    async fn patch_network_status(
+        &self,
+        key: &str,
+        status: Option<&NetworkNodeStatus>,
+    ) -> Result<Revision, StoreError> {
+        let (net, node) = network::split_status_key(key).map_err(StoreError::Other)?;
+        let patch = network::status_patch(node, status);
+        match self.kube.cluster::<Network>().merge_patch_status(net, &patch).await {
+            Ok(n) => Ok(self.rv.to_revision(n.metadata.resource_version.as_deref().unwrap_or("0"))),
+            Err(e) if e.code() == Some(404) && status.is_none() => Ok(0),
+            Err(e) if e.code() == Some(404) => {
+                Err(StoreError::Other(format!("network {net} does not exist (no Network {net} in the API): {e}")))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn node(&self, name: &str) -> Result<Option<Node>, StoreError> {
@@ -80,24 +145,49 @@ impl KubeStore {
         &self,
         after: Revision,
         convert: Convert<K, T>,
+        seed: Seed,
     ) -> Result<WatchStream<T>, StoreError> {
         let rv = self.rv.to_resource_version(after);
         let calls = self.kube.cluster::<K>();
         match calls.watch(&rv).await {
-            Ok(first) => Ok(watch::spawn(calls, rv, first, convert)),
+            Ok(first) => Ok(watch::spawn(calls, rv, first, convert, seed)),
             // Some servers refuse a too-old resourceVersion up front instead of in the stream.
             Err(e) if e.code() == Some(410) => Ok(Box::pin(futures::stream::iter([Ok(WatchEvent::Reset)]))),
+            Err(e) if K::group(&()) == network::GROUP => Err(crd_missing(e)),
             Err(e) => Err(e.into()),
         }
     }
 }
 
 fn object_convert<K: AsObject + Send + Sync + 'static>() -> Convert<K, StoreObject> {
-    Box::new(|o: &K| {
+    Convert::One(Box::new(|o: &K| {
         let key = o.key();
         let value = o.value().map(|v| (key.clone(), v));
         (key, value)
-    })
+    }))
+}
+
+fn status_convert() -> Convert<Network, StoreObject> {
+    Convert::Many(Box::new(|n: &Network| n.statuses().into_iter().map(|(k, v)| (k.clone(), (k, v))).collect()))
+}
+
+/// What a list of network statuses showed, per Network: the seed of a watch from that list's revision.
+fn status_seed(networks: &[Network]) -> Seed {
+    networks
+        .iter()
+        .map(|n| (watch::object_id(n), n.statuses().iter().map(|e| (e.0.clone(), watch::digest(e))).collect()))
+        .collect()
+}
+
+/// A missing CRD is a 404 on the collection: say what to apply.
+fn crd_missing(e: KubeError) -> StoreError {
+    if e.code() == Some(404) {
+        StoreError::Other(format!(
+            "the CustomResourceDefinition networks.weft.dev is not installed (apply deploy/weft.yaml): {e}"
+        ))
+    } else {
+        e.into()
+    }
 }
 
 fn parse_config(cm: &ConfigMap) -> Result<NetworkConfig, StoreError> {
@@ -257,14 +347,14 @@ impl Store for KubeStore {
     }
 
     async fn watch_leases(&self, after: Revision) -> Result<WatchStream<Lease>, StoreError> {
-        let convert: Convert<Node, Lease> = Box::new(|n: &Node| {
+        let convert = Convert::One(Box::new(|n: &Node| {
             let lease = node::lease_of(n).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "ignoring a Node whose weft annotations are malformed");
                 None
             });
             (node::name(n), lease)
-        });
-        self.watch_kind(after, convert).await
+        }));
+        self.watch_kind(after, convert, Seed::new()).await
     }
 
     async fn lease_entries(&self) -> Result<Snapshot<LeaseEntry>, StoreError> {
@@ -275,16 +365,27 @@ impl Store for KubeStore {
     }
 
     async fn watch_lease_entries(&self, after: Revision) -> Result<WatchStream<LeaseEntry>, StoreError> {
-        let convert: Convert<Node, LeaseEntry> = Box::new(|n: &Node| (node::name(n), node::entry_of(n)));
-        self.watch_kind(after, convert).await
+        let convert = Convert::One(Box::new(|n: &Node| (node::name(n), node::entry_of(n))));
+        self.watch_kind(after, convert, Seed::new()).await
     }
 
-    async fn put_object(&self, _: ObjectKind, _: &str, _: &serde_json::Value) -> Result<Revision, StoreError> {
-        Err(StoreError::Other(READ_ONLY.into()))
+    /// Only a node's network status is written through the store; everything else is read-only here.
+    async fn put_object(&self, kind: ObjectKind, key: &str, value: &serde_json::Value) -> Result<Revision, StoreError> {
+        match kind {
+            ObjectKind::NetworkStatus => {
+                let status: NetworkNodeStatus = serde_json::from_value(value.clone())
+                    .map_err(|e| StoreError::Other(format!("network status {key}: {e}")))?;
+                self.patch_network_status(key, Some(&status)).await
+            }
+            _ => Err(StoreError::Other(READ_ONLY.into())),
+        }
     }
 
-    async fn delete_object(&self, _: ObjectKind, _: &str) -> Result<(), StoreError> {
-        Err(StoreError::Other(READ_ONLY.into()))
+    async fn delete_object(&self, kind: ObjectKind, key: &str) -> Result<(), StoreError> {
+        match kind {
+            ObjectKind::NetworkStatus => self.patch_network_status(key, None).await.map(|_| ()),
+            _ => Err(StoreError::Other(READ_ONLY.into())),
+        }
     }
 
     async fn objects(&self, kind: ObjectKind) -> Result<Snapshot<StoreObject>, StoreError> {
@@ -292,21 +393,23 @@ impl Store for KubeStore {
             ObjectKind::Endpoint => self.list_objects::<Pod>().await,
             ObjectKind::Namespace => self.list_objects::<Namespace>().await,
             ObjectKind::Policy => self.list_objects::<NetworkPolicy>().await,
-            k @ (ObjectKind::Network | ObjectKind::NetworkStatus) => Err(unsupported(k)),
+            ObjectKind::Network => {
+                let (nets, revision) = self.networks().await?;
+                let mut items: Vec<StoreObject> = nets.iter().filter_map(|n| Some((n.key(), n.value()?))).collect();
+                items.sort_by(|a, b| a.0.cmp(&b.0));
+                Ok(Snapshot { items, revision })
+            }
+            ObjectKind::NetworkStatus => self.network_statuses().await,
         }
     }
 
     async fn watch_objects(&self, kind: ObjectKind, after: Revision) -> Result<WatchStream<StoreObject>, StoreError> {
         match kind {
-            ObjectKind::Endpoint => self.watch_kind(after, object_convert::<Pod>()).await,
-            ObjectKind::Namespace => self.watch_kind(after, object_convert::<Namespace>()).await,
-            ObjectKind::Policy => self.watch_kind(after, object_convert::<NetworkPolicy>()).await,
-            k @ (ObjectKind::Network | ObjectKind::NetworkStatus) => Err(unsupported(k)),
+            ObjectKind::Endpoint => self.watch_kind(after, object_convert::<Pod>(), Seed::new()).await,
+            ObjectKind::Namespace => self.watch_kind(after, object_convert::<Namespace>(), Seed::new()).await,
+            ObjectKind::Policy => self.watch_kind(after, object_convert::<NetworkPolicy>(), Seed::new()).await,
+            ObjectKind::Network => self.watch_kind(after, object_convert::<Network>(), Seed::new()).await,
+            ObjectKind::NetworkStatus => self.watch_network_statuses(after).await,
         }
     }
-}
-
-/// Kinds the Kubernetes store does not serve yet (the networks.weft.dev CRD).
-fn unsupported(k: ObjectKind) -> StoreError {
-    StoreError::Other(format!("the Kubernetes store does not serve {} yet", k.as_str()))
 }

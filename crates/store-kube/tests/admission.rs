@@ -29,15 +29,17 @@ fn policy() -> ValidatingAdmissionPolicy {
 /// What the API server answers: Ok (admitted, or the policy does not apply) or the denial message.
 fn admit(p: &ValidatingAdmissionPolicy, req: &Value) -> Result<(), String> {
     let spec = p.spec.as_ref().unwrap();
-    let (group, resource, op) = (
-        req["request"]["resource"]["group"].as_str().unwrap(),
-        req["request"]["resource"]["resource"].as_str().unwrap(),
-        req["request"]["operation"].as_str().unwrap(),
-    );
+    let (group, op) =
+        (req["request"]["resource"]["group"].as_str().unwrap(), req["request"]["operation"].as_str().unwrap());
+    // A subresource is matched as `resource/subresource`, as resourceRules name it.
+    let mut resource = req["request"]["resource"]["resource"].as_str().unwrap().to_string();
+    if let Some(sub) = req["request"]["subResource"].as_str().filter(|s| !s.is_empty()) {
+        resource = format!("{resource}/{sub}");
+    }
     let rules = spec.match_constraints.as_ref().unwrap().resource_rules.as_ref().unwrap();
     let matched = rules.iter().any(|r| {
         r.api_groups.iter().flatten().any(|g| g == group)
-            && r.resources.iter().flatten().any(|x| x == resource)
+            && r.resources.iter().flatten().any(|x| *x == resource)
             && r.operations.iter().flatten().any(|o| o == op)
     });
     if !matched {
@@ -228,4 +230,46 @@ fn the_policy_leaves_everyone_else_alone() {
     admit(&p, &request(Some("n1"), "", "configmaps", "CREATE", "weft-config", cm("weft-config"), Value::Null))
         .expect("the network config");
     denied(admit(&p, &request(Some("n1"), "", "configmaps", "CREATE", "x", cm("x"), Value::Null)), "another ConfigMap");
+}
+
+/// UPDATE of Network `net`'s status subresource by the agent on `caller`, with the store's merge patch for
+/// `node` applied to a Network whose status already has entries for n1 and n2.
+fn patch_status(caller: Option<&str>, node: &str, status: Option<&weft_types::tenant::NetworkNodeStatus>) -> Value {
+    let net: weft_types::TenantNetwork =
+        serde_json::from_value(json!({"name": "blue", "cidr": "10.50.0.0/16", "vni": 100})).unwrap();
+    let mut old = weft_store_kube::network::object_of(&net);
+    old["status"] = json!({"nodes": {
+        "n1": {"ready": true, "used": 0, "capacity": 253, "subnet": "10.50.1.0/24"},
+        "n2": {"ready": true, "used": 3, "capacity": 253, "subnet": "10.50.2.0/24"}}});
+    let mut new = old.clone();
+    merge(&mut new, &weft_store_kube::network::status_patch(node, status));
+    let mut r = request(caller, "weft.dev", "networks", "UPDATE", "blue", new, old);
+    r["request"]["subResource"] = json!("status");
+    r["request"]["resource"]["version"] = json!("v1alpha1");
+    r["request"]["namespace"] = json!("");
+    r
+}
+
+fn node_status(used: u32) -> weft_types::tenant::NetworkNodeStatus {
+    weft_types::tenant::NetworkNodeStatus { ready: true, used, capacity: 253, ..Default::default() }
+}
+
+#[test]
+fn an_agent_writes_only_its_own_entry_of_a_network_status() {
+    let p = policy();
+    admit(&p, &patch_status(Some("n1"), "n1", Some(&node_status(5)))).expect("its own entry");
+    admit(&p, &patch_status(Some("n3"), "n3", Some(&node_status(0)))).expect("a new node adds its entry");
+    admit(&p, &patch_status(Some("n1"), "n1", None)).expect("removing its own entry");
+    // n1 reporting n2's usage as 0 would let `weftctl network delete` remove a network n2's pods still use.
+    let msg = denied(admit(&p, &patch_status(Some("n1"), "n2", Some(&node_status(0)))), "n1 writing n2's entry");
+    assert!(msg.contains("status.nodes.n1") && msg.contains("blue"), "{msg}");
+    denied(admit(&p, &patch_status(Some("n1"), "n2", None)), "n1 removing n2's entry");
+    let mut both = patch_status(Some("n1"), "n1", Some(&node_status(1)));
+    both["object"]["status"]["nodes"]["n2"]["used"] = json!(0);
+    denied(admit(&p, &both), "n1 changing its own and n2's entry at once");
+    denied(admit(&p, &patch_status(None, "n1", Some(&node_status(1)))), "a status write without a node name");
+    // An administrator editing a status is not weft: not matched.
+    let mut admin = patch_status(Some("n1"), "n2", None);
+    admin["request"]["userInfo"]["username"] = json!("kubernetes-admin");
+    admit(&p, &admin).expect("another user is not matched");
 }

@@ -134,3 +134,68 @@ async fn three_agents_on_the_kubernetes_api() {
     b.stop.send(true).unwrap();
     let _ = b.task.await;
 }
+
+fn network_status(api: &FakeApiServer, net: &str) -> serde_json::Value {
+    let nets = resources::by_plural("weft.dev", "v1alpha1", "networks").unwrap();
+    api.cluster().get(nets, None, net).map(|n| n["status"]["nodes"].clone()).unwrap_or_default()
+}
+
+/// Tenant networks from the CRD: the agents serve a Network applied with kubectl, each reports its node in the
+/// Network's status through the status subresource (and only its own entry), a malformed Network beside it
+/// blinds nobody, and a deleted Network leaves the node files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_serve_networks_from_the_crd_and_report_their_status() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+    let opts = FakeOptions { bookmark_interval: Duration::from_millis(200), ..FakeOptions::default() };
+    let api = FakeApiServer::start("127.0.0.1:0".parse().unwrap(), opts).await.unwrap();
+    let c = api.cluster();
+    c.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "weft-system"}})).unwrap();
+    c.add_node("n1", &[]);
+    c.add_node("n2", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("network.json"), r#"{"clusterCidr":"10.244.0.0/16","subnetLen":24}"#).unwrap();
+    let blue: weft_types::TenantNetwork = serde_json::from_value(
+        json!({"name": "blue", "cidr": "10.50.0.0/16", "vni": 100, "namespaces": {"names": ["team-a"]}}),
+    )
+    .unwrap();
+    c.apply(weft_store_kube::network::object_of(&blue)).unwrap();
+    c.apply(json!({"apiVersion": "weft.dev/v1alpha1", "kind": "Network", "metadata": {"name": "junk"},
+        "spec": {"cidr": "nope", "vni": 7}}))
+        .unwrap();
+
+    let a = start(&api, dir.path(), 1, &[]).await;
+    let b = start(&api, dir.path(), 2, &[]).await;
+    let served = |d: std::path::PathBuf| {
+        move || {
+            weft_types::NodeFile::load(&d.join("node.json"))
+                .is_ok_and(|f| f.networks.iter().map(|n| n.name.as_str()).collect::<Vec<_>>() == ["blue"])
+        }
+    };
+    eventually("n1 serves blue", served(a.dir.clone())).await;
+    eventually("n2 serves blue", served(b.dir.clone())).await;
+    let api_ref = &api;
+    eventually("both nodes report blue ready in the Network's status", || {
+        let st = network_status(api_ref, "blue");
+        ["n1", "n2"].iter().all(|n| st[*n]["ready"] == true && st[*n]["subnet"].as_str().is_some())
+    })
+    .await;
+    let st = network_status(&api, "blue");
+    assert_ne!(st["n1"]["subnet"], st["n2"]["subnet"]);
+    assert_eq!(st.as_object().unwrap().len(), 2, "{st}");
+    let rec = c.requests();
+    assert!(rec.iter().any(|r| r.resource == "networks/status" && r.verb == "patch"));
+    assert!(!rec.iter().any(|r| r.group == "weft.dev" && !["list", "watch", "patch"].contains(&r.verb.as_str())));
+
+    // Deleted with kubectl: the network leaves the node files (no pods hold addresses on it).
+    c.remove("Network", None, "blue").unwrap();
+    for d in [a.dir.clone(), b.dir.clone()] {
+        eventually("blue left the node file", move || {
+            weft_types::NodeFile::load(&d.join("node.json")).is_ok_and(|f| f.networks.is_empty())
+        })
+        .await;
+    }
+    for r in [a, b] {
+        r.stop.send(true).unwrap();
+        r.task.await.unwrap().unwrap();
+    }
+}

@@ -1,7 +1,9 @@
 //! deploy/weft.yaml is what operators apply, and nothing runs it on our machines, so this test reads it as the
 //! API server would: every document parses into its k8s-openapi type; the DaemonSet has what a CNI DaemonSet
 //! needs; its environment names only flags weftd has; RBAC equals `API_CALLS` exactly; the admission policy
-//! matches exactly the writes in `API_CALLS` (its CEL rules are evaluated in tests/admission.rs).
+//! matches exactly the writes in `API_CALLS` (its CEL rules are evaluated in tests/admission.rs); the Network
+//! CRD names what the store calls, its schema has exactly the fields of the Rust types and accepts what weft
+//! writes and refuses what it must (tests/manifests/crd.rs).
 //!
 //! Run: `cargo test -p weft-store-kube --test manifests`.
 use clap::CommandFactory;
@@ -9,11 +11,15 @@ use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, Val
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use weft_store_kube::{KubeUrl, API_CALLS, CONFIG_KEY, CONFIG_MAP, SYSTEM_NAMESPACE};
+
+#[path = "manifests/crd.rs"]
+mod crd;
 
 struct Manifest {
     namespace: Namespace,
@@ -26,6 +32,7 @@ struct Manifest {
     daemon_set: DaemonSet,
     admission_policy: ValidatingAdmissionPolicy,
     admission_binding: ValidatingAdmissionPolicyBinding,
+    network_crd: CustomResourceDefinition,
 }
 
 fn deploy_dir() -> PathBuf {
@@ -56,8 +63,9 @@ fn load() -> Manifest {
         daemon_set: typed(&take("DaemonSet")),
         admission_policy: typed(&take("ValidatingAdmissionPolicy")),
         admission_binding: typed(&take("ValidatingAdmissionPolicyBinding")),
+        network_crd: typed(&take("CustomResourceDefinition")),
     };
-    assert_eq!(by_kind.len(), 10, "unexpected documents: {:?}", by_kind.keys().collect::<Vec<_>>());
+    assert_eq!(by_kind.len(), 11, "unexpected documents: {:?}", by_kind.keys().collect::<Vec<_>>());
     m
 }
 

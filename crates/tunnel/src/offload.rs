@@ -49,22 +49,23 @@ impl VnetHdr {
     }
 }
 
-/// One's-complement sum of `data` added to `sum` (not folded).
-pub fn csum_add(mut sum: u64, data: &[u8]) -> u64 {
+/// One's-complement sum of `data` (16-bit big-endian words) added to `sum` (not folded).
+///
+/// The sum is byte-order independent (RFC 1071): words are added in native order, 32 bits at a time into a
+/// 64-bit accumulator (no carries to handle, and the compiler vectorises the loop), folded, and swapped to
+/// big-endian once at the end. This runs over every byte we send, so it must be fast.
+pub fn csum_add(sum: u64, data: &[u8]) -> u64 {
+    let mut acc: u64 = 0;
     let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        sum += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+        acc += u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
     }
     let rest = chunks.remainder();
-    let mut i = 0;
-    while i + 1 < rest.len() {
-        sum += u64::from(u16::from_be_bytes([rest[i], rest[i + 1]]));
-        i += 2;
-    }
-    if i < rest.len() {
-        sum += u64::from(rest[i]) << 8;
-    }
-    sum
+    let mut tail = [0u8; 4];
+    tail[..rest.len()].copy_from_slice(rest);
+    acc += u64::from(u32::from_ne_bytes(tail));
+    // Native-order words summed: reading the folded result's bytes as big-endian gives the big-endian sum.
+    sum + u64::from(u16::from_be_bytes(csum_fold(acc).to_ne_bytes()))
 }
 
 pub fn csum_fold(mut sum: u64) -> u16 {
@@ -107,34 +108,19 @@ fn fix_ip_header(pkt: &mut [u8], id_add: u16) {
     }
 }
 
-/// Cuts super-packets into wire packets, all into one reused buffer (no allocation on the hot path), so the
-/// caller can encrypt the whole run under one lock of the peer.
+/// Cuts super-packets into wire packets in place: segment `i`'s headers are written just in front of its
+/// payload, over the tail of segment `i - 1`, which the caller has already consumed (encrypted into the send
+/// batch). No copy of the payload is made; only the original headers are kept aside, in a reused buffer.
 #[derive(Default)]
 pub struct Segmenter {
-    scratch: Vec<u8>,
-    ranges: Vec<(usize, usize)>,
+    headers: Vec<u8>,
 }
 
 impl Segmenter {
-    /// Calls `emit` with each wire-ready IP packet contained in `pkt` (described by vnet header `hdr`).
-    /// Malformed input (offsets out of range, unknown GSO type) is dropped.
+    /// Calls `emit` with each wire-ready IP packet contained in `pkt` (described by vnet header `hdr`), in
+    /// order. `pkt` is overwritten as it goes: each segment is valid only during its `emit`. Malformed input
+    /// (offsets out of range, unknown GSO type) yields nothing.
     pub fn split(&mut self, hdr: &[u8], pkt: &mut [u8], mut emit: impl FnMut(&[u8])) {
-        self.cut(hdr, pkt);
-        for seg in self.segments() {
-            emit(seg);
-        }
-    }
-
-    /// The packets produced by the last [`Segmenter::cut`].
-    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
-        self.ranges.iter().map(|&(a, b)| &self.scratch[a..b])
-    }
-
-    /// Cuts `pkt` (described by vnet header `hdr`) into wire-ready IP packets, read back with `segments`.
-    /// Malformed input (offsets out of range, unknown GSO type) yields nothing.
-    pub fn cut(&mut self, hdr: &[u8], pkt: &mut [u8]) {
-        self.scratch.clear();
-        self.ranges.clear();
         let Some(h) = VnetHdr::parse(hdr) else { return };
         let gso = h.gso_type & !GSO_ECN;
         let l4 = usize::from(h.csum_start);
@@ -147,8 +133,7 @@ impl Segmenter {
                 let c = !csum_fold(csum_add(0, &pkt[l4..]));
                 pkt[field..field + 2].copy_from_slice(&c.to_be_bytes());
             }
-            self.scratch.extend_from_slice(pkt);
-            self.ranges.push((0, pkt.len()));
+            emit(pkt);
             return;
         }
         let (proto, l4_hdr) = match gso {
@@ -163,9 +148,17 @@ impl Segmenter {
         };
         let hdrs = l4 + l4_hdr;
         let mss = usize::from(h.gso_size);
-        if mss == 0 || hdrs > pkt.len() || (pkt[0] >> 4 == 6 && l4 < 40) {
+        // The IP header must lie before the L4 header (fix_ip_header reads it whole in every segment).
+        let ip_ok = match pkt[0] >> 4 {
+            4 => (20..=l4).contains(&(usize::from(pkt[0] & 0xf) * 4)),
+            6 => l4 >= 40,
+            _ => false,
+        };
+        if mss == 0 || hdrs > pkt.len() || !ip_ok {
             return;
         }
+        self.headers.clear();
+        self.headers.extend_from_slice(&pkt[..hdrs]);
         let payload_len = pkt.len() - hdrs;
         let seq0 =
             if proto == 6 { u32::from_be_bytes([pkt[l4 + 4], pkt[l4 + 5], pkt[l4 + 6], pkt[l4 + 7]]) } else { 0 };
@@ -173,11 +166,11 @@ impl Segmenter {
         for i in 0..count {
             let start = hdrs + i * mss;
             let end = (start + mss).min(pkt.len());
-            let at = self.scratch.len();
-            self.scratch.extend_from_slice(&pkt[..hdrs]);
-            self.scratch.extend_from_slice(&pkt[start..end]);
-            self.ranges.push((at, self.scratch.len()));
-            let seg = &mut self.scratch[at..];
+            let at = start - hdrs;
+            if i > 0 {
+                pkt[at..start].copy_from_slice(&self.headers);
+            }
+            let seg = &mut pkt[at..end];
             fix_ip_header(seg, i as u16);
             if proto == 6 {
                 let seq = seq0.wrapping_add((i * mss) as u32);
@@ -194,6 +187,7 @@ impl Segmenter {
                 seg[l4 + 4..l4 + 6].copy_from_slice(&len.to_be_bytes());
                 set_l4_checksum(seg, l4, 6, 17);
             }
+            emit(seg);
         }
     }
 }
@@ -410,6 +404,17 @@ mod tests {
     }
 
     #[test]
+    fn fast_checksum_matches_the_naive_one_for_every_length() {
+        let data: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for len in (0..64).chain([1379, 1380, 1381, 2999, 3000]) {
+            let d = &data[..len];
+            assert_eq!(csum_fold(csum_add(0, d)), naive_csum(d), "length {len}");
+            // Added to a running sum, as the pseudo-header is.
+            assert_eq!(csum_fold(csum_add(0x1_2345, d)), csum_fold(0x1_2345 + u64::from(naive_csum(d))), "{len}");
+        }
+    }
+
+    #[test]
     fn partial_checksum_is_completed() {
         let mut pkt = tcp4_super(500, 0x10);
         // What the kernel leaves: the pseudo-header sum (not complemented) in the checksum field.
@@ -434,6 +439,8 @@ mod tests {
             VnetHdr { flags: 1, gso_type: GSO_TCPV4, gso_size: 100, csum_start: 5000, ..Default::default() },
             VnetHdr { flags: 1, gso_type: 0, csum_start: 200, csum_offset: 16, ..Default::default() },
             VnetHdr { flags: 1, gso_type: 9, gso_size: 100, csum_start: 20, ..Default::default() },
+            // The L4 header inside the IP header.
+            VnetHdr { flags: 1, gso_type: GSO_TCPV4, gso_size: 100, csum_start: 8, ..Default::default() },
         ] {
             let mut hb = [0u8; 10];
             h.write(&mut hb);

@@ -46,10 +46,17 @@ pub(crate) struct PeerState {
 }
 
 impl PeerState {
-    /// Makes `next` current and keeps the old instance as the retiring one (replacing an older retiring one).
+    /// Makes `next` current and keeps the instance that carries traffic as the retiring one: the old current
+    /// one, unless it never completed a handshake while a retiring one has sessions. That happens when both
+    /// ends change keys before either has learnt the other's new key (every node rotating at once): the second
+    /// change must not throw away the only sessions still working, or traffic stops until the newest keys meet.
     pub fn succeed(&mut self, next: Instance) {
         let old = std::mem::replace(&mut self.current, next);
-        self.retiring = Some(Retiring { inst: old, since: Instant::now(), successor_up: None });
+        let old_up = old.tunn.time_since_last_handshake().is_some();
+        let retiring_up = self.retiring.as_ref().is_some_and(|r| r.inst.tunn.time_since_last_handshake().is_some());
+        if old_up || !retiring_up {
+            self.retiring = Some(Retiring { inst: old, since: Instant::now(), successor_up: None });
+        }
     }
 }
 
@@ -187,6 +194,7 @@ pub(crate) fn dst_addr(packet: &[u8]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use defguard_boringtun::noise::TunnResult;
 
     fn dummy_peer(n: u8) -> Arc<Peer> {
         let secret = x25519::StaticSecret::from([n; 32]);
@@ -201,6 +209,49 @@ mod tests {
             }),
             counters: PeerCounters::default(),
         })
+    }
+
+    fn instance(own: &x25519::StaticSecret, remote: &x25519::StaticSecret, index: u32) -> Instance {
+        let (own_pub, remote_pub) = (x25519::PublicKey::from(own), x25519::PublicKey::from(remote));
+        let tunn = Tunn::new(own.clone(), remote_pub, None, None, index, None);
+        Instance { tunn, index, remote: PublicKey(remote_pub.to_bytes()), local: PublicKey(own_pub.to_bytes()) }
+    }
+
+    /// Runs a handshake between two instances in memory, so both have a session.
+    fn shake(a: &mut Instance, b: &mut Instance) {
+        let (mut m1, mut m2, mut m3) = ([0u8; 256], [0u8; 256], [0u8; 256]);
+        let TunnResult::WriteToNetwork(init) = a.tunn.format_handshake_initiation(&mut m1, false) else { panic!() };
+        let TunnResult::WriteToNetwork(resp) = b.tunn.decapsulate(None, init, &mut m2) else { panic!() };
+        let TunnResult::WriteToNetwork(keepalive) = a.tunn.decapsulate(None, resp, &mut m3) else { panic!() };
+        // The initiator's first data packet (here the keepalive) makes the responder's session current.
+        let mut m4 = [0u8; 256];
+        assert!(matches!(b.tunn.decapsulate(None, keepalive, &mut m4), TunnResult::Done));
+        assert!(a.tunn.time_since_last_handshake().is_some() && b.tunn.time_since_last_handshake().is_some());
+    }
+
+    #[test]
+    fn a_second_key_change_keeps_the_sessions_that_still_work() {
+        let keys: Vec<x25519::StaticSecret> = (1..=4u8).map(|n| x25519::StaticSecret::from([n; 32])).collect();
+        let (a, a2, b, b2) = (&keys[0], &keys[1], &keys[2], &keys[3]);
+        let mut working = instance(a, b, 1);
+        let mut other_side = instance(b, a, 9);
+        shake(&mut working, &mut other_side);
+        let endpoint = "192.0.2.1:51820".parse().unwrap();
+        let mut st = PeerState { current: working, retiring: None, endpoint, keepalive: None };
+        // We rotate: the working instance retires, the new one has no session yet and carries nothing.
+        st.succeed(instance(a2, b, 2));
+        assert_eq!(st.sender().index, 1);
+        // Before that handshake completes, the peer's new key arrives: the working sessions must stay.
+        st.succeed(instance(a2, b2, 3));
+        assert_eq!(st.current.index, 3);
+        assert_eq!(st.retiring.as_ref().map(|r| r.inst.index), Some(1), "the instance with sessions was dropped");
+        assert_eq!(st.sender().index, 1);
+        // Once the current instance is up it carries traffic and a later change retires it, not the old one.
+        let mut peer_new = instance(b2, a2, 10);
+        shake(&mut st.current, &mut peer_new);
+        assert_eq!(st.sender().index, 3);
+        st.succeed(instance(a2, b2, 4));
+        assert_eq!(st.retiring.as_ref().map(|r| r.inst.index), Some(3));
     }
 
     #[test]

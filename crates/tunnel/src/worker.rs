@@ -85,12 +85,12 @@ pub(crate) fn run(shared: &Shared, q: usize) {
         if ready[0] {
             for _ in 0..BATCH {
                 match tun::read(tun_fd, &mut inbuf) {
-                    Ok(Some(n)) if shared.offload => {
+                    Ok(Some(n)) if n > head => {
                         let (hdr, pkt) = inbuf[..n].split_at_mut(head);
-                        seg.cut(hdr, pkt);
-                        outbound(shared, &tables, sock, seg.segments(), &mut out);
+                        let hdr = shared.offload.then_some(&*hdr);
+                        outbound(shared, &tables, sock, hdr, pkt, &mut seg, &mut out);
                     }
-                    Ok(Some(n)) => outbound(shared, &tables, sock, std::iter::once(&inbuf[..n]), &mut out),
+                    Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!("TUN read: {e}");
@@ -173,11 +173,19 @@ fn write_tun(tun_fd: &OwnedFd, frame: &[u8]) {
     }
 }
 
-/// Encrypts a run of packets to one destination (the segments of one super-packet, or a single packet) under
-/// one lock of the peer, straight into the send batch.
-fn outbound<'a>(shared: &Shared, tables: &Tables, sock: &Udp, mut pkts: impl Iterator<Item = &'a [u8]>, out: &mut Out) {
-    let Some(first) = pkts.next() else { return };
-    let Some(dst) = dst_addr(first) else { return };
+/// Encrypts one packet read from the TUN (with offloads: a super-packet, cut into wire packets in place as
+/// it goes) under one lock of the peer, straight into the send batch.
+fn outbound(
+    shared: &Shared,
+    tables: &Tables,
+    sock: &Udp,
+    hdr: Option<&[u8]>,
+    pkt: &mut [u8],
+    seg: &mut offload::Segmenter,
+    out: &mut Out,
+) {
+    // Every segment of a super-packet has the super-packet's IP header: one route lookup for all of them.
+    let Some(dst) = dst_addr(pkt) else { return };
     let Some(peer) = tables.router.lookup(dst) else {
         bump(&shared.counters.no_route, 1);
         return;
@@ -185,7 +193,7 @@ fn outbound<'a>(shared: &Shared, tables: &Tables, sock: &Udp, mut pkts: impl Ite
     let mut st = peer.lock();
     let endpoint = st.endpoint;
     let mut tx = 0u64;
-    for pkt in std::iter::once(first).chain(pkts) {
+    let mut one = |pkt: &[u8]| {
         // WireGuard adds 32 bytes; a handshake initiation (when there is no session yet) is 148.
         let need = (pkt.len() + 32).max(148);
         if out.tx.slot(need).is_none() {
@@ -203,6 +211,10 @@ fn outbound<'a>(shared: &Shared, tables: &Tables, sock: &Udp, mut pkts: impl Ite
             TunnResult::Err(e) => tracing::debug!("encapsulate: {e:?}"),
             _ => {}
         }
+    };
+    match hdr {
+        Some(h) => seg.split(h, pkt, one),
+        None => one(pkt),
     }
     bump(&peer.counters.tx_bytes, tx);
 }

@@ -10,6 +10,12 @@
 //!
 //! The TUN device is persistent: on agent exit it stays with its routes, and a restarted agent re-attaches to it
 //! and handshakes at once, so established connections survive; uninstall removes it.
+//!
+//! Key rotation (`weftctl wireguard rotate-key`, see [`rotate`]) runs in the pass like everything else: a
+//! request file in the state dir names the public key to retire; the pass that sees it stores a new key, hands it
+//! to the tunnel, and returns the new public key as this node's lease data, which the lease keeper publishes at
+//! once. Established connections keep their sessions meanwhile (the tunnel keeps the old ones until the new
+//! key has shaken hands with each peer, and answers handshakes for the old key until then).
 use super::{Backend, BackendError, LocalNode, Peer, PeerError, PeerPath, PeerStats, Setup};
 use async_trait::async_trait;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -19,6 +25,8 @@ use std::path::PathBuf;
 use weft_dataplane::{Dataplane, Nexthop, OverlayState, Route, RouteTarget};
 use weft_tunnel::{keys, PeerConfig, PublicKey, Tunnel, TunnelConfig, OVERHEAD_V4, OVERHEAD_V6};
 use weft_types::{BackendData, Lease};
+
+pub mod rotate;
 
 pub struct Wireguard {
     ifname: String,
@@ -30,6 +38,7 @@ pub struct Wireguard {
     ifindex: Option<u32>,
     /// Public key → node name, for per-peer stats (the tunnel knows peers by key only).
     names: BTreeMap<PublicKey, String>,
+    rotations: rotate::Rotations,
 }
 
 pub fn build(s: &Setup<'_>) -> Result<Box<dyn Backend>, BackendError> {
@@ -45,6 +54,7 @@ pub fn build(s: &Setup<'_>) -> Result<Box<dyn Backend>, BackendError> {
         tunnel: None,
         ifindex: None,
         names: BTreeMap::new(),
+        rotations: rotate::Rotations::default(),
     }))
 }
 
@@ -81,6 +91,9 @@ impl Wireguard {
         cfg.uapi = None;
         let tunnel = Tunnel::start(cfg).map_err(|e| err(e.to_string()))?;
         tracing::info!(device = %self.ifname, port = tunnel.listen_port(), public_key = %tunnel.public_key(), "WireGuard device up");
+        if let Err(e) = rotate::write_public_key(&self.state_dir, &tunnel.public_key()) {
+            tracing::warn!("{e}");
+        }
         self.ifindex = Some(tunnel.ifindex()).filter(|&i| i != 0);
         self.tunnel = Some(tunnel);
         Ok(())
@@ -122,6 +135,7 @@ impl Backend for Wireguard {
             self.start()?;
         }
         let t = self.tunnel.as_ref().expect("started above");
+        rotate::serve_request(&self.state_dir, t, &mut self.rotations);
         Ok(BackendData::Wireguard { public_key: t.public_key().to_base64(), port: t.listen_port() })
     }
 

@@ -59,7 +59,7 @@ impl Manager for OverlayManager {
         let Some(peers) = view.peers else { return Ok(()) };
         let out = self.rec.reconcile(peers.iter()).await?;
         if *self.published.borrow() != out.data {
-            tracing::warn!(data = ?out.data, "backend device was recreated; publishing its new data");
+            tracing::warn!(data = ?out.data, "backend data changed (device recreated or key rotated); publishing it");
             self.published.send_replace(out.data.clone());
         }
         let recreated = matches!((self.last_device, out.device), (Some(a), Some(b)) if a != b);

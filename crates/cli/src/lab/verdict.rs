@@ -88,6 +88,7 @@ mod tests {
             pods: vec![pod("x", "a", "10.0.0.1"), pod("x", "b", "10.0.0.2"), pod("y", "a", "10.0.0.3")],
             namespaces: vec![ns("x"), ns("y")],
             policies: if yaml.is_empty() { vec![] } else { parse_policies_yaml(yaml).unwrap() },
+            ..Default::default()
         }
     }
 

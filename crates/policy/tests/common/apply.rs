@@ -42,7 +42,10 @@ impl Table {
     fn check_rule(&self, r: &Rule) -> Result<(), String> {
         for m in &r.matches {
             let set = match m {
-                Match::Addr { set, .. } | Match::ProtoDport { set } | Match::DaddrDport { set, .. } => set,
+                Match::Addr { set, .. }
+                | Match::GroupAddr { set, .. }
+                | Match::ProtoDport { set }
+                | Match::DaddrDport { set, .. } => set,
                 _ => continue,
             };
             if !self.sets.contains_key(set) {
@@ -127,7 +130,7 @@ pub fn apply(table: &mut Table, plan: &Plan) -> Result<(), String> {
             Command::DeleteSet(s) => {
                 let used = t.rules().any(|r| {
                     r.matches.iter().any(|m| {
-                        matches!(m, Match::Addr { set, .. } | Match::ProtoDport { set } | Match::DaddrDport { set, .. } if set == s)
+                        matches!(m, Match::Addr { set, .. } | Match::GroupAddr { set, .. } | Match::ProtoDport { set } | Match::DaddrDport { set, .. } if set == s)
                     })
                 });
                 if used {
@@ -149,7 +152,7 @@ pub fn apply(table: &mut Table, plan: &Plan) -> Result<(), String> {
 fn range_start(e: &Element) -> std::net::IpAddr {
     match e {
         Element::Range(r) => r.start,
-        Element::Addr(ip) | Element::AddrPort(ip, _) => *ip,
+        Element::Addr(ip) | Element::GroupAddr(_, ip) | Element::AddrPort(ip, _) => *ip,
         Element::ProtoPorts(..) => std::net::IpAddr::from([0, 0, 0, 0]),
     }
 }

@@ -83,6 +83,20 @@ fn port_ok(ports: &[PolicyPort], dst_pod: Option<&Pod>, proto: Protocol, port: u
         })
 }
 
+/// The cluster as network `net` alone sees it (`default` included): its namespaces' pods, namespace objects and
+/// policies, everything else gone. A namespace's network is the first network listing it, as documented.
+pub fn network_alone(model: &Model, net: &str) -> Model {
+    let net_of = |ns: &str| {
+        model.networks.iter().find(|n| n.namespaces.iter().any(|x| x == ns)).map_or("default", |n| n.name.as_str())
+    };
+    Model {
+        pods: model.pods.iter().filter(|p| net_of(&p.namespace) == net).cloned().collect(),
+        namespaces: model.namespaces.iter().filter(|n| net_of(&n.name) == net).cloned().collect(),
+        policies: model.policies.iter().filter(|p| net_of(p.namespace()) == net).cloned().collect(),
+        networks: vec![],
+    }
+}
+
 /// (egress allowed, ingress allowed) and the (policy index in namespace/name order, rule) pairs allowing each.
 pub struct Answer {
     pub egress: bool,

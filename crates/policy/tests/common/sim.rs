@@ -5,10 +5,14 @@
 //!
 //! Family rule of nft's inet tables: `ip saddr ...` carries an implicit `meta nfproto ipv4`, so a match on the
 //! other family fails even when negated.
+//!
+//! Networks: a packet carries the link groups of its input and output devices (a pod's host veth is in its
+//! network's group, every other device in group 0), and the cluster walk resolves addresses inside one network.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use weft_policy::eval::Resolved;
 use weft_policy::model::{Model, Protocol};
 use weft_policy::nft::{AddrDir, CtState, Element, Family, Match, Ruleset, Set, SetKind, Verdict};
 
@@ -17,6 +21,8 @@ pub struct Packet {
     pub ct: Option<CtState>,
     pub iif: String,
     pub oif: String,
+    pub iifgroup: u32,
+    pub oifgroup: u32,
     pub src: IpAddr,
     pub dst: IpAddr,
     pub proto: Protocol,
@@ -77,6 +83,8 @@ fn matches(m: &Match, p: &Packet, sets: &HashMap<&str, &Set>) -> bool {
         Match::CtState(states) => p.ct.is_some_and(|s| states.contains(&s)),
         Match::IifPrefix(pre) => p.iif.starts_with(pre.as_str()),
         Match::OifPrefix(pre) => p.oif.starts_with(pre.as_str()),
+        Match::IifNotPrefix(pre) => !p.iif.starts_with(pre.as_str()),
+        Match::OifNotPrefix(pre) => !p.oif.starts_with(pre.as_str()),
         Match::NfProto(f) => family(p.src) == *f,
         Match::Addr { dir, family: f, set, negate } => {
             let ip = if *dir == AddrDir::Src { p.src } else { p.dst };
@@ -97,6 +105,15 @@ fn matches(m: &Match, p: &Packet, sets: &HashMap<&str, &Set>) -> bool {
             };
             hit != *negate
         }
+        Match::GroupAddr { dir, family: f, set, negate } => {
+            let (ip, group) = if *dir == AddrDir::Src { (p.src, p.iifgroup) } else { (p.dst, p.oifgroup) };
+            if family(ip) != *f {
+                return false;
+            }
+            let s = lookup(set);
+            assert_eq!(s.kind, SetKind::GroupAddr(*f), "set {set} is not a group . address set of this family");
+            s.elements.contains(&Element::GroupAddr(group, ip)) != *negate
+        }
         Match::L4Proto(proto) => p.proto == *proto,
         Match::Dport(lo, hi) => (*lo..=*hi).contains(&p.dport),
         Match::ProtoDport { set } => {
@@ -114,14 +131,12 @@ fn matches(m: &Match, p: &Packet, sets: &HashMap<&str, &Set>) -> bool {
     }
 }
 
-/// Host-side interface name of a pod, as the CNI plugin would name it.
-pub fn iface(model: &Model, ip: IpAddr) -> Option<(String, String)> {
-    model
-        .pods
-        .iter()
-        .enumerate()
-        .find(|(_, p)| p.ips.contains(&ip))
-        .map(|(i, p)| (p.host_iface.clone().unwrap_or_else(|| format!("wf{i:06x}")), p.node.clone()))
+/// Host-side interface of the pod of network `net` (index into `Resolved::networks`) owning `ip`: its name as
+/// the CNI plugin would give it, its node and its link group.
+pub fn iface(r: &Resolved<'_>, net: usize, ip: IpAddr) -> Option<(String, String, u32)> {
+    let i = *r.pods_with_ip_in(net, ip).first()?;
+    let p = &r.model.pods[i];
+    Some((p.host_iface.clone().unwrap_or_else(|| format!("wf{i:06x}")), p.node.clone(), r.networks[net].group))
 }
 
 /// A new connection through the cluster: the source pod's node (egress side) and, if different, the destination
@@ -135,23 +150,47 @@ pub fn cluster_run(
     proto: Protocol,
     dport: u16,
 ) -> Vec<Outcome> {
-    let s = iface(model, src);
-    let d = iface(model, dst);
-    let packet = |iif: &str, oif: &str| Packet { ct: None, iif: iif.into(), oif: oif.into(), src, dst, proto, dport };
+    cluster_run_in(&Resolved::new(model), rulesets, 0, src, dst, proto, dport)
+}
+
+/// `cluster_run` inside network `net`: both addresses are that network's. Between nodes the packet travels
+/// through the uplink (`eth0`, group 0), as through a network's VXLAN device.
+pub fn cluster_run_in(
+    r: &Resolved<'_>,
+    rulesets: &HashMap<String, Ruleset>,
+    net: usize,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: Protocol,
+    dport: u16,
+) -> Vec<Outcome> {
+    let s = iface(r, net, src);
+    let d = iface(r, net, dst);
+    let packet = |iif: &str, iifgroup: u32, oif: &str, oifgroup: u32| Packet {
+        ct: None,
+        iif: iif.into(),
+        oif: oif.into(),
+        iifgroup,
+        oifgroup,
+        src,
+        dst,
+        proto,
+        dport,
+    };
     let mut hops = Vec::new();
-    if let Some((s_if, s_node)) = &s {
-        let oif = match &d {
-            Some((d_if, d_node)) if d_node == s_node => d_if.clone(),
-            _ => "eth0".into(),
+    if let Some((s_if, s_node, s_group)) = &s {
+        let (oif, oifgroup) = match &d {
+            Some((d_if, d_node, d_group)) if d_node == s_node => (d_if.clone(), *d_group),
+            _ => ("eth0".into(), 0),
         };
-        hops.push(run(&rulesets[s_node], &packet(s_if, &oif)));
+        hops.push(run(&rulesets[s_node], &packet(s_if, *s_group, &oif, oifgroup)));
         if !hops[0].accepted {
             return hops;
         }
     }
-    if let Some((d_if, d_node)) = &d {
-        if s.as_ref().is_none_or(|(_, s_node)| s_node != d_node) {
-            hops.push(run(&rulesets[d_node], &packet("eth0", d_if)));
+    if let Some((d_if, d_node, d_group)) = &d {
+        if s.as_ref().is_none_or(|(_, s_node, _)| s_node != d_node) {
+            hops.push(run(&rulesets[d_node], &packet("eth0", 0, d_if, *d_group)));
         }
     }
     hops

@@ -25,6 +25,11 @@ impl Cluster {
             if res.kind == "Namespace" {
                 next["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(key.2);
             }
+            if res.status_subresource {
+                // kubectl apply writes the main resource, which leaves the status alone.
+                next = super::state::keep_status_of(&next, &cur);
+                super::state::bump_generation(&cur, &mut next);
+            }
             return Ok(self.commit(&mut g, key, EventType::Modified, next));
         }
         drop(g);

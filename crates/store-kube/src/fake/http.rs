@@ -8,7 +8,9 @@
 //! Status, exactly what kube-apiserver sends. `allowWatchBookmarks=true` adds BOOKMARK events every
 //! `bookmark_interval`; `timeoutSeconds` (capped by `max_watch`) ends the stream cleanly.
 //!
-//! Anything the fake does not implement (selectors, PUT, dryRun, subresources, unknown types) is refused
+//! Subresources: only `status`, of the resources that have one (Networks), for get and patch.
+//!
+//! Anything the fake does not implement (selectors, PUT, dryRun, other subresources, unknown types) is refused
 //! loudly rather than half-served, so a new call in the store shows up as a failing test.
 use super::state::{ApiError, Cluster, PatchKind};
 use super::{parse_documents, resources, FakeOptions};
@@ -88,9 +90,14 @@ pub(crate) async fn handle(
     let Some(t) = resources::parse_path(&path) else {
         return error(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     };
-    if t.subresource.is_some() {
-        return error(&ApiError::new(404, "NotFound", "fake apiserver: subresources are not implemented"));
-    }
+    // The one subresource served: `status` of a resource that has it (get and patch).
+    let status = match t.subresource.as_deref() {
+        None => false,
+        Some("status") if t.resource.status_subresource && matches!(method, Method::GET | Method::PATCH) => true,
+        Some(_) => {
+            return error(&ApiError::new(404, "NotFound", "fake apiserver: this subresource is not implemented"))
+        }
+    };
     let q = query(&uri);
     for unsupported in ["labelSelector", "fieldSelector", "dryRun", "continue"] {
         if q.get(unsupported).is_some_and(|v| !v.is_empty()) {
@@ -112,7 +119,7 @@ pub(crate) async fn handle(
             return error(&ApiError::new(405, "MethodNotAllowed", msg));
         }
     };
-    if let Err(e) = s.cluster.authorize(res, verb, ns) {
+    if let Err(e) = s.cluster.authorize(res, status.then_some("status"), verb, ns) {
         return error(&e);
     }
     let name = t.name.as_deref().unwrap_or_default();
@@ -150,7 +157,11 @@ pub(crate) async fn handle(
                     return error(&ApiError::new(415, "UnsupportedMediaType", msg));
                 }
             };
-            parsed().and_then(|p| s.cluster.patch(res, ns, name, kind, &p))
+            if status {
+                parsed().and_then(|p| s.cluster.patch_status(res, ns, name, kind, &p))
+            } else {
+                parsed().and_then(|p| s.cluster.patch(res, ns, name, kind, &p))
+            }
         }
         "delete" => {
             let opts: Value =

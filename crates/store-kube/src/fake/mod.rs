@@ -1,7 +1,9 @@
 //! A fake Kubernetes API server, for tests and the lab: no Kubernetes API server can run on our machines.
 //!
 //! It is a fake, not an emulator. It speaks real Kubernetes JSON over plain HTTP (no TLS, no authentication)
-//! for the calls weft makes, on Nodes, Namespaces, Pods, ConfigMaps, NetworkPolicies and coordination Leases:
+//! for the calls weft makes, on Nodes, Namespaces, Pods, ConfigMaps, NetworkPolicies, coordination Leases and
+//! weft's Networks (`networks.weft.dev`, with the `status` subresource of a CRD: status dropped on create, kept
+//! by main-resource writes, the only thing `/status` patches change; `metadata.generation` counts spec changes):
 //! get, list (with the list's resourceVersion), watch (resourceVersion replay, bookmarks, 410 Gone past the
 //! kept history, server-side timeout), create (409 AlreadyExists), merge / strategic-merge (maps only) / JSON
 //! patch (409 Conflict on a stale `metadata.resourceVersion`), delete (with resourceVersion/uid
@@ -10,10 +12,11 @@
 //!
 //! What it does NOT do, so tests against it prove nothing about these: authentication and real RBAC evaluation
 //! (only [`Cluster::deny`] to simulate a 403), admission (no NodeRestriction, no defaults beyond uid,
-//! creationTimestamp and the namespace name label), validation of object schemas, label/field selectors,
-//! pagination, PUT, server-side apply, subresources (`/status`), garbage collection through ownerReferences,
-//! watch caches (its resourceVersions are one exact global counter), HTTP/2, and the controller manager's
-//! podCIDR allocation (a test sets `spec.podCIDR` itself, see [`Cluster::add_node`]).
+//! creationTimestamp and the namespace name label), validation of object schemas (a Network is not checked
+//! against the CRD's OpenAPI schema; tests/manifests.rs checks the schema itself), label/field selectors,
+//! pagination, PUT, server-side apply, subresources other than Networks' `/status`, garbage collection through
+//! ownerReferences, watch caches (its resourceVersions are one exact global counter), HTTP/2, and the
+//! controller manager's podCIDR allocation (a test sets `spec.podCIDR` itself, see [`Cluster::add_node`]).
 //!
 //! Layout: [`state`] holds the objects and history, [`http`] maps requests to it, [`patch`] the patch formats,
 //! [`resources`] the served types.

@@ -12,6 +12,9 @@ pub struct Resource {
     pub plural: &'static str,
     pub kind: &'static str,
     pub namespaced: bool,
+    /// Served with a `status` subresource (as a CRD with `subresources.status`): the main resource ignores
+    /// `status` in writes, `/status` changes nothing but `status`.
+    pub status_subresource: bool,
 }
 
 impl Resource {
@@ -26,18 +29,49 @@ impl Resource {
 }
 
 pub const RESOURCES: &[Resource] = &[
-    Resource { group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false },
-    Resource { group: "", version: "v1", plural: "namespaces", kind: "Namespace", namespaced: false },
-    Resource { group: "", version: "v1", plural: "pods", kind: "Pod", namespaced: true },
-    Resource { group: "", version: "v1", plural: "configmaps", kind: "ConfigMap", namespaced: true },
+    Resource { group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false, status_subresource: false },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        kind: "Namespace",
+        namespaced: false,
+        status_subresource: false,
+    },
+    Resource { group: "", version: "v1", plural: "pods", kind: "Pod", namespaced: true, status_subresource: false },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "configmaps",
+        kind: "ConfigMap",
+        namespaced: true,
+        status_subresource: false,
+    },
     Resource {
         group: "networking.k8s.io",
         version: "v1",
         plural: "networkpolicies",
         kind: "NetworkPolicy",
         namespaced: true,
+        status_subresource: false,
     },
-    Resource { group: "coordination.k8s.io", version: "v1", plural: "leases", kind: "Lease", namespaced: true },
+    // weft's tenant networks, as the CRD in deploy/weft.yaml defines them.
+    Resource {
+        group: "weft.dev",
+        version: "v1alpha1",
+        plural: "networks",
+        kind: "Network",
+        namespaced: false,
+        status_subresource: true,
+    },
+    Resource {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        kind: "Lease",
+        namespaced: true,
+        status_subresource: false,
+    },
 ];
 
 pub fn by_plural(group: &str, version: &str, plural: &str) -> Option<Resource> {
@@ -105,6 +139,12 @@ mod tests {
         let t = parse_path("/apis/coordination.k8s.io/v1/namespaces/weft-system/leases/x").unwrap();
         assert_eq!((t.resource.kind, t.name.as_deref()), ("Lease", Some("x")));
         assert_eq!(parse_path("/api/v1/pods").unwrap().namespace, None);
+        let t = parse_path("/apis/weft.dev/v1alpha1/networks/blue/status").unwrap();
+        assert_eq!(
+            (t.resource.kind, t.name.as_deref(), t.subresource.as_deref()),
+            ("Network", Some("blue"), Some("status"))
+        );
+        assert!(parse_path("/apis/weft.dev/v1alpha1/namespaces/x/networks").is_none(), "cluster-scoped");
         for bad in
             ["/api/v1/secrets", "/api/v1/pods/x", "/api/v1/namespaces/a/nodes", "/healthz", "/apis/apps/v1/daemonsets"]
         {

@@ -84,6 +84,29 @@ impl From<PatchError> for ApiError {
     }
 }
 
+/// `base` with the `status` of `from` (or none, if `from` has none).
+pub(super) fn keep_status_of(base: &Value, from: &Value) -> Value {
+    let mut out = base.clone();
+    if let Some(o) = out.as_object_mut() {
+        match from.get("status") {
+            Some(st) => o.insert("status".into(), st.clone()),
+            None => o.remove("status"),
+        };
+    }
+    out
+}
+
+/// `metadata.generation` + 1 when the spec changed, as the API server counts for resources with a status
+/// subresource.
+pub(super) fn bump_generation(cur: &Value, next: &mut Value) {
+    if cur.get("spec") != next.get("spec") {
+        let g = cur.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        next["metadata"]["generation"] = json!(g + 1);
+    } else {
+        next["metadata"]["generation"] = cur["metadata"]["generation"].clone();
+    }
+}
+
 /// `nodes` or `leases.coordination.k8s.io`, as the API server names a resource in messages.
 pub fn qualified(res: Resource) -> String {
     if res.group.is_empty() {
@@ -211,6 +234,13 @@ impl Cluster {
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
             obj["status"] = json!({"phase": "Active"});
         }
+        if res.status_subresource {
+            // A CRD with a status subresource ignores `status` on create; generation counts spec changes.
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("status");
+            }
+            obj["metadata"]["generation"] = json!(1);
+        }
         obj["apiVersion"] = json!(res.api_version());
         obj["kind"] = json!(res.kind);
         Ok(self.commit(&mut g, key, EventType::Added, obj))
@@ -223,6 +253,34 @@ impl Cluster {
         name: &str,
         kind: PatchKind,
         body: &Value,
+    ) -> Result<Value, ApiError> {
+        self.patch_part(res, ns, name, kind, body, false)
+    }
+
+    /// A patch of the `status` subresource: only `status` changes, whatever else the patch says (404 for a
+    /// resource that has no status subresource here).
+    pub fn patch_status(
+        &self,
+        res: Resource,
+        ns: Option<&str>,
+        name: &str,
+        kind: PatchKind,
+        body: &Value,
+    ) -> Result<Value, ApiError> {
+        if !res.status_subresource {
+            return Err(ApiError::new(404, "NotFound", "fake apiserver: this resource has no status subresource"));
+        }
+        self.patch_part(res, ns, name, kind, body, true)
+    }
+
+    fn patch_part(
+        &self,
+        res: Resource,
+        ns: Option<&str>,
+        name: &str,
+        kind: PatchKind,
+        body: &Value,
+        status: bool,
     ) -> Result<Value, ApiError> {
         let key = (res, ns.unwrap_or_default().to_string(), name.to_string());
         let mut g = self.lock();
@@ -253,6 +311,12 @@ impl Cluster {
         }
         next["apiVersion"] = cur["apiVersion"].clone();
         next["kind"] = cur["kind"].clone();
+        if status {
+            next = keep_status_of(&cur, &next);
+        } else if res.status_subresource {
+            next = keep_status_of(&next, &cur);
+            bump_generation(&cur, &mut next);
+        }
         if next == cur {
             // The real server neither bumps the version nor emits an event for a no-op patch.
             return Ok(cur);
@@ -338,15 +402,26 @@ impl Cluster {
     }
 
     /// Records a request and answers 403 if that verb on that resource was denied with [`Cluster::deny`].
-    pub(crate) fn authorize(&self, res: Resource, verb: &str, ns: Option<&str>) -> Result<(), ApiError> {
+    /// `subresource`: `Some("status")` for `networks/status`, which RBAC names as its own resource.
+    pub(crate) fn authorize(
+        &self,
+        res: Resource,
+        subresource: Option<&str>,
+        verb: &str,
+        ns: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let resource = match subresource {
+            Some(sub) => format!("{}/{sub}", res.plural),
+            None => res.plural.to_string(),
+        };
         let mut g = self.lock();
         g.requests.push(RequestRecord {
             group: res.group.into(),
-            resource: res.plural.into(),
+            resource: resource.clone(),
             verb: verb.into(),
             namespace: ns.map(str::to_string),
         });
-        if g.denied.contains(&(res.group.to_string(), res.plural.to_string(), verb.to_string())) {
+        if g.denied.contains(&(res.group.to_string(), resource.clone(), verb.to_string())) {
             let scope = ns.map_or("at the cluster scope".to_string(), |n| format!("in the namespace \"{n}\""));
             return Err(ApiError::new(
                 403,
@@ -355,7 +430,7 @@ impl Cluster {
                     "{} is forbidden: User \"system:serviceaccount:weft-system:weft\" cannot {verb} resource \
                      \"{}\" in API group \"{}\" {scope}",
                     qualified(res),
-                    res.plural,
+                    resource,
                     res.group
                 ),
             ));

@@ -8,6 +8,7 @@
 //! Run: `cargo test -p weft-store-kube --test contract`.
 mod errors;
 mod leases;
+mod networks;
 mod objects;
 mod rbac;
 mod watch;

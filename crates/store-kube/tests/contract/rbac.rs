@@ -29,7 +29,19 @@ async fn the_store_calls_exactly_what_api_calls_declares() {
     // The controller manager's podCIDR path (a cluster uses one way or the other: this comes last).
     k.server.cluster().add_node("pc", &["10.9.0.4/30"]);
     s.acquire(&req("pc")).await.unwrap();
-    for kind in [ObjectKind::Endpoint, ObjectKind::Namespace, ObjectKind::Policy] {
+    // Tenant networks: list and watch them and their statuses, publish and remove this node's status.
+    let blue = serde_json::json!({"name": "blue", "cidr": "10.50.0.0/16", "vni": 100});
+    k.server.cluster().apply(weft_store_kube::network::object_of(&serde_json::from_value(blue).unwrap())).unwrap();
+    let st = serde_json::json!({"ready": true, "used": 0, "capacity": 253});
+    s.put_object(ObjectKind::NetworkStatus, "blue/pc", &st).await.unwrap();
+    s.delete_object(ObjectKind::NetworkStatus, "blue/pc").await.unwrap();
+    for kind in [
+        ObjectKind::Endpoint,
+        ObjectKind::Namespace,
+        ObjectKind::Policy,
+        ObjectKind::Network,
+        ObjectKind::NetworkStatus,
+    ] {
         let snap = s.objects(kind).await.unwrap();
         drop(s.watch_objects(kind, snap.revision).await.unwrap());
     }

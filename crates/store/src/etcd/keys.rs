@@ -3,7 +3,7 @@
 //! ```text
 //! <prefix>config                     the cluster NetworkConfig (JSON), created once
 //! <prefix>leases/10.244.3.0_24       a Lease (JSON), attached to an etcd lease with the node's TTL
-//! <prefix>objects/<kind>/<key>       endpoints, namespaces, policies (JSON); <key> may contain '/'
+//! <prefix>objects/<kind>/<key>       endpoints, namespaces, policies, networks, network-status (JSON); <key> may contain '/'
 //! ```
 //! Leases are keyed by subnet, not node: "no two nodes on one subnet" then is "create this key only if it
 //! does not exist" (`create_revision == 0`), a single compare-and-swap.

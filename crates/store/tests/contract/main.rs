@@ -8,6 +8,7 @@ mod cases;
 mod embedded_only;
 mod etcd_only;
 mod harness;
+mod networks;
 
 /// Generates `embedded::<case>` and `etcd::<case>` tests for each case.
 macro_rules! contract {
@@ -49,7 +50,11 @@ contract!(
     undecodable_rows_are_skipped_and_named,
     entries_carry_key_and_creation_order,
     a_value_claiming_another_subnet_is_refused,
+    networks_round_trip_as_tenant_networks,
+    network_watches_see_create_update_delete,
+    undecodable_network_rows_are_skipped_by_key,
 );
 
 use bad_rows::*;
 use cases::*;
+use networks::*;
