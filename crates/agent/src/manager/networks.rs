@@ -66,6 +66,7 @@ pub struct NetworksManager {
     /// Served networks for the isolation firewall (netfw's `weft_policy::isolation`): the wiring point.
     served: watch::Sender<Arc<Vec<Served>>>,
     last_desired: Option<u64>,
+    last_warnings: Vec<String>,
     /// VNI → (ifindex, MAC) of the devices ensured on the last pass.
     devices: BTreeMap<u32, (u32, weft_dataplane::Mac)>,
     /// Networks the node file offers now (by name).
@@ -106,6 +107,7 @@ impl NetworksManager {
             written: BTreeMap::new(),
             served,
             last_desired: None,
+            last_warnings: Vec::new(),
             devices: BTreeMap::new(),
             offered,
             iso_text: None,
@@ -314,8 +316,12 @@ impl Manager for NetworksManager {
         }
 
         self.write_statuses(&p.statuses).await;
-        for w in &warnings {
-            tracing::warn!("{w}");
+        // Logged when they change, not on every resync (they stay listed in the status meanwhile).
+        if warnings != self.last_warnings {
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            self.last_warnings = warnings.clone();
         }
         self.record(&p.served, &p.statuses, warnings);
         self.served.send_if_modified(|cur| {
@@ -491,5 +497,160 @@ impl NetworksManager {
         let mut st = self.status.write().expect("status lock");
         st.networks = list;
         st.network_errors = warnings;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The manager on a fake kernel and a real embedded store: slots survive a restart whatever the store's
+    //! order, a deleted network drains while its pool holds an address, then goes with its device.
+    use super::*;
+    use crate::manager::node_file::NodeFileManager;
+    use crate::manager::{Peers, View};
+    use weft_dataplane::fake::FakeDataplane;
+    use weft_dataplane::UnderlayInfo;
+    use weft_types::{BackendData, Lease, NodeFile};
+
+    fn lease(node: &str, i: u8) -> Lease {
+        Lease {
+            node: node.into(),
+            subnet: format!("10.244.{i}.0/24").parse().unwrap(),
+            subnet6: None,
+            node_ip: format!("192.168.0.{i}").parse().unwrap(),
+            backend_data: BackendData::Vxlan { vtep_mac: format!("02:00:00:00:00:{i:02x}") },
+            expires_at_ms: 0,
+        }
+    }
+
+    fn objects(nets: &[(&str, u32)]) -> Listed<Object> {
+        let m = nets
+            .iter()
+            .map(|(n, vni)| {
+                let v =
+                    serde_json::json!({"name": n, "cidr": "10.50.0.0/16", "vni": vni, "namespaces": {"names": [n]}});
+                (n.to_string(), (n.to_string(), v))
+            })
+            .collect();
+        Some(Arc::new(m))
+    }
+
+    struct Rig {
+        dir: tempfile::TempDir,
+        fake: Arc<FakeDataplane>,
+        store: Arc<dyn Store>,
+        underlay: u32,
+    }
+
+    impl Rig {
+        async fn new() -> Rig {
+            let dir = tempfile::tempdir().unwrap();
+            let store = weft_store::open(&format!("embedded://{}", dir.path().join("s.db").display())).await.unwrap();
+            let fake = Arc::new(FakeDataplane::new());
+            let underlay = fake.add_link("eth0", 1500, vec!["192.168.0.1/24".parse().unwrap()]);
+            Rig { dir, fake, store, underlay }
+        }
+
+        fn manager(&self, nets: Listed<Object>) -> (NetworksManager, watch::Sender<Listed<Object>>) {
+            let cfg: NetworkConfig = serde_json::from_str(r#"{"clusterCidr":"10.244.0.0/16"}"#).unwrap();
+            let nf_path = self.dir.path().join("node.json");
+            let previous = NodeFile::load(&nf_path).ok();
+            let nf = NodeFileManager::new(&nf_path, &cfg, 1450, previous.as_ref());
+            let local = LocalNode {
+                name: "n1".into(),
+                node_ip: "192.168.0.1".parse().unwrap(),
+                underlay: UnderlayInfo {
+                    ifindex: self.underlay,
+                    name: "eth0".into(),
+                    mtu: 1500,
+                    network: "192.168.0.1/24".parse().unwrap(),
+                },
+            };
+            let (ntx, nrx) = watch::channel(nets);
+            let (_stx, srx) = watch::channel::<Listed<Object>>(Some(Arc::new(BTreeMap::new())));
+            let m = NetworksManager::new(
+                self.fake.clone(),
+                self.store.clone(),
+                NetworksConfig {
+                    node: "n1".into(),
+                    net: cfg,
+                    local,
+                    backend: "vxlan".into(),
+                    mtu: 1450,
+                    cni_data_dir: self.dir.path().join("ipam"),
+                    state_dir: self.dir.path().join("state"),
+                },
+                nrx,
+                srx,
+                Arc::new(std::sync::RwLock::new(Default::default())),
+                Arc::new(Metrics::default()),
+                nf.shared(),
+            );
+            // The node file's lease part, as the agent writes it at start.
+            let mut nf = nf;
+            nf.write(&lease("n1", 1)).unwrap();
+            (m, ntx)
+        }
+
+        fn slots(&self) -> BTreeMap<u32, u8> {
+            slots::recover(&self.fake.networks_state().rules)
+        }
+
+        fn offered(&self) -> Vec<String> {
+            NodeFile::load(&self.dir.path().join("node.json")).unwrap().networks.into_iter().map(|n| n.name).collect()
+        }
+    }
+
+    async fn pass(m: &mut NetworksManager) {
+        let all: BTreeMap<String, Lease> =
+            [lease("n1", 1), lease("n2", 2), lease("n3", 3)].into_iter().map(|l| (l.node.clone(), l)).collect();
+        let me = lease("n1", 1);
+        let view = View { me: &me, peers: Some(Peers { all: &all, me: "n1" }), periodic: true, full: true };
+        m.update(&view).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn slots_survive_a_restart_and_a_deleted_network_drains() {
+        let rig = Rig::new().await;
+        let (mut m, _tx) = rig.manager(objects(&[("blue", 100), ("red", 200)]));
+        pass(&mut m).await;
+        assert_eq!(rig.slots(), [(100, 1), (200, 2)].into());
+        assert_eq!(rig.offered(), ["blue", "red"]);
+        assert!(rig.fake.nft_table("inet", "weft-net").is_some(), "isolation table applied");
+        let statuses = rig.store.objects(ObjectKind::NetworkStatus).await.unwrap().items;
+        assert_eq!(statuses.len(), 2);
+        assert_eq!(statuses[0].1["ready"], true, "{statuses:?}");
+
+        // Restart with a new network that sorts first: the running ones keep their slots, nothing is removed.
+        drop(m);
+        let (mut m, tx) = rig.manager(objects(&[("aaa", 300), ("blue", 100), ("red", 200)]));
+        rig.fake.take_applied();
+        pass(&mut m).await;
+        assert_eq!(rig.slots(), [(100, 1), (200, 2), (300, 3)].into());
+        assert!(
+            !rig.fake.applied().iter().any(|o| matches!(o, Op::DelRule(_) | Op::DelTableRoute(_))),
+            "a restart removed state: {:?}",
+            rig.fake.applied()
+        );
+        let quiet = rig.fake.take_applied().len();
+        pass(&mut m).await;
+        assert!(rig.fake.take_applied().is_empty(), "a second pass applies nothing (after {quiet} ops)");
+
+        // red deleted while a local pod holds an address: off the node file, still programmed.
+        let pool = crate::networks::pool_dir(&rig.dir.path().join("ipam"), "red");
+        std::fs::create_dir_all(&pool).unwrap();
+        std::fs::write(pool.join("10.50.1.2"), b"{}").unwrap();
+        tx.send_replace(objects(&[("aaa", 300), ("blue", 100)]));
+        pass(&mut m).await;
+        assert_eq!(rig.offered(), ["aaa", "blue"]);
+        assert!(rig.slots().contains_key(&200), "red drained too early");
+        assert!(rig.fake.link("wn200").is_some());
+        assert!(!rig.store.objects(ObjectKind::NetworkStatus).await.unwrap().items.iter().any(|(k, _)| k == "red/n1"));
+        // The pod's address is released: red goes, device last.
+        std::fs::remove_file(pool.join("10.50.1.2")).unwrap();
+        pass(&mut m).await;
+        assert!(!rig.slots().contains_key(&200));
+        assert!(rig.fake.link("wn200").is_none());
+        assert!(!rig.fake.networks_state().routes.keys().any(|(t, _)| *t == 0x5700_00c8));
+        assert!(rig.fake.link("wn100").is_some());
     }
 }
