@@ -63,11 +63,13 @@ impl PeerState {
 impl PeerState {
     /// The instance to encrypt with: the current one once it has a session, the retiring one until then.
     pub fn sender(&mut self) -> &mut Instance {
-        let current_up = self.current.tunn.time_since_last_handshake().is_some();
-        match &mut self.retiring {
-            Some(r) if !current_up => &mut r.inst,
-            _ => &mut self.current,
+        // Only asked when there is a retiring instance: it reads the clock, and this runs once per super-packet.
+        if let Some(r) = &mut self.retiring {
+            if self.current.tunn.time_since_last_handshake().is_none() {
+                return &mut r.inst;
+            }
         }
+        &mut self.current
     }
 
     pub fn by_index(&mut self, index: u32) -> Option<&mut Instance> {
