@@ -267,7 +267,8 @@ impl Manager for NetworksManager {
         }
 
         // The isolation firewall, then the node file with every network it accepted.
-        match self.sync_isolation(&p.served, &nets, view.full, &mut warnings).await {
+        let every: Vec<TenantNetwork> = nets.iter().chain(draining.iter()).cloned().collect();
+        match self.sync_isolation(&p.served, &every, view.full, &mut warnings).await {
             Some(accepted) => {
                 let offered: Vec<NodeNetwork> =
                     p.node_networks.iter().filter(|n| accepted.contains(&n.name)).cloned().collect();
@@ -407,7 +408,12 @@ impl NetworksManager {
             }
             return Some(BTreeSet::new());
         }
-        let iso = isolation(&crate::networks::isolation::input(served, admitted, &self.cfg.net));
+        // One builder of the table's input for the agent (netfw's, in crate::firewall).
+        let served_nets: Vec<TenantNetwork> =
+            admitted.iter().filter(|n| served.iter().any(|s| s.name == n.name)).cloned().collect();
+        let slots: BTreeMap<u32, u8> = served.iter().map(|s| (s.vni, s.slot)).collect();
+        let (c4, c6) = (self.cfg.net.cluster_cidr, self.cfg.net.cluster_cidr6);
+        let iso = isolation(&crate::firewall::isolation_input(&served_nets, &slots, admitted, c4, c6));
         warnings.extend(iso.refused.iter().map(|e| format!("isolation: {e}")));
         let text = iso.table.render();
         let counters = if full { self.dp.nft_counters("inet", TABLE).await.unwrap_or_default() } else { vec![] };

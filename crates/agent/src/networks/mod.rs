@@ -2,14 +2,12 @@
 //!
 //! - [`desired`]: store networks + namespaces + leases → kernel state, node-file entries, statuses (pure);
 //! - [`slots`]: the node-local fwmark slot of each network, recovered from the kernel on restart (pure);
-//! - [`isolation`]: the isolation firewall's input (`weft_policy::isolation`, table `inet weft-net`) (pure);
 //! - here: reading store objects (one bad object skipped and named, the rest used), counting the addresses
 //!   local pods hold in a network's CNI pool, and the file that remembers which networks have kernel state
 //!   (so a network deleted while the agent was down still drains).
 //!
 //! The manager that runs them on the supervisor's loop is `crate::manager::networks`.
 pub mod desired;
-pub mod isolation;
 pub mod slots;
 
 use crate::follow::Source;
