@@ -111,6 +111,12 @@ fn serves(local: &Local<'_>, n: &TenantNetwork) -> Result<(Ipv4Net, Option<Ipv6N
     if local.backend != "vxlan" {
         return Err(format!("tenant networks need the vxlan backend; this node runs {}", local.backend));
     }
+    // The outer packet of the network's VXLAN device keeps the inner packet's mark, so the kernel routes it by
+    // the network's table first: a CIDR holding the node's underlay address would swallow (`unreachable`) or
+    // misroute the node's own tunnel traffic. Refused on the node, not only on peers that notice it.
+    if n.contains(local.me.node_ip) {
+        return Err(format!("network CIDR contains this node's underlay address {}", local.me.node_ip));
+    }
     let idx = local.cfg.index_of(local.me.subnet).ok_or("this node's lease is outside the cluster CIDR")?;
     n.subnet_for(idx).ok_or_else(|| format!("network has no node subnet for this node's index {idx}"))
 }
@@ -252,7 +258,11 @@ fn program<'a>(
     }
     let mut count = 0;
     for peer in peers {
-        if peer.node == local.me.node || peer.node_ip.is_ipv4() != local.me.node_ip.is_ipv4() {
+        // A peer whose underlay address lies inside the network cannot be reached through it (see `serves`).
+        if peer.node == local.me.node
+            || peer.node_ip.is_ipv4() != local.me.node_ip.is_ipv4()
+            || n.contains(peer.node_ip)
+        {
             continue;
         }
         let (Some(idx), Some(mac)) = (local.cfg.index_of(peer.subnet), vtep_mac(&peer.backend_data)) else {

@@ -165,6 +165,18 @@ fn nodes_that_cannot_serve_say_why_and_program_nothing() {
     let p = run(&w, &small, &[], "vxlan");
     assert_eq!(p.served[0].peers, 0, "a /23 of /24s has indexes 0 and 1 only: n2 and n3 are past its end");
 
+    // A network whose CIDR holds this node's underlay address (192.168.0.1) would capture the node's own tunnel
+    // packets (they keep the inner mark): refused on this node; a peer whose underlay address it holds is skipped.
+    let under = [net("under", "192.168.0.0/16", 100, &["a"])];
+    let p = run(&world(&under), &under, &[], "vxlan");
+    assert!(p.statuses["under"].reason.as_deref().unwrap().contains("underlay address 192.168.0.1"), "{p:?}");
+    assert!(p.state.is_empty() && p.node_networks.is_empty());
+    let mut w = world(&under);
+    w.me.node_ip = "172.16.0.1".parse().unwrap();
+    let p = run(&w, &under, &[], "vxlan");
+    assert!(p.statuses["under"].ready, "{p:?}");
+    assert_eq!(p.served[0].peers, 0, "n2 and n3 (192.168.0.2, .3) are inside the network: skipped");
+
     // No device (creation failed): not ready, nothing programmed.
     let mut w = world(&nets);
     w.devices.clear();
