@@ -157,7 +157,7 @@ pub fn never_unprotected(backend: &str) {
     let added_ms = unix_ms();
     assert!(targets.contains(&format!("{open_ip}:80/tcp")), "open pod {open_ip} outside the hammered range");
     let seen = |v: &Value| target_ip(v) == Some(open_ip);
-    let reached_open = weft_e2e::wait_until(Duration::from_secs(8), || hammers.iter().all(|h| h.has(seen)));
+    let reached_open = weft_e2e::wait_until(Duration::from_secs(45), || hammers.iter().all(|h| h.has(seen)));
     let results: Vec<Vec<Value>> = hammers.iter_mut().map(Hammer::finish).collect();
 
     let mut violations = vec![];

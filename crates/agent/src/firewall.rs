@@ -149,12 +149,15 @@ fn pods(t: &mut String, spec: &FirewallSpec) {
 
 /// The input of the isolation table (`inet weft-net`, `weft_policy::isolation`): the networks this node serves
 /// that hold a mark slot (`slots`: VNI → slot), every admitted network's CIDRs (`all`, also those not served
-/// here: they are weft's, never "the outside"), and the default network's CIDRs. A served network without a
+/// here: they are weft's, never "the outside"), every node's underlay address (`node_ips`: a tenant pod must not
+/// reach another node's host services — kubelet, etcd, sshd, NodePorts into the default network — disguised as
+/// its own node by masquerade), and the default network's CIDRs. A served network without a
 /// slot is left out, which fails closed: its pods' group is in the tenant range, so their packets are dropped.
 pub fn isolation_input(
     served: &[TenantNetwork],
     slots: &BTreeMap<u32, u8>,
     all: &[TenantNetwork],
+    node_ips: &[IpAddr],
     cluster_cidr: Ipv4Net,
     cluster_cidr6: Option<Ipv6Net>,
 ) -> IsolationInput {
@@ -175,8 +178,11 @@ pub fn isolation_input(
             })
         })
         .collect();
-    let weft_cidrs =
-        all.iter().flat_map(|n| std::iter::once(IpNet::V4(n.cidr)).chain(n.cidr6.map(IpNet::V6))).collect();
+    let weft_cidrs = all
+        .iter()
+        .flat_map(|n| std::iter::once(IpNet::V4(n.cidr)).chain(n.cidr6.map(IpNet::V6)))
+        .chain(node_ips.iter().map(|ip| IpNet::from(*ip)))
+        .collect();
     IsolationInput { networks, default_cidr: cluster_cidr, default_cidr6: cluster_cidr6, weft_cidrs }
 }
 
@@ -319,7 +325,9 @@ mod tests {
         let (blue, red, far) =
             (net("blue", "10.50.0.0/16", 100), net("red", "10.50.0.0/16", 200), net("far", "10.90.0.0/16", 300));
         let slots: BTreeMap<u32, u8> = [(100, 1)].into();
-        let input = isolation_input(&[blue.clone(), red.clone()], &slots, &[blue, red, far], spec().cluster_cidr, None);
+        let nodes: [IpAddr; 2] = ["192.168.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        let input =
+            isolation_input(&[blue.clone(), red.clone()], &slots, &[blue, red, far], &nodes, spec().cluster_cidr, None);
         // red has no slot yet: left out (its pods are dropped as tenant interfaces of no admitted network).
         assert_eq!(input.networks.len(), 1);
         let b = &input.networks[0];
@@ -328,6 +336,11 @@ mod tests {
         assert!(
             input.weft_cidrs.contains(&"10.90.0.0/16".parse().unwrap()),
             "a network not served here is still weft's"
+        );
+        assert!(
+            input.weft_cidrs.contains(&"192.168.0.2/32".parse().unwrap())
+                && input.weft_cidrs.contains(&"fd00::2/128".parse().unwrap()),
+            "node addresses are never the outside for a tenant pod"
         );
         let iso = weft_policy::isolation::isolation(&input);
         assert!(iso.refused.is_empty(), "{:?}", iso.refused);

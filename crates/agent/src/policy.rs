@@ -118,7 +118,7 @@ pub fn model_networks<'a>(
 ) -> (Vec<weft_policy::Network>, Vec<String>) {
     // The networks manager's own admission and namespace resolution, so both always agree on which namespace
     // is on which network.
-    let (admitted, mut errors) = crate::networks::parse_networks(networks, cfg.backend.vni);
+    let (admitted, mut errors) = crate::networks::parse_networks(networks, cfg);
     if cfg.backend.kind != BackendKind::Vxlan {
         if !admitted.is_empty() {
             errors.push("networks: tenant networks need the vxlan backend; every pod is on the default network".into());

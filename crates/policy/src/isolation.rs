@@ -30,7 +30,7 @@
 //! `drop_`), about six rules per network.
 //!
 //! Drops are counted per network in `dropped_<name>` (the source network for marked packets, the destination
-//! network for unmarked ones), `dropped_other` for tenant interfaces of no admitted network.
+//! network for unmarked ones), `dropped__unknown` for tenant interfaces of no admitted network.
 
 mod table;
 #[cfg(test)]
@@ -49,7 +49,9 @@ pub const TABLE: &str = "weft-net";
 pub const TENANT_GROUP_BASE: u32 = 0x5700_0000;
 /// Tenant VXLAN devices are `wn<vni>`.
 pub const TUNNEL_PREFIX: &str = "wn";
-pub const OTHER_COUNTER: &str = "dropped_other";
+/// Two underscores: a network's counter is `dropped_<name>` with `-` as `_`, and no DNS label starts with `-`, so
+/// no network (not even one named `unknown`) can share this name.
+pub const OTHER_COUNTER: &str = "dropped__unknown";
 
 /// One admitted network on this node, with its node-local mark slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,7 +94,7 @@ pub struct IsolationInput {
 }
 
 /// Why a network was left out of the table (its pods then match no rule that lets them out: their group is
-/// in the tenant range, so prerouting drops their packets as `dropped_other`).
+/// in the tenant range, so prerouting drops their packets as `dropped__unknown`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IsolationError {
     #[error("network {0:?}: not a DNS-1123 label of at most 32 characters")]

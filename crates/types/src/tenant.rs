@@ -95,6 +95,8 @@ pub enum TenantError {
     Cidr { net: String, cidr: String, why: &'static str },
     #[error("network {net}: subnetLen {len} must be longer than /{prefix} and at most /{max}")]
     SubnetLen { net: String, len: u8, prefix: u8, max: u8 },
+    #[error("network {net}: its CIDR overlaps the default cluster CIDR {default}")]
+    OverlapsDefault { net: String, default: String },
     #[error("network {net}: VNI {vni} is already used by {other}")]
     VniTaken { net: String, vni: u32, other: String },
 }
@@ -293,6 +295,40 @@ pub fn admit_networks(
     (ok, errs)
 }
 
+/// [`admit_networks`] against the cluster's default network: also refuses a network whose CIDRs overlap the
+/// default cluster CIDRs. Equal addresses in a tenant network and the default one would share conntrack's zone 0
+/// reply lookups (a tenant pod could answer for a default pod in connections the node opened) and make the
+/// node's own routes ambiguous; tenant networks may overlap each other, never the default network.
+pub fn admit_networks_in(
+    nets: impl IntoIterator<Item = TenantNetwork>,
+    default: &crate::NetworkConfig,
+) -> (Vec<TenantNetwork>, Vec<TenantError>) {
+    let (ok, mut errs) = admit_networks(nets, default.backend.vni);
+    let overlaps4 = |a: Ipv4Net, b: Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
+    let overlaps6 = |a: Ipv6Net, b: Ipv6Net| a.contains(&b.network()) || b.contains(&a.network());
+    let ok = ok
+        .into_iter()
+        .filter(|n| {
+            let hit = if overlaps4(n.cidr, default.cluster_cidr) {
+                Some(default.cluster_cidr.to_string())
+            } else {
+                match (n.cidr6, default.cluster_cidr6) {
+                    (Some(a), Some(b)) if overlaps6(a, b) => Some(b.to_string()),
+                    _ => None,
+                }
+            };
+            match hit {
+                Some(d) => {
+                    errs.push(TenantError::OverlapsDefault { net: n.name.clone(), default: d });
+                    false
+                }
+                None => true,
+            }
+        })
+        .collect();
+    (ok, errs)
+}
+
 /// The network a namespace's pods belong to: the first admitted network (by name) that selects it, else None
 /// (the default network). The second network selecting the same namespace is reported by the caller.
 pub fn network_of<'a>(
@@ -368,6 +404,21 @@ mod tests {
             .iter()
             .any(|e| matches!(e, TenantError::VniTaken { net, other, .. } if net == "red" && other == "blue")));
         assert!(errs.iter().any(|e| matches!(e, TenantError::VniTaken { other, .. } if other == "default")));
+    }
+
+    #[test]
+    fn tenant_networks_may_overlap_each_other_but_not_the_default_network() {
+        let cfg: crate::NetworkConfig =
+            serde_json::from_str(r#"{"clusterCidr":"10.244.0.0/16","clusterCidr6":"fd00:10:244::/48"}"#).unwrap();
+        let mut v6 = net("v6", "10.70.0.0/16", 9);
+        v6.cidr6 = Some("fd00:10::/32".parse().unwrap());
+        let (ok, errs) = admit_networks_in(
+            [net("a", "10.50.0.0/16", 5), net("b", "10.50.0.0/16", 6), net("wide", "10.0.0.0/8", 7), v6],
+            &cfg,
+        );
+        assert_eq!(ok.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs.iter().all(|e| matches!(e, TenantError::OverlapsDefault { .. })));
     }
 
     #[test]

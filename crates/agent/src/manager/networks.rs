@@ -149,7 +149,7 @@ impl Manager for NetworksManager {
         let (Some(net_objs), Some(ns_objs)) = (self.networks.borrow().clone(), self.namespaces.borrow().clone()) else {
             return Ok(());
         };
-        let (nets, mut warnings) = parse_networks(net_objs.values(), self.cfg.net.backend.vni);
+        let (nets, mut warnings) = parse_networks(net_objs.values(), &self.cfg.net);
         let (namespaces, ns_errors) = parse_namespaces(ns_objs.values());
         warnings.extend(ns_errors);
 
@@ -268,7 +268,8 @@ impl Manager for NetworksManager {
 
         // The isolation firewall, then the node file with every network it accepted.
         let every: Vec<TenantNetwork> = nets.iter().chain(draining.iter()).cloned().collect();
-        match self.sync_isolation(&p.served, &every, view.full, &mut warnings).await {
+        let node_ips: Vec<std::net::IpAddr> = peers.iter().map(|l| l.node_ip).chain([view.me.node_ip]).collect();
+        match self.sync_isolation(&p.served, &every, &node_ips, view.full, &mut warnings).await {
             Some(accepted) => {
                 let offered: Vec<NodeNetwork> =
                     p.node_networks.iter().filter(|n| accepted.contains(&n.name)).cloned().collect();
@@ -392,6 +393,7 @@ impl NetworksManager {
         &mut self,
         served: &[Served],
         admitted: &[TenantNetwork],
+        node_ips: &[std::net::IpAddr],
         full: bool,
         warnings: &mut Vec<String>,
     ) -> Option<BTreeSet<String>> {
@@ -413,7 +415,7 @@ impl NetworksManager {
             admitted.iter().filter(|n| served.iter().any(|s| s.name == n.name)).cloned().collect();
         let slots: BTreeMap<u32, u8> = served.iter().map(|s| (s.vni, s.slot)).collect();
         let (c4, c6) = (self.cfg.net.cluster_cidr, self.cfg.net.cluster_cidr6);
-        let iso = isolation(&crate::firewall::isolation_input(&served_nets, &slots, admitted, c4, c6));
+        let iso = isolation(&crate::firewall::isolation_input(&served_nets, &slots, admitted, node_ips, c4, c6));
         warnings.extend(iso.refused.iter().map(|e| format!("isolation: {e}")));
         let text = iso.table.render();
         let counters = if full { self.dp.nft_counters("inet", TABLE).await.unwrap_or_default() } else { vec![] };

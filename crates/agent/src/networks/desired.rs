@@ -107,7 +107,11 @@ pub fn capacity(subnet: Ipv4Net) -> u32 {
 }
 
 /// Why this node cannot serve `n`, or its subnets.
-fn serves(local: &Local<'_>, n: &TenantNetwork) -> Result<(Ipv4Net, Option<Ipv6Net>), String> {
+fn serves<'a>(
+    local: &Local<'_>,
+    n: &TenantNetwork,
+    mut peers: impl Iterator<Item = &'a Lease>,
+) -> Result<(Ipv4Net, Option<Ipv6Net>), String> {
     if local.backend != "vxlan" {
         return Err(format!("tenant networks need the vxlan backend; this node runs {}", local.backend));
     }
@@ -116,6 +120,12 @@ fn serves(local: &Local<'_>, n: &TenantNetwork) -> Result<(Ipv4Net, Option<Ipv6N
     // misroute the node's own tunnel traffic. Refused on the node, not only on peers that notice it.
     if n.contains(local.me.node_ip) {
         return Err(format!("network CIDR contains this node's underlay address {}", local.me.node_ip));
+    }
+    // A peer's underlay address inside the network would be routed into the network's table by this node (the
+    // node's own traffic to its subnet, the tunnel packets): a pod of the network holding that address would
+    // receive it. Not served at all rather than served with holes.
+    if let Some(p) = peers.find(|p| n.contains(p.node_ip)) {
+        return Err(format!("network CIDR contains node {}'s underlay address {}", p.node, p.node_ip));
     }
     let idx = local.cfg.index_of(local.me.subnet).ok_or("this node's lease is outside the cluster CIDR")?;
     n.subnet_for(idx).ok_or_else(|| format!("network has no node subnet for this node's index {idx}"))
@@ -152,7 +162,7 @@ pub fn plan<'a, P: Iterator<Item = &'a Lease> + Clone>(local: &Local<'_>, input:
         let mut status =
             NetworkNodeStatus { ready: false, subnet: None, subnet6: None, used, capacity: 0, reason: None };
         let mut why: Vec<String> = reasons.remove(&n.name).unwrap_or_default();
-        match serves(local, n) {
+        match serves(local, n, input.peers.clone()) {
             Err(e) => why.insert(0, e),
             Ok((s4, s6)) => {
                 let s6 = s6.filter(|_| n.cidr6.is_some());

@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use weft_store::{Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
-use weft_types::tenant::{admit_networks, TenantNetwork};
+use weft_types::tenant::{admit_networks_in, TenantNetwork};
+use weft_types::NetworkConfig;
 
 /// Follows one kind of store object (networks, namespaces).
 pub struct Objects(pub Arc<dyn Store>, pub ObjectKind);
@@ -43,7 +44,7 @@ pub fn same(a: &Object, b: &Object) -> bool {
 /// Store networks → the admitted ones (sorted by name) and one message per refused object, naming its key.
 pub fn parse_networks<'a>(
     objects: impl IntoIterator<Item = &'a Object>,
-    default_vni: u32,
+    default: &NetworkConfig,
 ) -> (Vec<TenantNetwork>, Vec<String>) {
     let mut errors = Vec::new();
     let mut parsed = Vec::new();
@@ -54,7 +55,7 @@ pub fn parse_networks<'a>(
             Err(e) => errors.push(format!("network {key}: {e}")),
         }
     }
-    let (ok, refused) = admit_networks(parsed, default_vni);
+    let (ok, refused) = admit_networks_in(parsed, default);
     errors.extend(refused.into_iter().map(|e| format!("network refused: {e}")));
     (ok, errors)
 }

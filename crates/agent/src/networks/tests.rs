@@ -174,8 +174,9 @@ fn nodes_that_cannot_serve_say_why_and_program_nothing() {
     let mut w = world(&under);
     w.me.node_ip = "172.16.0.1".parse().unwrap();
     let p = run(&w, &under, &[], "vxlan");
-    assert!(p.statuses["under"].ready, "{p:?}");
-    assert_eq!(p.served[0].peers, 0, "n2 and n3 (192.168.0.2, .3) are inside the network: skipped");
+    let why = p.statuses["under"].reason.as_deref().unwrap();
+    assert!(why.contains("node n1's underlay address 192.168.0.1"), "peers' addresses count too: {why}");
+    assert!(p.state.is_empty() && p.node_networks.is_empty());
 
     // No device (creation failed): not ready, nothing programmed.
     let mut w = world(&nets);
@@ -220,11 +221,12 @@ fn bad_store_objects_are_skipped_by_key_and_the_rest_admitted() {
         ("evil".into(), serde_json::json!({"name":"evil","cidr":"10.52.0.0/16","vni":102,"table":254})),
         ("copy".into(), serde_json::json!({"name":"copy","cidr":"10.53.0.0/16","vni":100})),
         ("dflt".into(), serde_json::json!({"name":"dflt","cidr":"10.54.0.0/16","vni":1})),
+        ("inside".into(), serde_json::json!({"name":"inside","cidr":"10.244.128.0/17","vni":103})),
     ];
-    let (ok, errs) = parse_networks(objs.iter(), 1);
+    let (ok, errs) = parse_networks(objs.iter(), &cfg());
     assert_eq!(ok.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["blue"]);
-    assert_eq!(errs.len(), 5, "{errs:?}");
-    for key in ["garbage", "liar", "evil", "copy", "dflt"] {
+    assert_eq!(errs.len(), 6, "{errs:?}");
+    for key in ["garbage", "liar", "evil", "copy", "dflt", "inside"] {
         assert!(errs.iter().any(|e| e.contains(key)), "{key}: {errs:?}");
     }
     let ns: Vec<weft_store::Object> = vec![

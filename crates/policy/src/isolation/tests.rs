@@ -74,8 +74,8 @@ fn marks_and_zones_are_set_before_conntrack() {
         ]
     );
     // Unknown tenant interfaces are dropped, after the known ones were dispatched.
-    assert!(t.contains("meta iifgroup and 0xff000000 == 0x57000000 counter name dropped_other drop"), "{t}");
-    assert!(t.contains("iifname \"wn*\" counter name dropped_other drop"), "{t}");
+    assert!(t.contains("meta iifgroup and 0xff000000 == 0x57000000 counter name dropped__unknown drop"), "{t}");
+    assert!(t.contains("iifname \"wn*\" counter name dropped__unknown drop"), "{t}");
     // Replies from the outside get their network's mark back from the connection's zone.
     assert!(t.contains("ct direction reply meta mark and 0xff000000 == 0 ct original zone vmap @restore_zone"));
     assert!(t.contains("2 : goto restore_red"), "{t}");
@@ -94,7 +94,7 @@ fn forward_keeps_networks_apart_and_counts_per_network() {
         "meta mark and 0xff000000 vmap @drop_slot",
         "oifgroup vmap @drop_group",
         "oifname vmap @drop_device",
-        "meta oifgroup and 0xff000000 == 0x57000000 counter name dropped_other drop",
+        "meta oifgroup and 0xff000000 == 0x57000000 counter name dropped__unknown drop",
     ] {
         assert!(fwd.contains(rule), "missing {rule}:\n{t}");
     }
@@ -165,7 +165,7 @@ fn bad_networks_are_refused_alone() {
 fn no_networks_still_closes_tenant_interfaces() {
     let iso = isolation(&input(vec![]));
     let t = iso.table.render();
-    assert!(t.contains("meta iifgroup and 0xff000000 == 0x57000000 counter name dropped_other drop"));
+    assert!(t.contains("meta iifgroup and 0xff000000 == 0x57000000 counter name dropped__unknown drop"));
     assert_eq!(iso.table.counters.len(), 1);
     nft_accepts(&iso.table.render_replace());
 }
