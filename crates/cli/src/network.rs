@@ -118,7 +118,8 @@ fn names_network(e: &TenantError, name: &str) -> bool {
         TenantError::Vni { net, .. }
         | TenantError::Cidr { net, .. }
         | TenantError::SubnetLen { net, .. }
-        | TenantError::VniTaken { net, .. } => net == name,
+        | TenantError::VniTaken { net, .. }
+        | TenantError::OverlapsDefault { net, .. } => net == name,
         TenantError::Name(n) => n == name,
         TenantError::Reserved => name == weft_types::tenant::DEFAULT_NETWORK,
     }
@@ -143,6 +144,13 @@ pub fn create(s: &StoreArgs, n: &NewNetwork) -> Result<()> {
         let default_vni = cfg.as_ref().map_or(weft_types::network::BackendConfig::default().vni, |c| c.backend.vni);
         let (existing, _) = decode(&store.objects(ObjectKind::Network).await?.items);
         admit_new(&checked, &existing, default_vni)?;
+        // The agents refuse a network overlapping the default cluster CIDRs (admit_networks_in): say so now.
+        if let Some(c) = &cfg {
+            let (_, errs) = weft_types::tenant::admit_networks_in([checked.clone()], c);
+            if let Some(e) = errs.into_iter().next() {
+                anyhow::bail!(e);
+            }
+        }
         if let Some(c) = cfg.filter(|c| c.backend.kind != weft_types::BackendKind::Vxlan) {
             eprintln!(
                 "warning: the cluster's backend is {:?}: tenant networks need the VXLAN backend, agents will report \
