@@ -264,6 +264,7 @@ mod tests {
             cluster_cidr: None,
             cluster_cidr6: None,
             networks: Vec::new(),
+            pending_namespaces: Vec::new(),
         }
     }
 
@@ -302,6 +303,7 @@ mod tests {
                 cluster_cidr: None,
                 cluster_cidr6: None,
                 networks: Vec::new(),
+                pending_namespaces: Vec::new(),
             };
             let c = conf(r#"{"cniVersion":"1.1.0","name":"n"}"#);
             let e = Subnets::resolve(&c, |_| Ok(bad.clone())).unwrap_err();

@@ -78,7 +78,15 @@ pub fn resolve(
     if namespace.is_empty() {
         return Ok(None);
     }
-    let Some(n) = nf.network_of(namespace) else { return Ok(None) };
+    let Some(n) = nf.network_of(namespace) else {
+        if nf.pending_namespaces.iter().any(|p| p == namespace) {
+            return Err(CniError::TryAgainLater(format!(
+                "namespace {namespace} is on a tenant network that this node does not serve yet (see weftctl \
+                 network list); its pods are never put on the default network instead"
+            )));
+        }
+        return Ok(None);
+    };
     let bad = |why: String| CniError::Io(format!("node file {}: network {:?}: {why}", path.display(), n.name));
     check(nf, n, conf_mtu).map(Some).map_err(bad)
 }

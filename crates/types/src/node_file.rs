@@ -28,6 +28,11 @@ pub struct NodeFile {
     /// agent (the plugin sees no labels). A namespace listed by none is on the default network above.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<NodeNetwork>,
+    /// Namespaces an admitted tenant network selects but this node does not serve (yet): not ready here, or
+    /// refused here (its status says why). The plugin answers "try again later" for their pods instead of
+    /// putting them on the default network, which would take them out of their network's isolation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_namespaces: Vec<String>,
 }
 
 /// One tenant network as the plugin needs it. Route table and link group are derived from `vni`
@@ -120,6 +125,7 @@ mod tests {
                 mtu: 1450,
                 namespaces: vec!["team-a".into()],
             }],
+            pending_namespaces: vec!["team-b".into()],
         };
         nf.store(&p).unwrap();
         assert_eq!(NodeFile::load(&p).unwrap(), nf);

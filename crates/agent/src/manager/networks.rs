@@ -238,7 +238,7 @@ impl Manager for NetworksManager {
         // after the kernel and the isolation table are in place, so no pod ever runs on a network half-built.
         let kept: Vec<NodeNetwork> =
             p.node_networks.iter().filter(|n| self.offered.contains(&n.name)).cloned().collect();
-        self.offer(kept);
+        self.offer(kept, &p.claimed);
 
         let scope = NetworksScope { devices: devices.values().copied().collect() };
         let actual = self.dp.read_networks(&scope).await?;
@@ -279,7 +279,7 @@ impl Manager for NetworksManager {
                         st.reason = Some("refused by the isolation firewall (see the agent's log)".into());
                     }
                 }
-                self.offer(offered);
+                self.offer(offered, &p.claimed);
             }
             None => {
                 for n in &p.node_networks {
@@ -379,9 +379,22 @@ fn fingerprint(st: &weft_dataplane::networks::NetworksState) -> u64 {
 
 impl NetworksManager {
     /// Writes the node file's networks (the previous file's are kept until the first call).
-    fn offer(&mut self, nets: Vec<NodeNetwork>) {
+    fn offer(&mut self, nets: Vec<NodeNetwork>, claimed: &BTreeMap<String, Vec<String>>) {
         let names: BTreeSet<String> = nets.iter().map(|n| n.name.clone()).collect();
-        match self.node_file.lock().unwrap_or_else(|e| e.into_inner()).set_networks(nets) {
+        // Every namespace an admitted network claims but the file does not offer: the plugin retries them.
+        // Written in the same file write as the networks, so no namespace is ever "on the default network" in
+        // between (the file is replaced atomically).
+        let pending: Vec<String> = claimed
+            .iter()
+            .filter(|(net, _)| !names.contains(*net))
+            .flat_map(|(_, nss)| nss.iter().cloned())
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect();
+        let mut file = self.node_file.lock().unwrap_or_else(|e| e.into_inner());
+        let r = file.set_pending(pending.clone()).and_then(|()| file.set_networks(nets));
+        drop(file);
+        match r {
             Ok(()) => self.offered = names,
             Err(e) => tracing::error!(error = %e, "writing the node file's networks failed; retrying next pass"),
         }

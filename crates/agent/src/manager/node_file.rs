@@ -22,6 +22,7 @@ pub struct NodeFileWriter {
     mtu: u32,
     lease: Option<(Ipv4Net, Option<Ipv6Net>)>,
     networks: Vec<NodeNetwork>,
+    pending: Vec<String>,
 }
 
 pub type SharedNodeFile = Arc<Mutex<NodeFileWriter>>;
@@ -36,6 +37,7 @@ impl NodeFileWriter {
             cluster_cidr: Some(self.net.cluster_cidr),
             cluster_cidr6: self.net.cluster_cidr6,
             networks: self.networks.clone(),
+            pending_namespaces: self.pending.clone(),
         };
         if NodeFile::load(&self.path).ok().as_ref() != Some(&nf) {
             nf.store(&self.path)?;
@@ -46,6 +48,16 @@ impl NodeFileWriter {
     /// The tenant networks the file offers now.
     pub fn networks(&self) -> &[NodeNetwork] {
         &self.networks
+    }
+
+    /// Sets the namespaces the plugin must refuse for now (their network is not offered here) and writes the
+    /// file if they changed.
+    pub fn set_pending(&mut self, pending: Vec<String>) -> Result<(), weft_types::node_file::NodeFileError> {
+        if self.pending == pending {
+            return Ok(());
+        }
+        self.pending = pending;
+        self.write()
     }
 
     /// Sets the tenant networks and writes the file if it changed.
@@ -68,7 +80,8 @@ impl NodeFileManager {
     /// has decided.
     pub fn new(path: &Path, net: &NetworkConfig, mtu: u32, previous: Option<&NodeFile>) -> Self {
         let networks = previous.map(|p| p.networks.clone()).unwrap_or_default();
-        let w = NodeFileWriter { path: path.to_path_buf(), net: net.clone(), mtu, lease: None, networks };
+        let pending = previous.map(|p| p.pending_namespaces.clone()).unwrap_or_default();
+        let w = NodeFileWriter { path: path.to_path_buf(), net: net.clone(), mtu, lease: None, networks, pending };
         Self { file: Arc::new(Mutex::new(w)), written: None }
     }
 

@@ -62,6 +62,9 @@ pub struct Plan {
     /// Per store network (by name): its status on this node.
     pub statuses: BTreeMap<String, NetworkNodeStatus>,
     pub warnings: Vec<String>,
+    /// Admitted store network (by name) → the namespaces it serves: a namespace here whose network the node
+    /// file does not offer is "pending" for the plugin (retry), never the default network.
+    pub claimed: BTreeMap<String, Vec<String>>,
 }
 
 /// A namespace selected by a second network: (namespace, the network that loses it, the one that keeps it).
@@ -149,6 +152,7 @@ pub struct PlanInput<'a, P> {
 pub fn plan<'a, P: Iterator<Item = &'a Lease> + Clone>(local: &Local<'_>, input: PlanInput<'a, P>) -> Plan {
     let mut out = Plan::default();
     let (by_net, conflicts) = resolve_namespaces(input.nets, input.namespaces);
+    out.claimed = by_net.clone();
     let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (ns, loser, winner) in conflicts {
         let why = format!("namespace {ns} is also selected by network {winner}, which keeps it");

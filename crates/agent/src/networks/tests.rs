@@ -152,6 +152,7 @@ fn nodes_that_cannot_serve_say_why_and_program_nothing() {
     assert!(p.state.is_empty() && p.node_networks.is_empty());
     assert!(!p.statuses["blue"].ready);
     assert!(p.statuses["blue"].reason.as_deref().unwrap().contains("vxlan backend"));
+    assert_eq!(p.claimed["blue"], ["a"], "still claimed: the plugin retries its pods instead of the default network");
 
     // A network too small for this node's index (10.50.0.0/23 has two /24s; n1 has index 1, n3 index 3).
     let small = [net("tiny", "10.50.0.0/23", 100, &["a"])];

@@ -319,6 +319,7 @@ fn node_file_drives_add_and_status() {
         cluster_cidr: None,
         cluster_cidr6: None,
         networks: Vec::new(),
+        pending_namespaces: Vec::new(),
     });
     let st = w.call("STATUS", "", "", &conf);
     assert!(st.ok && st.stdout.is_empty());

@@ -30,6 +30,7 @@ fn node_file() -> NodeFile {
         cluster_cidr: Some("10.60.0.0/16".parse().unwrap()),
         cluster_cidr6: None,
         networks: vec![network("blue", 100, "team-a"), network("red", 200, "team-b")],
+        pending_namespaces: vec!["team-c".into()],
     }
 }
 
@@ -197,4 +198,18 @@ fn status_ignores_tenant_entries() {
     w.node_file.borrow_mut().as_mut().unwrap().networks[0].vni = 0;
     let st = w.call("STATUS", "", "", &conf);
     assert!(st.ok, "{}", st.stdout);
+}
+
+#[test]
+fn a_namespace_whose_network_is_not_served_here_is_retried_never_put_on_the_default_network() {
+    let (w, conf) = world("tpending");
+    let e = json(&w.call_in("ADD", "c", "/run/netns/a", &conf, "team-c"));
+    assert_eq!(e["code"], 11, "try again later: {e}");
+    assert!(e["msg"].as_str().unwrap().contains("never put on the default network"), "{e}");
+    assert!(w.fake.calls.borrow().is_empty(), "{:?}", w.fake.calls.borrow());
+    assert!(!w.dir.exists(), "no reservation in any pool");
+    // Once the agent offers the network (or drops the claim), the same ADD goes through.
+    w.node_file.borrow_mut().as_mut().unwrap().pending_namespaces.clear();
+    assert!(w.call_in("ADD", "c", "/run/netns/a", &conf, "team-c").ok);
+    assert_eq!(w.reservations(), 1, "default network now");
 }
