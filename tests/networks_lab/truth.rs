@@ -2,57 +2,10 @@
 //! TCP and UDP on ports 80 and 81, every cell against the reference model) with x, y and z on a tenant network:
 //! policy inside a network behaves as on the default network. The lab, model, probing and scenarios are
 //! tests/policy's own (`PolicyLab::up_on`); this file only runs them, as tests/policy.rs does.
-use crate::harness::{PolicyLab, NAMESPACES, SERVICES};
-use crate::model::{self, Family};
+use crate::harness::{default_ns_labels, eventually, explain_agrees, PolicyLab, NAMESPACES};
+use crate::model;
 use crate::scenarios::{self, Scenario, Step};
 use std::time::{Duration, Instant};
-
-fn default_ns_labels(ns: &str) -> Vec<(String, String)> {
-    let mut l = vec![("ns".to_string(), ns.to_string())];
-    match ns {
-        "x" => l.push(("team".into(), "red".into())),
-        "y" => l.push(("team".into(), "blue".into())),
-        _ => {}
-    }
-    l
-}
-
-fn eventually(lab: &mut PolicyLab, timeout: Duration) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let diff = lab.check()?;
-        if Instant::now() > deadline {
-            return Some(diff);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// `weftctl policy explain` must agree with the model on a few cells per probe (chosen by a hash, as in
-/// tests/policy.rs).
-fn explain_agrees(lab: &PolicyLab, salt: &str) -> Result<(), String> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in salt.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    let n = lab.pods.len() as u64;
-    for k in 0..4u64 {
-        let i = ((h >> (k * 8)) % n) as usize;
-        let j = (i + 1 + ((h >> (k * 8 + 4)) % (n - 1)) as usize) % n as usize;
-        let (src, dst) = (&lab.pods[i].pod, &lab.pods[j].pod);
-        let (port, proto) = SERVICES[((h >> (40 + k * 2)) % 4) as usize];
-        let want = lab.world.allowed(src, dst, port, proto, Family::V4);
-        let said = lab.explain(&src.key(), &dst.key(), port, proto);
-        if want != said {
-            return Err(format!(
-                "policy explain says {said} for {} → {} {port}/{proto}, the model says {want}",
-                src.key(),
-                dst.key()
-            ));
-        }
-    }
-    Ok(())
-}
 
 fn run_one(lab: &mut PolicyLab, sc: &Scenario) -> Result<(), String> {
     lab.delete_all();

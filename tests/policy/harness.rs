@@ -329,3 +329,54 @@ pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let t = Instant::now();
     (f(), t.elapsed())
 }
+
+/// Namespace labels every scenario starts from.
+pub fn default_ns_labels(ns: &str) -> Vec<(String, String)> {
+    let mut l = vec![("ns".to_string(), ns.to_string())];
+    match ns {
+        "x" => l.push(("team".into(), "red".into())),
+        "y" => l.push(("team".into(), "blue".into())),
+        _ => {}
+    }
+    l
+}
+
+/// Probes until the matrix matches (for changes without a wait handle); the last difference on timeout.
+pub fn eventually(lab: &mut PolicyLab, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let diff = lab.check()?;
+        if Instant::now() > deadline {
+            return Some(diff);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `weftctl policy explain` must agree with the model too: a few cells per probe, chosen by a hash of the
+/// scenario and step so every run checks the same ones (explain takes a pod's IPv4 address when it has one).
+pub fn explain_agrees(lab: &PolicyLab, salt: &str) -> Result<(), String> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in salt.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let n = lab.pods.len() as u64;
+    for k in 0..4u64 {
+        let i = ((h >> (k * 8)) % n) as usize;
+        let j = (i + 1 + ((h >> (k * 8 + 4)) % (n - 1)) as usize) % n as usize;
+        let (src, dst) = (&lab.pods[i].pod, &lab.pods[j].pod);
+        let (port, proto) = SERVICES[((h >> (40 + k * 2)) % 4) as usize];
+        let want = lab.world.allowed(src, dst, port, proto, Family::V4);
+        let said = lab.explain(&src.key(), &dst.key(), port, proto);
+        if want != said {
+            return Err(format!(
+                "weftctl policy explain says {} for {} → {} {port}/{proto}, the model says {}",
+                if said { "allowed" } else { "denied" },
+                src.key(),
+                dst.key(),
+                if want { "allowed" } else { "denied" }
+            ));
+        }
+    }
+    Ok(())
+}
