@@ -221,19 +221,27 @@ pub struct Go {
 
 impl Go {
     pub fn start(ns: &Netns, ifname: &str, port: u16, addr: &str) -> Self {
+        Self::start_program(ns, &["wireguard-go", "-f"], ifname, port, addr)
+    }
+
+    /// Any userspace WireGuard that serves the cross-platform UAPI socket and is configured with `wg` (e.g.
+    /// `["boringtun-cli", "-f", "--disable-drop-privileges"]`); the interface name is appended.
+    pub fn start_program(ns: &Netns, program: &[&str], ifname: &str, port: u16, addr: &str) -> Self {
         let dir = TempDir::new("wggo");
         let key = dir.path().join("key");
         let private = run("wg", &["genkey"]);
         std::fs::write(&key, &private).expect("key");
         let public_key = wg_pubkey(private.trim());
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "wireguard-go", "-f", ifname])
+            .args(["netns", "exec", &ns.name])
+            .args(program)
+            .arg(ifname)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("wireguard-go not installed (apt-get install wireguard-go)");
+            .unwrap_or_else(|e| panic!("{}: {e} (wireguard-go: apt-get install wireguard-go)", program[0]));
         let sock = PathBuf::from(format!("/var/run/wireguard/{ifname}.sock"));
-        assert!(wait_until(Duration::from_secs(10), || sock.exists()), "wireguard-go did not start");
+        assert!(wait_until(Duration::from_secs(10), || sock.exists()), "{} did not start", program[0]);
         let k = key.display().to_string();
         ns.exec("wg", &["set", ifname, "private-key", &k, "listen-port", &port.to_string()]);
         ns.ip(&["addr", "add", addr, "dev", ifname]);
