@@ -81,6 +81,10 @@ pub struct Status {
     /// Packets from pods to the agent's HTTP port, dropped (`agent_port_rejected`).
     #[serde(default)]
     pub agent_port_rejected: u64,
+    /// Packets the agent's own datapath (WireGuard) dropped because they belong to no peer; absent for kernel
+    /// backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_dropped: Option<crate::backend::DeviceDrops>,
     /// Tenant networks on this node (see `crate::manager::networks`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<NetworkStatus>,
