@@ -2,12 +2,15 @@
 //! real CNI plugin, a routed underlay): every pod pair talks, bulk TCP crosses nodes, the underlay carries only
 //! WireGuard UDP and never a pod's payload, and an agent restart keeps a TCP connection. Modules under
 //! `wireguard_lab/`: key rotation under traffic, and everything else on this backend (NetworkPolicy,
-//! dual-stack and MTU, masquerade, drift repair, node removal, the store outage, kube mode, a spoofed peer).
+//! dual-stack and MTU, masquerade, drift repair, node removal, the store outage, kube mode, a spoofed peer), and
+//! two agents on an IPv6 underlay (built by the test: the lab's underlays are IPv4) with their MTU.
 //! (`#[path]` because a bare `mod kit;` in a test crate root would load tests/kit.rs.)
 #[path = "wireguard_lab/drills.rs"]
 mod drills;
 #[path = "wireguard_lab/features.rs"]
 mod features;
+#[path = "wireguard_lab/ipv6_underlay.rs"]
+mod ipv6_underlay;
 #[path = "wireguard_lab/kit.rs"]
 mod kit;
 #[path = "wireguard_lab/rotation.rs"]

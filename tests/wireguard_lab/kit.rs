@@ -182,7 +182,9 @@ impl Capture {
     pub fn start(ns: &str, dev: &str, filter: &[&str]) -> Capture {
         let file = std::env::temp_dir().join(format!("weft-wg-{}.pcap", unique()));
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, "tcpdump", "-U", "-n", "-i", dev, "-w"])
+            // Immediate mode: each packet is handed over as it arrives (libpcap's ring otherwise holds them up to
+            // its 1 s block timeout, and a capture stopped sooner would miss its last second).
+            .args(["netns", "exec", ns, "tcpdump", "--immediate-mode", "-U", "-n", "-i", dev, "-w"])
             .arg(&file)
             .args(filter)
             .stdout(Stdio::null())
@@ -200,7 +202,11 @@ impl Capture {
     /// Stops the capture; returns its raw bytes and tcpdump's one-line decodes.
     pub fn finish(mut self) -> (Vec<u8>, Vec<String>) {
         std::thread::sleep(Duration::from_millis(300));
-        let _ = self.child.kill();
+        // SIGTERM: tcpdump writes out what it holds and exits (`ip netns exec` became tcpdump: same pid).
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        if !wait_until(Duration::from_secs(10), || self.child.try_wait().ok().flatten().is_some()) {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
         let raw = std::fs::read(&self.file).expect("pcap");
         let out = Command::new("tcpdump").args(["-nn", "-r"]).arg(&self.file).output().expect("tcpdump -r");

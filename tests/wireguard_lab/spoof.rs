@@ -4,8 +4,10 @@
 //! WireGuard packets (each carrying a ping to a pod), sends a tampered copy, and runs its own WireGuard
 //! (Debian's wireguard-go, a key of its own) claiming node2's pod address. Nothing of it reaches the pod
 //! (counted inside the pod's namespace), node1 counts the replays and the forgery as decryption failures on
-//! node2's session, and node1 never answers the impostor (nothing from node1 arrives at the rogue host).
-use crate::kit::{contains, ns_exec, reaches, sh, udp_payloads, Capture, Lab, WG_PORT};
+//! node2's session and every one of the impostor's handshake initiations as a drop from an unknown peer (status,
+//! `weftctl status`, metrics), and node1 never answers the impostor (nothing from node1 arrives at the rogue
+//! host).
+use crate::kit::{contains, now_ms, ns_exec, reaches, sh, udp_payloads, Capture, Lab, WG_PORT};
 use std::time::Duration;
 use weft_e2e::wg::Go;
 use weft_e2e::{bin, require_root, run, unique, wait_until, Netns};
@@ -28,6 +30,39 @@ fn initiations_from(pcap: &[u8], from: &[u8; 6]) -> usize {
         }
     }
     n
+}
+
+/// node1's status once written by a pass that began after this call (the device counters it holds are then at
+/// least as new as everything that arrived before the call).
+fn fresh_status(lab: &Lab, node: &str) -> serde_json::Value {
+    let since = now_ms();
+    let mut st = serde_json::Value::Null;
+    let fresh = wait_until(Duration::from_secs(60), || {
+        st = lab.status(node);
+        st["lastReconcileAtMs"].as_u64().is_some_and(|at| at > since)
+    });
+    assert!(fresh, "{node} wrote no status for 60 s: {st}");
+    st
+}
+
+/// What node1 dropped as handshakes from unknown keys: (status.json, `weftctl status` text, `/metrics`).
+fn unknown_peer_drops(lab: &Lab) -> (u64, String, u64) {
+    let st = fresh_status(lab, "node1");
+    let status = st["tunnelDropped"]["unknownPeer"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no tunnel drop counters in node1's status: {st}"));
+    let text = lab.ok(&["status", "--node", "node1"]);
+    let line = text.lines().find(|l| l.starts_with("tunnel dropped")).unwrap_or_else(|| panic!("{text}")).to_string();
+    let (n1, _) = lab.node(0);
+    let m = ns_exec(&n1, &["curl", "-sf", "-m", "5", "http://127.0.0.1:9473/metrics"]);
+    let m = String::from_utf8_lossy(&m.stdout);
+    let series = "weft_tunnel_dropped_packets_total{reason=\"unknown_peer\"} ";
+    let metric = m
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in node1's metrics:\n{m}"));
+    (status, line, metric)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -119,7 +154,11 @@ fn wireguard_lab_spoofed_peer_address_never_reaches_a_pod() {
     let counted = wait_until(Duration::from_secs(15), || failures() >= want);
     assert!(counted, "node1 counted {} decryption failures on node2's session, want {want}", failures());
 
-    // 2. An impostor WireGuard with its own key, claiming node2's pod address, aimed at node1.
+    // 2. An impostor WireGuard with its own key, claiming node2's pod address, aimed at node1. Before it: what
+    // node1 has dropped as handshakes from unknown keys so far (initiations that raced the lab's start, if any).
+    let (unknown_before, line, metric) = unknown_peer_drops(&lab);
+    assert!(line.contains(&format!(" {unknown_before} unknown peer")), "weftctl status says {line:?}");
+    assert_eq!(metric, unknown_before, "metrics and status disagree before the attack");
     let node1_key = lab.lease_key("node1");
     let rogue_mac: Vec<u8> = sh(&rogue.name, &["cat", "/sys/class/net/eth0/address"])
         .trim()
@@ -130,20 +169,40 @@ fn wireguard_lab_spoofed_peer_address_never_reaches_a_pod() {
     let impostor = Go::start(&rogue, &format!("wg{}", unique()), 51820, &format!("{}/32", sender.ip));
     impostor.add_peer(&node1_key, &to, &format!("{}/32", target.ip));
     rogue.ip(&["route", "add", &format!("{}/32", target.ip), "dev", &impostor.ifname]);
-    let got_in = rogue.try_exec("ping", &["-c", "6", "-i", "0.5", "-W", "1", &target.ip]);
+    // Over 6 s: wireguard-go retries its initiation after 5 s, so node1 sees (and must count) more than one.
+    let got_in = rogue.try_exec("ping", &["-c", "13", "-i", "0.5", "-W", "1", &target.ip]);
     assert!(!got_in.status.success(), "the impostor got an answer from node1's pod");
 
     std::thread::sleep(Duration::from_secs(1));
     let seen_after = delivered();
+    // The impostor stops before the captures do, so they hold every initiation it sent.
+    drop(impostor);
     let (_, answers) = at_rogue.finish();
     let (raw1, _) = at_node1.finish();
     let tries = initiations_from(&raw1, &rogue_mac.try_into().unwrap());
     assert!(tries >= 1, "control: the impostor's handshake initiations did not reach node1");
+    // Each initiation is counted once as from an unknown peer, in the status, `weftctl status` and metrics.
+    let want = unknown_before + tries as u64;
+    let mut unknown = unknown_peer_drops(&lab);
+    let counted = wait_until(Duration::from_secs(30), || {
+        unknown = unknown_peer_drops(&lab);
+        unknown.0 >= want
+    });
+    assert!(counted, "node1 counted {} handshakes from unknown keys, want {want}", unknown.0);
+    let (unknown_after, line, metric) = unknown;
+    assert_eq!(
+        unknown_after, want,
+        "node1 counted other drops than the impostor's {tries} initiations as unknown peer"
+    );
+    assert!(line.contains(&format!(" {want} unknown peer")), "weftctl status says {line:?}");
+    assert_eq!(metric, want, "weft_tunnel_dropped_packets_total{{reason=\"unknown_peer\"}}");
     println!(
         "spoofed node2 ({ip2}) → node1's WireGuard port: {} replayed + 1 tampered packets, counted as {} decryption \
-         failures; impostor handshake initiations {tries}, answered: {}; packets delivered to the pod: {}",
+         failures; impostor handshake initiations {tries}, counted as unknown peer {} (before the attack: \
+         {unknown_before}), answered: {}; packets delivered to the pod: {}",
         data.len(),
         failures() - failures_before,
+        unknown_after - unknown_before,
         answers.len(),
         seen_after - seen_before
     );
@@ -151,5 +210,4 @@ fn wireguard_lab_spoofed_peer_address_never_reaches_a_pod() {
     assert!(answers.is_empty(), "node1 answered the rogue host: {answers:?}");
     // The real node2 was not disturbed by any of it.
     assert!(reaches(&sender.ns, &target.ip, 10), "node2's pod lost node1's pod after the attack");
-    drop(impostor);
 }

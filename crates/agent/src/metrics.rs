@@ -31,6 +31,10 @@ pub struct Metrics {
     pub tunnel_decrypt_failures: Family<Vec<(String, String)>, Gauge>,
     /// Milliseconds since the peer's last handshake (absent before the first).
     pub tunnel_handshake_age_ms: Family<Vec<(String, String)>, Gauge>,
+    /// Packets the agent's own datapath dropped before any peer saw them, by `reason` (see `DeviceDrops`).
+    /// Counters mirroring the device's own (which only grow while it runs), so a restarted device reads as a
+    /// counter reset, as Prometheus expects.
+    pub tunnel_dropped: Family<Vec<(String, String)>, Counter>,
     /// Per tenant network (label `network`): 1 when ready on this node; addresses held; addresses offered; peers.
     pub network_ready: Family<Vec<(String, String)>, Gauge>,
     pub network_used: Family<Vec<(String, String)>, Gauge>,
@@ -63,6 +67,7 @@ impl Default for Metrics {
             tunnel_tx_bytes: Family::default(),
             tunnel_decrypt_failures: Family::default(),
             tunnel_handshake_age_ms: Family::default(),
+            tunnel_dropped: Family::default(),
             network_ready: Family::default(),
             network_used: Family::default(),
             network_capacity: Family::default(),
@@ -138,6 +143,13 @@ impl Default for Metrics {
             "Milliseconds since the last handshake with a peer (WireGuard)",
             m.tunnel_handshake_age_ms.clone(),
         );
+        registry.register(
+            "tunnel_dropped_packets",
+            "Packets the WireGuard device dropped before reaching any peer, by reason: unknown_peer (handshake \
+             from a key no peer has), unknown_index (unknown session), malformed, no_route (no peer for the \
+             destination)",
+            m.tunnel_dropped.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -159,6 +171,20 @@ impl Metrics {
             if let Some(age) = s.handshake_age_ms {
                 self.tunnel_handshake_age_ms.get_or_create(&labels).set(g(age));
             }
+        }
+    }
+
+    /// Sets the device-wide drop counters to the device's values; a backend without its own datapath (None) has
+    /// no series.
+    pub fn set_tunnel_drops(&self, drops: Option<&crate::backend::DeviceDrops>) {
+        let Some(d) = drops else {
+            self.tunnel_dropped.clear();
+            return;
+        };
+        for (reason, n) in d.by_reason() {
+            let labels = vec![("reason".to_string(), reason.to_string())];
+            // A mirror of the device's counter: store its value rather than add to it.
+            self.tunnel_dropped.get_or_create(&labels).inner().store(n, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -227,6 +253,27 @@ mod tests {
         assert!(!text.contains("weft_tunnel_peer_handshake_age_ms{peer=\"n3\"}"), "{text}");
         m.set_tunnel_stats(&[peer("n3", None)]);
         assert!(!m.encode().contains("peer=\"n2\""));
+    }
+
+    #[test]
+    fn tunnel_drops_are_counters_by_reason_and_absent_without_a_tunnel() {
+        let m = Metrics::default();
+        m.set_tunnel_drops(None);
+        assert!(!m.encode().contains("weft_tunnel_dropped_packets_total{"), "{}", m.encode());
+        let d = crate::backend::DeviceDrops { unknown_peer: 7, unknown_index: 2, malformed: 1, no_route: 0 };
+        m.set_tunnel_drops(Some(&d));
+        let text = m.encode();
+        assert!(text.contains("# TYPE weft_tunnel_dropped_packets counter\n"), "{text}");
+        assert!(text.contains("weft_tunnel_dropped_packets_total{reason=\"unknown_peer\"} 7\n"), "{text}");
+        assert!(text.contains("weft_tunnel_dropped_packets_total{reason=\"unknown_index\"} 2\n"), "{text}");
+        assert!(text.contains("weft_tunnel_dropped_packets_total{reason=\"malformed\"} 1\n"), "{text}");
+        assert!(text.contains("weft_tunnel_dropped_packets_total{reason=\"no_route\"} 0\n"), "{text}");
+        // The device's value, not a sum of what was seen: a second pass with the same counters changes nothing.
+        m.set_tunnel_drops(Some(&crate::backend::DeviceDrops { unknown_peer: 9, ..d }));
+        m.set_tunnel_drops(Some(&crate::backend::DeviceDrops { unknown_peer: 9, ..d }));
+        assert!(m.encode().contains("weft_tunnel_dropped_packets_total{reason=\"unknown_peer\"} 9\n"));
+        m.set_tunnel_drops(None);
+        assert!(!m.encode().contains("reason=\"unknown_peer\""));
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct Status {
     /// Packets from pods to the agent's HTTP port, dropped (`agent_port_rejected`).
     #[serde(default)]
     pub agent_port_rejected: u64,
+    /// Packets the agent's own datapath (WireGuard) dropped because they belong to no peer; absent for kernel
+    /// backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_dropped: Option<crate::backend::DeviceDrops>,
     /// Tenant networks on this node (see `crate::manager::networks`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<NetworkStatus>,
@@ -160,5 +164,26 @@ pub fn write_file(dir: &std::path::Path, status: &SharedStatus) {
     let tmp = dir.join(format!("status.json.tmp.{}.{:?}", std::process::id(), std::thread::current().id()));
     if std::fs::write(&tmp, body).is_ok() {
         let _ = std::fs::rename(&tmp, dir.join("status.json"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::DeviceDrops;
+
+    #[test]
+    fn tunnel_drops_appear_in_the_status_only_for_a_backend_with_its_own_datapath() {
+        let kernel = serde_json::to_value(Status::default()).unwrap();
+        assert!(kernel.get("tunnelDropped").is_none(), "{kernel}");
+        let drops = DeviceDrops { unknown_peer: 4, unknown_index: 3, malformed: 2, no_route: 1 };
+        let wg = serde_json::to_value(Status { tunnel_dropped: Some(drops), ..Status::default() }).unwrap();
+        assert_eq!(
+            wg["tunnelDropped"],
+            serde_json::json!({"unknownPeer": 4, "unknownIndex": 3, "malformed": 2, "noRoute": 1})
+        );
+        // What weftctl reads back is what the agent wrote.
+        let back: Status = serde_json::from_value(wg).unwrap();
+        assert_eq!(back.tunnel_dropped, Some(drops));
     }
 }

@@ -71,6 +71,18 @@ pub fn show(state_dir: &Path, json: bool) -> Result<()> {
         }
         println!("{t}");
     }
+    // What the agent's datapath dropped before any peer (an impostor's handshakes count as unknown peer).
+    if let Some(d) = st["tunnelDropped"].as_object() {
+        let n = |k: &str| d.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        println!(
+            "tunnel dropped  {} unknown peer (handshake from an unknown key), {} unknown session index, {} malformed, \
+             {} no route",
+            n("unknownPeer"),
+            n("unknownIndex"),
+            n("malformed"),
+            n("noRoute")
+        );
+    }
     // Tenant networks on this node (the networks manager's view).
     if let Some(nets) = st["networks"].as_array().filter(|a| !a.is_empty()) {
         let mut t = Table::new();

@@ -13,8 +13,9 @@
 //!
 //! Userspace datapaths (a TUN device served by the agent itself) fit the same trait: the device is started in
 //! [`Backend::ensure_device`] (which may spawn its task), peers are handed to it in [`Backend::sync_peers`] after
-//! every reconcile, [`Backend::peer_stats`] reports per-peer counters, and [`Backend::stop`] ends its task when
-//! the agent exits (without uninstall, the kernel side stays, like the VXLAN device does).
+//! every reconcile, [`Backend::peer_stats`] reports per-peer counters and [`Backend::device_drops`] what matched
+//! no peer at all, and [`Backend::stop`] ends its task when the agent exits (without uninstall, the kernel side
+//! stays, like the VXLAN device does).
 use async_trait::async_trait;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
@@ -74,6 +75,33 @@ pub struct PeerStats {
     pub decrypt_failures: u64,
 }
 
+/// Device-wide drops of a datapath the backend runs itself: packets that belong to no peer, so no per-peer
+/// counter sees them (an attacker without a configured key shows up only here).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceDrops {
+    /// Handshake initiations from a static key no configured peer has (or not addressed to our key).
+    pub unknown_peer: u64,
+    /// Packets naming a session index this node never issued (stale sessions, replays of old ones, forgeries).
+    pub unknown_index: u64,
+    /// Datagrams on the port that are not WireGuard messages.
+    pub malformed: u64,
+    /// Packets from local pods with no peer for their destination.
+    pub no_route: u64,
+}
+
+impl DeviceDrops {
+    /// (metric label `reason`, count), in a fixed order.
+    pub fn by_reason(&self) -> [(&'static str, u64); 4] {
+        [
+            ("unknown_peer", self.unknown_peer),
+            ("unknown_index", self.unknown_index),
+            ("malformed", self.malformed),
+            ("no_route", self.no_route),
+        ]
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("dataplane: {0}")]
@@ -122,6 +150,10 @@ pub trait Backend: Send + Sync {
     /// Per-peer counters of a datapath the backend runs itself; empty for kernel backends.
     fn peer_stats(&self) -> Vec<PeerStats> {
         Vec::new()
+    }
+    /// Device-wide drop counters of a datapath the backend runs itself; None for kernel backends.
+    fn device_drops(&self) -> Option<DeviceDrops> {
+        None
     }
     /// Ends what the backend runs itself (agent exit); the kernel state stays.
     async fn stop(&mut self) {}

@@ -16,7 +16,7 @@
 //! to the tunnel, and returns the new public key as this node's lease data, which the lease keeper publishes at
 //! once. Established connections keep their sessions meanwhile (the tunnel keeps the old ones until the new
 //! key has shaken hands with each peer, and answers handshakes for the old key until then).
-use super::{Backend, BackendError, LocalNode, Peer, PeerError, PeerPath, PeerStats, Setup};
+use super::{Backend, BackendError, DeviceDrops, LocalNode, Peer, PeerError, PeerPath, PeerStats, Setup};
 use async_trait::async_trait;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
@@ -190,6 +190,16 @@ impl Backend for Wireguard {
                 decrypt_failures: s.decrypt_failures,
             })
             .collect()
+    }
+
+    fn device_drops(&self) -> Option<DeviceDrops> {
+        let c = self.tunnel.as_ref()?.counters();
+        Some(DeviceDrops {
+            unknown_peer: c.unknown_peer,
+            unknown_index: c.unknown_index,
+            malformed: c.malformed,
+            no_route: c.no_route,
+        })
     }
 
     async fn stop(&mut self) {

@@ -122,6 +122,8 @@ impl OverlayManager {
         st.agent_port_rejected = metrics.agent_port_rejected.get() as u64;
         let stats = backend.peer_stats();
         metrics.set_tunnel_stats(&stats);
+        st.tunnel_dropped = backend.device_drops();
+        metrics.set_tunnel_drops(st.tunnel_dropped.as_ref());
         let tunnel: std::collections::BTreeMap<String, crate::status::TunnelPeerStatus> = stats
             .into_iter()
             .map(|s| {
