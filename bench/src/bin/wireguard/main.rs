@@ -10,7 +10,8 @@
 //! /proc/PID/stat) and of the whole machine (/proc/stat, background `nice` jobs left out); and the ceiling the
 //! cipher puts on any userspace tunnel here (ceiling.rs). `weft-wg-plain` is weft's tunnel without offloads or
 //! batching (the first, correct-only step) to show what they buy. `boringtun-cli` is looked up on PATH and in
-//! $BORINGTUN_CLI (`cargo install boringtun-cli`).
+//! $BORINGTUN_CLI (`cargo install boringtun-cli`). `WEFT_BENCH_CC=cubic` runs every iperf3 with that congestion
+//! control (default: the machine's); `WEFT_BENCH_VERBOSE=1` prints every single measurement.
 mod ceiling;
 mod paths;
 
@@ -83,6 +84,9 @@ fn main() -> Result<()> {
         for (i, streams) in [1u32, 4].into_iter().enumerate() {
             for (p, row) in paths.iter().zip(cells.iter_mut()) {
                 let c = measure(p, streams, secs)?;
+                if std::env::var_os("WEFT_BENCH_VERBOSE").is_some() {
+                    eprintln!("{} P{streams}: {:.2} Gb/s, sys {:.2} s/GB", p.name, c.gbps, c.system_s_per_gb);
+                }
                 // Best of `reps`: on a shared machine noise only ever takes throughput away.
                 if c.gbps > row[i].gbps {
                     row[i] = c;

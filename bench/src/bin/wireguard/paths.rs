@@ -137,6 +137,7 @@ pub fn iperf(p: &Path, streams: u32, secs: u32) -> Result<Run> {
     let out = Command::new("ip")
         .args(["netns", "exec", &p.client, "iperf3", "-c", &p.server_ip, "-p", &port, "-t", &secs.to_string()])
         .args(["-P", &streams.to_string(), "-J"])
+        .args(std::env::var("WEFT_BENCH_CC").map(|c| vec!["-C".to_string(), c]).unwrap_or_default())
         .output()?;
     if !out.status.success() {
         bail!("iperf3 over {}: {}", p.name, String::from_utf8_lossy(&out.stdout));
