@@ -42,6 +42,8 @@ pub struct Metrics {
     pub network_peers: Family<Vec<(String, String)>, Gauge>,
     /// Packets the isolation table (`inet weft-net`) dropped, by network (`(none)`: tenant interfaces of none).
     pub network_isolation_dropped: Family<Vec<(String, String)>, Gauge>,
+    /// nft tables found edited behind weft's back (their fingerprint changed) and loaded again, by `table`.
+    pub nft_tables_repaired: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +75,7 @@ impl Default for Metrics {
             network_capacity: Family::default(),
             network_peers: Family::default(),
             network_isolation_dropped: Family::default(),
+            nft_tables_repaired: Family::default(),
             registry: Registry::default(),
         };
         registry.register("peers", "Peers (other nodes' leases) known", m.peers.clone());
@@ -97,6 +100,11 @@ impl Default for Metrics {
             "peers_rejected",
             "Stored leases refused by admission (undecodable, hijacking, overlapping, invalid)",
             m.peers_rejected.clone(),
+        );
+        registry.register(
+            "nft_tables_repaired",
+            "nft tables found edited behind weft's back and loaded again, by table",
+            m.nft_tables_repaired.clone(),
         );
         registry.register("store_up", "1 when the last store call succeeded", m.store_up.clone());
         registry.register("reconciles", "Reconcile passes", m.reconciles.clone());

@@ -12,14 +12,11 @@
 
 /// FNV-1a over the parts, each followed by a NUL so ("ab","c") and ("a","bc") differ.
 pub fn fnv64(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = weft_types::digest::Fnv1a::default();
     for p in parts {
-        for b in p.bytes().chain(std::iter::once(0)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        h.update(p.as_bytes()).update(&[0]);
     }
-    h
+    h.finish()
 }
 
 /// Prefix shared by every host veth of `network`.

@@ -134,6 +134,13 @@ impl FakeDataplane {
         f(&mut self.lock().tenant)
     }
 
+    /// Edits an nftables table behind weft's back (an admin's `nft delete rule ...`).
+    pub fn edit_nft_behind_back(&self, family: &str, table: &str, f: impl FnOnce(&mut String)) {
+        if let Some(t) = self.lock().nft.get_mut(&(family.to_string(), table.to_string())) {
+            f(t);
+        }
+    }
+
     /// Deletes an nftables table behind weft's back (an admin's `nft delete table`).
     pub fn delete_nft_behind_back(&self, family: &str, table: &str) {
         self.lock().nft.remove(&(family.to_string(), table.to_string()));
@@ -355,5 +362,9 @@ impl Dataplane for FakeDataplane {
             .lines()
             .filter_map(|l| l.trim().strip_prefix("counter ")?.split_whitespace().next().map(|n| (n.to_string(), 0, 0)))
             .collect())
+    }
+
+    async fn nft_fingerprint(&self, family: &str, table: &str) -> Result<Option<u64>, DataplaneError> {
+        Ok(self.nft_table(family, table).map(|t| weft_types::digest::fnv1a(t.as_bytes())))
     }
 }

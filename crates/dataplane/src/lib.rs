@@ -76,4 +76,7 @@ pub trait Dataplane: Send + Sync + 'static {
     async fn nft_counters(&self, _family: &str, _table: &str) -> Result<Vec<(String, u64, u64)>, DataplaneError> {
         Ok(vec![])
     }
+    /// A fingerprint of the table's whole content as the kernel holds it (counter values left out), `None` if
+    /// the table is missing. Equal fingerprints before and after a while mean nobody touched the table.
+    async fn nft_fingerprint(&self, family: &str, table: &str) -> Result<Option<u64>, DataplaneError>;
 }

@@ -66,6 +66,22 @@ pub fn list_counters(ns: &NetnsHandle, family: &str, table: &str) -> Result<Vec<
     Ok(parse_counters(&String::from_utf8_lossy(&out.stdout)))
 }
 
+/// A fingerprint of the table as the kernel holds it (`nft -s list table`: every chain, rule, set and element,
+/// without counter values), or `None` when the table does not exist (blocking).
+///
+/// weft compares it with the fingerprint taken right after its own last change: anything else that edited the
+/// table in between (a rule or element deleted or added by hand, another tool) shows up as a difference, without
+/// parsing nft's listing or predicting its formatting.
+pub fn fingerprint(ns: &NetnsHandle, family: &str, table: &str) -> Result<Option<u64>, DataplaneError> {
+    check_names(family, table)?;
+    let out = run_in(ns, || Command::new("nft").args(["-s", "list", "table", family, table]).output())?
+        .map_err(|e| DataplaneError::Nft(format!("running nft: {e}")))?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    Ok(Some(weft_types::digest::fnv1a(&out.stdout)))
+}
+
 /// Extracts (name, packets, bytes) from `nft -j list counters` output without a JSON dependency: each counter
 /// object is `{"counter": {"family": .., "name": "N", "table": .., "handle": .., "packets": P, "bytes": B}}`.
 pub fn parse_counters(json: &str) -> Vec<(String, u64, u64)> {

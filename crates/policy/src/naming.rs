@@ -11,12 +11,7 @@ use std::collections::HashMap;
 
 /// FNV-1a, 64 bits: stable across runs, platforms and Rust versions (unlike `DefaultHasher`).
 pub(crate) fn fnv64(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    weft_types::digest::fnv1a(s.as_bytes())
 }
 
 /// Hands out `prefix` + 12 hex digits of the key's hash, unique within one compile.

@@ -1,8 +1,9 @@
 //! The firewall manager: keeps the agent's `inet weft` table (rendered by `crate::firewall`) in the kernel.
 //!
 //! The table changes with the set of node IPs (only they may send to the backend's UDP port), so it is replaced
-//! only when its text changes. A full pass checks that the table is still there (its counters are) instead of
-//! replacing it, which would cost an nft run every resync for nothing, and exports the rejected-packet counter.
+//! only when its text changes. A full pass compares the kernel's table with the fingerprint taken right after
+//! our last change (`Dataplane::nft_fingerprint`): a table deleted, or a rule or element in it deleted or added
+//! by hand, is loaded again, without replacing an intact table every resync. It also exports the counters.
 use super::{Manager, ManagerError, View};
 use crate::firewall::{self, FirewallSpec};
 use crate::metrics::Metrics;
@@ -15,12 +16,14 @@ pub struct FirewallManager {
     spec: FirewallSpec,
     metrics: Arc<Metrics>,
     applied: Option<String>,
+    /// The kernel's table right after our last apply (None: not known, e.g. after a restart).
+    fingerprint: Option<u64>,
 }
 
 impl FirewallManager {
     /// `spec.node_ips` is filled on every pass; `spec.vxlan_port` is the backend's UDP port.
     pub fn new(dp: Arc<dyn Dataplane>, spec: FirewallSpec, metrics: Arc<Metrics>) -> Self {
-        Self { dp, spec, metrics, applied: None }
+        Self { dp, spec, metrics, applied: None, fingerprint: None }
     }
 }
 
@@ -42,8 +45,7 @@ impl Manager for FirewallManager {
                 if !present {
                     self.spec.node_ips = vec![view.me.node_ip];
                     let text = firewall::render(&self.spec);
-                    self.dp.apply_nft(firewall::FAMILY, firewall::TABLE, &text).await?;
-                    self.applied = Some(text);
+                    self.apply(text).await?;
                 }
             }
             return Ok(());
@@ -53,21 +55,30 @@ impl Manager for FirewallManager {
         ips.dedup();
         self.spec.node_ips = ips;
         let text = firewall::render(&self.spec);
-        let mut missing = false;
+        let mut stale = false;
         if view.full {
             let counters = self.dp.nft_counters(firewall::FAMILY, firewall::TABLE).await.unwrap_or_default();
-            missing = counters.is_empty();
             self.metrics.set_firewall_counters(&counters);
+            stale =
+                super::nft_drifted(&*self.dp, firewall::FAMILY, firewall::TABLE, self.fingerprint, &self.metrics).await;
         }
-        if missing || self.applied.as_deref() != Some(text.as_str()) {
-            self.dp.apply_nft(firewall::FAMILY, firewall::TABLE, &text).await?;
-            self.applied = Some(text);
+        if stale || self.applied.as_deref() != Some(text.as_str()) {
+            self.apply(text).await?;
         }
         Ok(())
     }
 
     async fn teardown(&mut self) -> Result<(), ManagerError> {
         Ok(self.dp.delete_nft(firewall::FAMILY, firewall::TABLE).await?)
+    }
+}
+
+impl FirewallManager {
+    async fn apply(&mut self, text: String) -> Result<(), ManagerError> {
+        self.dp.apply_nft(firewall::FAMILY, firewall::TABLE, &text).await?;
+        self.applied = Some(text);
+        self.fingerprint = self.dp.nft_fingerprint(firewall::FAMILY, firewall::TABLE).await.ok().flatten();
+        Ok(())
     }
 }
 
@@ -131,6 +142,25 @@ mod tests {
         assert!(applied(&fake).is_none(), "an unchanged table is not re-applied on an event");
         pass(&mut m, Some(&peers), true).await;
         assert!(applied(&fake).is_some(), "a full pass reloads a deleted table");
+        // A rule deleted inside the table (the table itself still there) is repaired on the next full pass, and
+        // only then: an event pass does not list the kernel.
+        fake.edit_nft_behind_back("inet", "weft", |t| *t = t.replace("counter name spoofed drop", ""));
+        pass(&mut m, Some(&peers), false).await;
+        assert!(!applied(&fake).unwrap().contains("counter name spoofed drop"));
+        pass(&mut m, Some(&peers), true).await;
+        assert!(applied(&fake).unwrap().contains("counter name spoofed drop"), "a rule deleted by hand stays deleted");
+        let repaired = |m: &FirewallManager| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &m.metrics.registry).unwrap();
+            text.lines().any(|l| l.starts_with("weft_nft_tables_repaired_total{table=\"inet weft\"} 2"))
+        };
+        assert!(repaired(&m), "the deleted table and the edited rule are both counted");
+        // An intact table is left alone by a full pass.
+        let before = applied(&fake);
+        fake.edit_nft_behind_back("inet", "weft", |_| {});
+        pass(&mut m, Some(&peers), true).await;
+        assert_eq!(applied(&fake), before);
+        assert!(repaired(&m), "an intact table was counted as repaired");
         // A removed node's IP may no longer send to the VXLAN port.
         pass(&mut m, Some(&peers[..1]), false).await;
         assert!(!applied(&fake).unwrap().contains("172.30.3.1"));

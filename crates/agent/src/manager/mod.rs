@@ -168,3 +168,28 @@ impl Supervisor {
         errors
     }
 }
+
+/// True when `family table` must be loaded again: it is missing, or it differs from `mine`, the fingerprint taken
+/// right after our last apply (None: unknown, then only a missing table counts). Counted per table. A failed
+/// listing says nothing: the next full pass looks again.
+pub(crate) async fn nft_drifted(
+    dp: &dyn weft_dataplane::Dataplane,
+    family: &str,
+    table: &str,
+    mine: Option<u64>,
+    metrics: &crate::metrics::Metrics,
+) -> bool {
+    let drifted = match dp.nft_fingerprint(family, table).await {
+        Ok(None) => true,
+        Ok(Some(now)) => mine.is_some_and(|m| m != now),
+        Err(e) => {
+            tracing::debug!(error = %e, family, table, "listing the table for the drift check failed");
+            false
+        }
+    };
+    if drifted {
+        tracing::warn!(family, table, "nft table missing or edited behind our back; loading it again");
+        metrics.nft_tables_repaired.get_or_create(&vec![("table".into(), format!("{family} {table}"))]).inc();
+    }
+    drifted
+}

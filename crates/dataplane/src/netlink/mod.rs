@@ -249,4 +249,9 @@ impl Dataplane for NetlinkDataplane {
         let (family, table) = (family.to_string(), table.to_string());
         self.blocking(move |i| crate::nft::list_counters(&i.ns, &family, &table)).await
     }
+
+    async fn nft_fingerprint(&self, family: &str, table: &str) -> Result<Option<u64>, DataplaneError> {
+        let (family, table) = (family.to_string(), table.to_string());
+        self.blocking(move |i| crate::nft::fingerprint(&i.ns, &family, &table)).await
+    }
 }
