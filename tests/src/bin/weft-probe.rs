@@ -294,7 +294,7 @@ fn hammer(a: &Args) -> Result<(), String> {
 }
 
 fn hex(h: &str) -> Result<Vec<u8>, String> {
-    if h.len() % 2 != 0 {
+    if !h.len().is_multiple_of(2) {
         return Err("--payload-hex needs an even number of digits".into());
     }
     (0..h.len())
