@@ -14,6 +14,9 @@
 //! - the normal traffic of the lab (pod pings across nodes, both families, both networks) is never counted;
 //! - and the attack worked before: with the check's rules flushed (a table left as before the fix), the very
 //!   same forged frames reach the pods.
+//!
+//! The lab's underlay is IPv4; a second test checks the same offsets over an IPv6 underlay on two bare
+//! namespaces, with the table the agent renders (`weft_agent::firewall`) and a kernel VXLAN device.
 #[allow(dead_code)]
 #[path = "networks_lab/kit.rs"]
 mod kit;
@@ -22,7 +25,7 @@ use kit::{nft, ns_exec, text, Lab};
 use serde_json::Value;
 use std::net::IpAddr;
 use std::time::Duration;
-use weft_e2e::{require_root, wait_until};
+use weft_e2e::{require_root, unique, wait_until, Netns};
 
 const VNI_DEFAULT: u32 = 1;
 const VNI_BLUE: u32 = 100;
@@ -305,4 +308,95 @@ fn admitted_node_cannot_forge_another_nodes_pod_as_inner_source() {
         arrivals(&t, 2),
         arrivals(&bt, 0)
     );
+}
+
+#[test]
+fn ipv6_underlay_same_offsets_same_verdicts() {
+    use weft_agent::firewall::{self, vxlan_source, FirewallSpec};
+    use weft_types::{BackendData, Lease, NetworkConfig};
+    if !require_root() {
+        return;
+    }
+    let id = unique();
+    let (a, b) = (Netns::new(format!("wva{id}")), Netns::new(format!("wvb{id}")));
+    a.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &b.name]);
+    for (ns, addr) in [(&a, "fd00:77::1/64"), (&b, "fd00:77::2/64")] {
+        ns.ip(&["addr", "add", addr, "dev", "eth0", "nodad"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+    }
+    // Node A: a VXLAN device on the IPv6 underlay, with its pod gateway addresses (where decapsulated packets go).
+    let a_mac = "02:00:00:00:00:01";
+    a.ip(&[
+        "link",
+        "add",
+        "vx0",
+        "address",
+        a_mac,
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "local",
+        "fd00:77::1",
+        "dstport",
+        "8472",
+    ]);
+    a.ip(&["link", "set", "vx0", "type", "vxlan", "nolearning"]);
+    a.ip(&["addr", "add", "10.244.1.1/24", "dev", "vx0"]);
+    a.ip(&["addr", "add", "fd00:10:244:1::1/64", "dev", "vx0", "nodad"]);
+    a.ip(&["link", "set", "vx0", "up"]);
+    let cfg: NetworkConfig =
+        serde_json::from_str(r#"{"clusterCidr":"10.244.0.0/16","clusterCidr6":"fd00:10:244::/48","subnetLen6":64}"#)
+            .unwrap();
+    let lease = |i: u8| Lease {
+        node: format!("n{i}"),
+        subnet: format!("10.244.{i}.0/24").parse().unwrap(),
+        subnet6: Some(format!("fd00:10:244:{i}::/64").parse().unwrap()),
+        node_ip: format!("fd00:77::{i}").parse().unwrap(),
+        backend_data: BackendData::Vxlan { vtep_mac: format!("02:00:00:00:00:0{i}") },
+        expires_at_ms: 0,
+    };
+    let leases = [lease(1), lease(2)];
+    let allowed = vxlan_source::allowed(&cfg, &leases, &[]);
+    assert!(allowed.skipped.is_empty(), "{:?}", allowed.skipped);
+    let table = firewall::render(&FirewallSpec {
+        cluster_cidr: cfg.cluster_cidr,
+        cluster_cidr6: cfg.cluster_cidr6,
+        vxlan_port: Some(8472),
+        node_ips: leases.iter().map(|l| l.node_ip).collect(),
+        masquerade: false,
+        agent_port: None,
+        vxlan_sources: Some(allowed.sources),
+    });
+    let file = std::env::temp_dir().join(format!("weft-vxsrc-{id}.nft"));
+    std::fs::write(&file, &table).unwrap();
+    a.exec("nft", &["-f", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let (own4, own6, forged4, forged6) =
+        (ip("10.244.2.5"), ip("fd00:10:244:2::5"), ip("10.244.3.5"), ip("fd00:10:244:3::5"));
+    let a_pod = Pod { netns: a.name.clone(), ip: ip("10.244.1.1"), ip6: ip("fd00:10:244:1::1") };
+    count_arrivals(&a_pod, &[own4, own6, forged4, forged6]);
+    let (to, from) = (mac(a_mac), mac("02:00:00:00:00:02"));
+    let mut truncated = vxlan_frame(1, to, from, forged4, a_pod.ip);
+    truncated.truncate(30); // ends inside the inner IPv4 header, before its source
+    let forged = [
+        vxlan_frame(1, to, from, forged4, a_pod.ip),
+        vxlan_frame(1, to, from, forged6, a_pod.ip6),
+        vxlan_frame(2, to, from, own4, a_pod.ip), // B's own source, on a VNI it has nothing on
+        truncated,
+    ];
+    for f in &forged {
+        send(&b.name, "fd00:77::2", "[fd00:77::1]", f);
+    }
+    for f in [vxlan_frame(1, to, from, own4, a_pod.ip), vxlan_frame(1, to, from, own6, a_pod.ip6)] {
+        send(&b.name, "fd00:77::2", "[fd00:77::1]", &f);
+    }
+    let n = u64::from(COUNT);
+    let arrived = wait_until(Duration::from_secs(15), || arrivals(&a_pod, 0) >= n && arrivals(&a_pod, 1) >= n);
+    assert!(arrived, "B's own sources did not arrive over the IPv6 underlay: {table}");
+    let spoofed = || nft_counter(&a.name, "weft", "vxlan_spoofed_inner");
+    assert!(wait_until(Duration::from_secs(10), || spoofed() >= 4 * n), "counted {}, want {}", spoofed(), 4 * n);
+    assert_eq!((arrivals(&a_pod, 2), arrivals(&a_pod, 3)), (0, 0), "forged inner sources were decapsulated");
 }
