@@ -32,7 +32,8 @@
 //! (a host process on the node that binds it); on a tenant network's VNI its subnets there
 //! (`TenantNetwork::subnet_for` with the lease's index, as the networks manager routes them), not for a peer
 //! whose underlay address lies inside the network (the networks manager leaves it out too). A lease whose
-//! subnets are not the cluster's node subnets for its index is skipped and reported, and an element that
+//! IPv4 subnet is not a node subnet of the cluster CIDR (or whose IPv6 subnet is not strictly inside the
+//! cluster's) is skipped, or loses that part, and is reported; an element that
 //! overlaps one already kept for the same node and VNI is dropped (the kernel refuses overlapping elements,
 //! which would fail the whole table): one bad lease never breaks the table for the others.
 use ipnet::IpNet;
@@ -91,11 +92,13 @@ pub fn allowed<'a>(
             continue;
         };
         add(InnerSource { node_ip: l.node_ip, vni, inner: IpNet::V4(l.subnet) }, &mut out);
+        // What admission lets through: inside the cluster's IPv6 CIDR (Kubernetes podCIDRs need not follow the
+        // index), and strictly inside, so one lease never speaks for the whole cluster.
         if let Some(s6) = l.subnet6 {
-            if cfg.subnet6(idx) == Some(s6) {
+            if cfg.cluster_cidr6.is_some_and(|c6| c6.contains(&s6) && s6.prefix_len() > c6.prefix_len()) {
                 add(InnerSource { node_ip: l.node_ip, vni, inner: IpNet::V6(s6) }, &mut out);
             } else {
-                out.skipped.push(format!("lease of {}: subnet6 {s6} is not the cluster's for its index", l.node));
+                out.skipped.push(format!("lease of {}: subnet6 {s6} is not a node subnet of the cluster", l.node));
             }
         }
         add(InnerSource { node_ip: l.node_ip, vni, inner: IpNet::from(l.node_ip) }, &mut out);
@@ -309,13 +312,21 @@ mod tests {
         outside.subnet = "192.168.4.0/24".parse().unwrap();
         let mut wrong6 = lease(5);
         wrong6.subnet6 = Some("fd00:10:244::/48".parse().unwrap());
+        // A Kubernetes podCIDR need not follow the index: inside the cluster's CIDR is what admission asks.
+        let mut pod_cidr6 = lease(8);
+        pod_cidr6.subnet6 = Some("fd00:10:244:abcd::/64".parse().unwrap());
+        let mut outside6 = lease(9);
+        outside6.subnet6 = Some("fd00:99::/64".parse().unwrap());
         // A node IP inside a subnet (its own or not) would overlap the subnet element: the kernel refuses
         // overlapping elements, which would fail the whole table.
         let mut inside = lease(6);
         inside.node_ip = "10.244.6.9".parse().unwrap();
-        let leases = [lease(1), huge, outside, wrong6, inside, lease(2)];
+        let leases = [lease(1), huge, outside, wrong6, inside, pod_cidr6, outside6, lease(2)];
         let a = allowed(&cfg(), &leases, &[blue()]);
-        assert_eq!(a.skipped.len(), 4, "{:?}", a.skipped);
+        assert_eq!(a.skipped.len(), 5, "{:?}", a.skipped);
+        assert!(a.sources.contains(&src("172.30.8.1", 1, "fd00:10:244:abcd::/64")));
+        assert!(a.sources.contains(&src("172.30.9.1", 1, "10.244.9.0/24")));
+        assert!(!a.sources.iter().any(|s| s.inner.to_string().starts_with("fd00:99:")));
         assert!(a.skipped.iter().any(|s| s.contains("10.0.0.0/8")), "{:?}", a.skipped);
         assert!(!a
             .sources
