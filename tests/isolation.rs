@@ -370,6 +370,7 @@ fn the_source_check_looks_in_the_pods_network_table() {
         node_ips: vec![NODE_IP.parse().unwrap()],
         masquerade: true,
         agent_port: None,
+        vxlan_sources: None,
     };
     f.nft(&format!("add table inet weft\ndelete table inet weft\n{}", weft_agent::firewall::render(&spec)));
     let s = [fixture::serve(&f.a2.ns, "80"), fixture::serve(&f.outside, "8080")];

@@ -11,7 +11,7 @@ use crate::config::{default_source_ip, AgentConfig};
 use crate::firewall::FirewallSpec;
 use crate::follow::{follow, Listed};
 use crate::lease::{self, Keeper};
-use crate::manager::firewall::FirewallManager;
+use crate::manager::firewall::{FirewallManager, VxlanSources};
 use crate::manager::networks::{NetworksConfig, NetworksManager};
 use crate::manager::node_file::NodeFileManager;
 use crate::manager::overlay::OverlayManager;
@@ -125,6 +125,7 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         node_ips: vec![],
         masquerade: !cfg.no_masquerade,
         agent_port,
+        vxlan_sources: None,
     };
     let policy_opts = weft_policy::CompileOptions { log_drops: cfg.log_drops, ..Default::default() };
     let policy_table = policy_opts.table.clone();
@@ -169,13 +170,16 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
     );
     // The networks manager applies the isolation table (`weft_policy::isolation`) itself; `networks.served()`
     // publishes every programmed network with its slot, group, device and CIDRs for other consumers.
+    // With VXLAN the firewall ties tunnel packets to their sender's pod subnets, tenant networks' included.
+    let vxlan_sources =
+        (backend.name() == "vxlan").then(|| VxlanSources { net: net.clone(), served: networks.served() });
     let overlay = Reconciler::new(dp.clone(), net.clone(), local, backend);
     let mut supervisor = Supervisor {
         managers: vec![
             Box::new(node_file),
             Box::new(OverlayManager::new(overlay, backend_tx, status.clone(), metrics.clone(), subnets)),
             Box::new(networks),
-            Box::new(FirewallManager::new(dp.clone(), firewall, metrics.clone())),
+            Box::new(FirewallManager::new(dp.clone(), firewall, metrics.clone(), vxlan_sources)),
             Box::new(PolicyManager::start(dp.clone(), policy_table, engine, store.clone(), shutdown.clone())),
         ],
         metrics: metrics.clone(),

@@ -8,7 +8,9 @@
 //!   outside it); pod↔pod traffic keeps its addresses, on every node, through tunnel or direct routes.
 //! - **VXLAN port protection:** the kernel VXLAN socket accepts any UDP packet to its port and decapsulates it,
 //!   so anyone who can reach a node could inject packets "from" a pod. Only known node IPs (the peers' leases)
-//!   may send to the port; everything else is counted and dropped.
+//!   may send to the port; everything else is counted and dropped. With the VXLAN backend, a known node may
+//!   send only with its own pod sources inside, per VNI ([`vxlan_source`]): an admitted peer cannot pass for
+//!   another node's pods.
 //! - **Checksum offload (Flannel issue 1279, the "63 s delay"):** the kernel sends outer VXLAN UDP packets with
 //!   checksum 0, and old kernels' NAT code, when a masquerade with `--random-fully` (kube-proxy) rewrote the outer
 //!   packet's source port, "updated" that zero checksum into a wrong one; receivers dropped the packet and TCP
@@ -42,6 +44,9 @@ use std::net::IpAddr;
 use weft_policy::isolation::{IsolatedNetwork, IsolationInput};
 use weft_types::tenant::TenantNetwork;
 
+pub mod vxlan_source;
+pub use vxlan_source::InnerSource;
+
 pub const FAMILY: &str = "inet";
 pub const TABLE: &str = "weft";
 
@@ -56,6 +61,9 @@ pub struct FirewallSpec {
     pub masquerade: bool,
     /// TCP port of the agent's HTTP endpoints, closed to pods (see the module comment).
     pub agent_port: Option<u16>,
+    /// VXLAN only: the (node IP, VNI, inner source) triples the port admits ([`vxlan_source::allowed`]); None
+    /// checks no inner source (WireGuard authenticates its packets itself, host-gw has no port).
+    pub vxlan_sources: Option<Vec<InnerSource>>,
 }
 
 /// The host side of every pod veth (`weft_cni::names`); nothing else weft or the kernel creates starts so.
@@ -76,11 +84,17 @@ pub fn render(spec: &FirewallSpec) -> String {
         let _ = writeln!(t, "    udp dport {port} notrack\n  }}");
         let _ = writeln!(t, "  chain raw_output {{\n    type filter hook output priority raw; policy accept;");
         let _ = writeln!(t, "    udp dport {port} notrack\n  }}");
+        if let Some(sources) = &spec.vxlan_sources {
+            vxlan_source::render(&mut t, sources);
+        }
         let _ = writeln!(t, "  chain input {{\n    type filter hook input priority filter - 1; policy accept;");
         let _ =
             writeln!(t, "    meta nfproto ipv4 udp dport {port} ip saddr != @nodes4 counter name vxlan_rejected drop");
         let _ =
             writeln!(t, "    meta nfproto ipv6 udp dport {port} ip6 saddr != @nodes6 counter name vxlan_rejected drop");
+        if spec.vxlan_sources.is_some() {
+            let _ = writeln!(t, "    udp dport {port} jump {}", vxlan_source::CHAIN);
+        }
         let _ = writeln!(t, "  }}");
     }
     if spec.masquerade {
@@ -211,11 +225,12 @@ mod tests {
             node_ips: vec!["192.168.0.1".parse().unwrap(), "192.168.0.2".parse().unwrap()],
             masquerade: true,
             agent_port: Some(9473),
+            vxlan_sources: None,
         }
     }
 
     /// The rendered table, loaded with `nft --check` when nft is installed (syntax and the kernel's view of it).
-    fn nft_accepts(t: &str) {
+    pub(super) fn nft_accepts(t: &str) {
         let Ok(mut child) = std::process::Command::new("nft")
             .args(["--check", "-f", "-"])
             .stdin(std::process::Stdio::piped())

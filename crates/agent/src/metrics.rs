@@ -20,6 +20,8 @@ pub struct Metrics {
     /// Packets dropped by policy, by direction and (for per-policy counters) policy; read from nft counters.
     pub policy_dropped: Family<Vec<(String, String)>, Gauge>,
     pub vxlan_rejected: Gauge,
+    /// VXLAN packets from a known node whose inner source is not one of that node's (`vxlan_spoofed_inner`).
+    pub vxlan_spoofed_inner: Gauge,
     /// Packets from pods with a source address that is not theirs, and packets from pods to the agent's port.
     pub spoofed_dropped: Gauge,
     pub agent_port_rejected: Gauge,
@@ -62,6 +64,7 @@ impl Default for Metrics {
             reconcile_seconds: Histogram::new(exponential_buckets(0.0005, 4.0, 10)),
             policy_dropped: Family::default(),
             vxlan_rejected: Gauge::default(),
+            vxlan_spoofed_inner: Gauge::default(),
             spoofed_dropped: Gauge::default(),
             agent_port_rejected: Gauge::default(),
             peers_rejected: Gauge::default(),
@@ -127,6 +130,11 @@ impl Default for Metrics {
             "vxlan_rejected_packets",
             "VXLAN packets from unknown sources dropped",
             m.vxlan_rejected.clone(),
+        );
+        registry.register(
+            "vxlan_spoofed_inner_packets",
+            "VXLAN packets from a known node whose inner source is not in that node's pod subnets, dropped",
+            m.vxlan_spoofed_inner.clone(),
         );
         registry.register(
             "spoofed_dropped_packets",
@@ -223,6 +231,7 @@ impl Metrics {
         for (name, packets, _) in counters {
             let gauge = match name.as_str() {
                 "vxlan_rejected" => &self.vxlan_rejected,
+                "vxlan_spoofed_inner" => &self.vxlan_spoofed_inner,
                 "spoofed" => &self.spoofed_dropped,
                 "agent_port_rejected" => &self.agent_port_rejected,
                 _ => continue,
@@ -293,10 +302,12 @@ mod tests {
             c("spoofed", 3),
             c("vxlan_rejected", 2),
             c("agent_port_rejected", 1),
+            c("vxlan_spoofed_inner", 4),
         ]);
         let text = m.encode();
         assert!(text.contains("weft_spoofed_dropped_packets 3\n"), "{text}");
         assert!(text.contains("weft_vxlan_rejected_packets 2\n"));
         assert!(text.contains("weft_agent_port_rejected_packets 1\n"));
+        assert!(text.contains("weft_vxlan_spoofed_inner_packets 4\n"), "{text}");
     }
 }

@@ -16,7 +16,8 @@
 //! - `send --src IP --count N IP:PORT/udp...`: fire-and-forget UDP datagrams from source address IP (bound, so the
 //!   kernel uses it even when it is not the address routing would pick; the address must be on an interface of
 //!   the namespace) and prints `{"sent": N}`. The spoofing attack tests forge a source with it: whatever answers
-//!   goes to the real owner of that address, so success is measured at the receiver, never here.
+//!   goes to the real owner of that address, so success is measured at the receiver, never here. With
+//!   `--payload-hex HEX` every datagram carries those bytes instead (the VXLAN tests hand it a crafted frame).
 //!
 //! Why a purpose-built binary instead of nc/curl: one process probes a whole matrix row in parallel with exact,
 //! short timeouts, and its output is machine-readable; denied TCP is dropped (not reset), so every denied probe
@@ -292,12 +293,23 @@ fn hammer(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
+fn hex(h: &str) -> Result<Vec<u8>, String> {
+    if !h.len().is_multiple_of(2) {
+        return Err("--payload-hex needs an even number of digits".into());
+    }
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).map_err(|e| format!("--payload-hex: {e}")))
+        .collect()
+}
+
 fn send(a: &Args) -> Result<(), String> {
     let src: std::net::IpAddr =
         a.opts.get("src").ok_or("send needs --src IP")?.parse().map_err(|e| format!("--src: {e}"))?;
     let count: u32 = a.opts.get("count").map_or(Ok(3), |v| v.parse()).map_err(|e| format!("--count: {e}"))?;
     let interval = a.ms("interval-ms", 20)?;
     let targets = a.targets()?;
+    let payload = a.opts.get("payload-hex").map(|h| hex(h)).transpose()?;
     let mut sent = 0u32;
     for t in &targets {
         if t.proto != Proto::Udp {
@@ -305,7 +317,9 @@ fn send(a: &Args) -> Result<(), String> {
         }
         let sock = UdpSocket::bind(SocketAddr::new(src, 0)).map_err(|e| format!("bind {src}: {e}"))?;
         for i in 0..count {
-            sock.send_to(format!("spoof {i}").as_bytes(), t.addr).map_err(|e| format!("send to {}: {e}", t.text))?;
+            let text = format!("spoof {i}");
+            let bytes = payload.as_deref().unwrap_or(text.as_bytes());
+            sock.send_to(bytes, t.addr).map_err(|e| format!("send to {}: {e}", t.text))?;
             sent += 1;
             std::thread::sleep(interval);
         }

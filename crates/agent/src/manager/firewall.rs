@@ -4,26 +4,79 @@
 //! only when its text changes. A full pass compares the kernel's table with the fingerprint taken right after
 //! our last change (`Dataplane::nft_fingerprint`): a table deleted, or a rule or element in it deleted or added
 //! by hand, is loaded again, without replacing an intact table every resync. It also exports the counters.
+//!
+//! With the VXLAN backend the table also ties each node's tunnel packets to its own pod sources
+//! (`firewall::vxlan_source`): rendered from the same leases on every pass, plus the tenant networks the networks
+//! manager (which runs just before, in the same pass) publishes as served.
 use super::{Manager, ManagerError, View};
-use crate::firewall::{self, FirewallSpec};
+use crate::firewall::{self, vxlan_source, FirewallSpec};
 use crate::metrics::Metrics;
+use crate::networks::desired::Served;
 use async_trait::async_trait;
 use std::sync::Arc;
+use tokio::sync::watch;
 use weft_dataplane::Dataplane;
+use weft_types::tenant::TenantNetwork;
+use weft_types::{Lease, NetworkConfig};
+
+/// What the inner-source check of the VXLAN port is computed from, besides the leases.
+pub struct VxlanSources {
+    /// The default network: its VNI and how a lease's index follows from its subnet.
+    pub net: NetworkConfig,
+    /// The tenant networks this node carries (`NetworksManager::served`).
+    pub served: watch::Receiver<Arc<Vec<Served>>>,
+}
 
 pub struct FirewallManager {
     dp: Arc<dyn Dataplane>,
     spec: FirewallSpec,
     metrics: Arc<Metrics>,
+    vxlan: Option<VxlanSources>,
     applied: Option<String>,
+    /// What the last pass left out of the inner-source sets (logged when it changes).
+    skipped: Vec<String>,
     /// The kernel's table right after our last apply (None: not known, e.g. after a restart).
     fingerprint: Option<u64>,
 }
 
 impl FirewallManager {
-    /// `spec.node_ips` is filled on every pass; `spec.vxlan_port` is the backend's UDP port.
-    pub fn new(dp: Arc<dyn Dataplane>, spec: FirewallSpec, metrics: Arc<Metrics>) -> Self {
-        Self { dp, spec, metrics, applied: None, fingerprint: None }
+    /// `spec.node_ips` (and with `vxlan`, `spec.vxlan_sources`) is filled on every pass; `spec.vxlan_port` is the
+    /// backend's UDP port. `vxlan` is Some with the VXLAN backend only.
+    pub fn new(dp: Arc<dyn Dataplane>, spec: FirewallSpec, metrics: Arc<Metrics>, vxlan: Option<VxlanSources>) -> Self {
+        Self { dp, spec, metrics, vxlan, applied: None, skipped: Vec::new(), fingerprint: None }
+    }
+
+    /// The inner sources the VXLAN port admits from `leases` (peers and our own).
+    fn inner_sources<'a>(&mut self, leases: impl IntoIterator<Item = &'a Lease>) {
+        let Some(vx) = &self.vxlan else {
+            self.spec.vxlan_sources = None;
+            return;
+        };
+        let tenants: Vec<TenantNetwork> = vx.served.borrow().iter().map(tenant_of).collect();
+        let a = vxlan_source::allowed(&vx.net, leases, &tenants);
+        if a.skipped != self.skipped {
+            for why in &a.skipped {
+                tracing::warn!(reason = %why, "VXLAN inner-source check: left out");
+            }
+            self.skipped = a.skipped;
+        }
+        self.spec.vxlan_sources = Some(a.sources);
+    }
+}
+
+/// A served network as the subnet derivation needs it: the per-node subnet lengths are those of our own subnets
+/// there (every node's subnets in a network have one length). Without our IPv6 subnet, no IPv6 sources are
+/// admitted on it (fail closed).
+fn tenant_of(s: &Served) -> TenantNetwork {
+    TenantNetwork {
+        name: s.name.clone(),
+        cidr: s.cidr,
+        subnet_len: s.subnet.prefix_len(),
+        cidr6: s.cidr6.filter(|_| s.subnet6.is_some()),
+        subnet_len6: s.subnet6.map_or(128, |n| n.prefix_len()),
+        vni: s.vni,
+        namespaces: Default::default(),
+        masquerade: s.masquerade,
     }
 }
 
@@ -44,6 +97,7 @@ impl Manager for FirewallManager {
                     self.dp.nft_counters(firewall::FAMILY, firewall::TABLE).await.is_ok_and(|c| !c.is_empty());
                 if !present {
                     self.spec.node_ips = vec![view.me.node_ip];
+                    self.inner_sources([view.me]);
                     let text = firewall::render(&self.spec);
                     self.apply(text).await?;
                 }
@@ -54,6 +108,7 @@ impl Manager for FirewallManager {
         ips.sort();
         ips.dedup();
         self.spec.node_ips = ips;
+        self.inner_sources(peers.iter().chain(std::iter::once(view.me)));
         let text = firewall::render(&self.spec);
         let mut stale = false;
         if view.full {
@@ -107,8 +162,9 @@ mod tests {
             node_ips: vec![],
             masquerade: true,
             agent_port: None,
+            vxlan_sources: None,
         };
-        FirewallManager::new(fake, spec, Arc::new(Metrics::default()))
+        FirewallManager::new(fake, spec, Arc::new(Metrics::default()), None)
     }
 
     async fn pass(m: &mut FirewallManager, peers: Option<&[Lease]>, full: bool) {
@@ -166,5 +222,48 @@ mod tests {
         assert!(!applied(&fake).unwrap().contains("172.30.3.1"));
         m.teardown().await.unwrap();
         assert!(applied(&fake).is_none());
+    }
+
+    #[tokio::test]
+    async fn vxlan_inner_sources_follow_peers_and_served_networks() {
+        let fake = Arc::new(FakeDataplane::new());
+        let net: NetworkConfig = serde_json::from_str(r#"{"clusterCidr":"10.244.0.0/16"}"#).unwrap();
+        let blue = Served {
+            name: "blue".into(),
+            vni: 100,
+            slot: 1,
+            ids: weft_types::tenant::NetworkIds::of(100),
+            cidr: "10.50.0.0/16".parse().unwrap(),
+            cidr6: None,
+            subnet: "10.50.1.0/24".parse().unwrap(),
+            subnet6: None,
+            masquerade: true,
+            draining: false,
+            peers: 1,
+            used: 0,
+        };
+        let (tx, served) = watch::channel(Arc::new(Vec::new()));
+        let mut m = manager(fake.clone());
+        m.vxlan = Some(VxlanSources { net, served });
+        pass(&mut m, None, true).await;
+        let t = fake.nft_table("inet", "weft").unwrap();
+        assert!(t.contains("jump vxlan_inner") && t.contains("172.30.1.1 . 1 . 0x0af40100-0x0af401ff"), "{t}");
+        assert!(!t.contains("172.30.2.1 . "), "no peer admitted before the peers are listed: {t}");
+        let peers = [lease(2), lease(3)];
+        pass(&mut m, Some(&peers), false).await;
+        let t = fake.nft_table("inet", "weft").unwrap();
+        assert!(t.contains("172.30.2.1 . 1 . 0x0af40200-0x0af402ff") && !t.contains(" . 100 . "), "{t}");
+        // The networks manager starts serving blue: the next pass admits every node's blue subnet.
+        tx.send(Arc::new(vec![blue])).unwrap();
+        pass(&mut m, Some(&peers), false).await;
+        let t = fake.nft_table("inet", "weft").unwrap();
+        assert!(t.contains("172.30.3.1 . 100 . 0x0a320300-0x0a3203ff"), "{t}");
+        // A peer leaves: its sources go with it.
+        pass(&mut m, Some(&peers[..1]), false).await;
+        assert!(!fake.nft_table("inet", "weft").unwrap().contains("172.30.3.1"));
+        // Without the VXLAN backend there is no inner check.
+        let mut plain = manager(Arc::new(FakeDataplane::new()));
+        pass(&mut plain, Some(&peers), false).await;
+        assert!(plain.spec.vxlan_sources.is_none() && !firewall::render(&plain.spec).contains("vxlan_inner"));
     }
 }
