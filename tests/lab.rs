@@ -251,6 +251,62 @@ fn node_removed_entries_vanish_within_ttl_and_drift_is_repaired() {
         "traffic not restored after the device was recreated"
     );
 
+    // Drift inside a present nft table: the pods' anti-spoofing rule deleted by hand (by its handle, the table
+    // stays) comes back within a few resyncs, and is counted; resyncs of intact tables repaired nothing before.
+    let metrics = || {
+        let m = ns_exec(&n1, &["curl", "-sf", "-m", "5", "http://127.0.0.1:9473/metrics"]);
+        String::from_utf8_lossy(&m.stdout).into_owned()
+    };
+    let repaired = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("weft_nft_tables_repaired_total{table=\"inet weft\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(repaired(&metrics()), 0, "intact table counted as repaired: {}", metrics());
+    let listing =
+        || String::from_utf8_lossy(&ns_exec(&n1, &["nft", "-a", "list", "table", "inet", "weft"]).stdout).into_owned();
+    let spoof_rule = |l: &str| l.lines().find(|r| r.contains("counter name \"spoofed\" drop")).map(str::to_string);
+    let rule = spoof_rule(&listing()).expect("anti-spoofing rule in inet weft");
+    let chain = listing()
+        .lines()
+        .take_while(|l| !l.contains("counter name \"spoofed\" drop"))
+        .filter_map(|l| l.trim().strip_prefix("chain ").and_then(|c| c.split_whitespace().next()).map(str::to_string))
+        .last()
+        .expect("chain of the rule");
+    let handle = rule.rsplit("# handle ").next().unwrap().trim().to_string();
+    let del = ns_exec(&n1, &["nft", "delete", "rule", "inet", "weft", &chain, "handle", &handle]);
+    assert!(del.status.success(), "{}", String::from_utf8_lossy(&del.stderr));
+    assert!(spoof_rule(&listing()).is_none(), "rule not deleted");
+    assert!(wait_until(Duration::from_secs(10), || spoof_rule(&listing()).is_some()), "deleted rule not repaired");
+    assert!(wait_until(Duration::from_secs(10), || repaired(&metrics()) == 1), "repair not counted: {}", metrics());
+    // The same inside the policy table (checked with its counters, every 6th resync here): its first rule goes.
+    let stateless = || {
+        String::from_utf8_lossy(&ns_exec(&n1, &["nft", "-s", "list", "table", "inet", "weft-policy"]).stdout)
+            .into_owned()
+    };
+    let intact = stateless();
+    let policy_listing =
+        String::from_utf8_lossy(&ns_exec(&n1, &["nft", "-a", "list", "table", "inet", "weft-policy"]).stdout)
+            .into_owned();
+    let (mut chain, mut victim) = (None, None);
+    for l in policy_listing.lines().map(str::trim) {
+        if let Some(c) = l.strip_prefix("chain ") {
+            chain = c.split_whitespace().next().map(str::to_string);
+        } else if chain.is_some() && !l.starts_with("type ") && l.contains("# handle ") {
+            victim = Some((chain.clone().unwrap(), l.rsplit("# handle ").next().unwrap().trim().to_string()));
+            break;
+        }
+    }
+    let (chain, handle) = victim.expect("a rule in inet weft-policy");
+    let del = ns_exec(&n1, &["nft", "delete", "rule", "inet", "weft-policy", &chain, "handle", &handle]);
+    assert!(del.status.success(), "{}", String::from_utf8_lossy(&del.stderr));
+    assert_ne!(stateless(), intact, "rule not deleted");
+    assert!(wait_until(Duration::from_secs(45), || stateless() == intact), "policy table not repaired");
+    let policy_repaired =
+        |m: &str| m.lines().any(|l| l.starts_with("weft_nft_tables_repaired_total{table=\"inet weft-policy\"} 1"));
+    assert!(wait_until(Duration::from_secs(10), || policy_repaired(&metrics())), "not counted: {}", metrics());
+
     // Node removed without goodbye (SIGKILL): its entries vanish from the others within the lease TTL (4 s).
     let t0 = Instant::now();
     assert!(lab.ctl(&["restart", "node3", "--kill"]).status.success());

@@ -38,6 +38,11 @@ use weft_types::{BackendKind, NetworkConfig, NetworkIds};
 
 /// Drop counters are exported every this many periodic passes (once a minute with the default 10 s resync).
 const COUNTER_EVERY: u32 = 6;
+/// Tables up to this size (rules + set elements) are fingerprinted right after each change, so any later edit
+/// by hand is found at the next check. Listing a larger one costs up to seconds (10 000 pods × 1 000 policies:
+/// ~1.5 s), too much per change: it is fingerprinted at the first check after a change instead, so an edit
+/// made between a change and that check goes unnoticed until the next change.
+const FINGERPRINT_AFTER_CHANGE_MAX: usize = 20_000;
 
 struct Objects(Arc<dyn Store>, ObjectKind);
 
@@ -214,6 +219,8 @@ impl PolicyEngine {
         let mut passes: u32 = 0;
         let mut last_errors: Vec<String> = Vec::new();
         let mut last_good = std::collections::BTreeMap::new();
+        // The table as we left it (see FINGERPRINT_AFTER_CHANGE_MAX); None: not taken since the last change.
+        let mut fingerprint: Option<u64> = None;
         let mut tick = tokio::time::interval(self.resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -255,9 +262,21 @@ impl PolicyEngine {
                 passes = passes.wrapping_add(1);
                 if !self.table_present(&rs.table).await {
                     tracing::warn!("policy table missing (deleted behind our back?); loading it again");
+                    self.count_repair(&rs.table);
                     last = None;
                 } else if passes % COUNTER_EVERY == 1 {
                     counters = self.dp.nft_counters("inet", &rs.table).await.ok();
+                    if let Ok(Some(now)) = self.dp.nft_fingerprint("inet", &rs.table).await {
+                        match fingerprint {
+                            Some(mine) if mine != now => {
+                                tracing::warn!("policy table edited behind our back; loading it again");
+                                self.count_repair(&rs.table);
+                                last = None;
+                            }
+                            Some(_) => {}
+                            None => fingerprint = Some(now),
+                        }
+                    }
                 }
             }
             let planned = last.as_ref().and_then(|old| plan(old, &rs));
@@ -273,6 +292,13 @@ impl PolicyEngine {
                 None => self.replace(&rs).await.map(|_| "full"),
             };
             let elapsed = t0.elapsed();
+            if matches!(result, Ok(mode) if mode != "unchanged") {
+                fingerprint = if rs.rule_count() + rs.element_count() <= FINGERPRINT_AFTER_CHANGE_MAX {
+                    self.dp.nft_fingerprint("inet", &rs.table).await.ok().flatten()
+                } else {
+                    None
+                };
+            }
             let local: Vec<&Pod> = model.pods.iter().filter(|p| p.node == self.node).collect();
             let mut applied: Vec<String> =
                 pols.iter().map(|(k, (_, v))| format!("{k}@{}", weft_types::digest::digest(v))).collect();
@@ -369,6 +395,10 @@ impl PolicyEngine {
             };
             self.metrics.policy_dropped.get_or_create(&labels).set(*packets as i64);
         }
+    }
+
+    fn count_repair(&self, table: &str) {
+        self.metrics.nft_tables_repaired.get_or_create(&vec![("table".into(), format!("inet {table}"))]).inc();
     }
 
     /// Cheap presence check: `list set` of one set that every compiled table has makes nft fetch only that set.

@@ -170,8 +170,8 @@ impl Supervisor {
 }
 
 /// True when `family table` must be loaded again: it is missing, or it differs from `mine`, the fingerprint taken
-/// right after our last apply (None: unknown, then only a missing table counts). Counted per table. A failed
-/// listing says nothing: the next full pass looks again.
+/// right after our last apply (None: unknown, then only a missing table counts). Drift (a change after we had
+/// it in place) is logged and counted per table. A failed listing says nothing: the next full pass looks again.
 pub(crate) async fn nft_drifted(
     dp: &dyn weft_dataplane::Dataplane,
     family: &str,
@@ -179,17 +179,21 @@ pub(crate) async fn nft_drifted(
     mine: Option<u64>,
     metrics: &crate::metrics::Metrics,
 ) -> bool {
-    let drifted = match dp.nft_fingerprint(family, table).await {
-        Ok(None) => true,
-        Ok(Some(now)) => mine.is_some_and(|m| m != now),
+    let (reload, drifted) = match dp.nft_fingerprint(family, table).await {
+        // Missing before we ever saw it in place (the first pass of a fresh boot) is not drift, only a load.
+        Ok(None) => (true, mine.is_some()),
+        Ok(Some(now)) => {
+            let d = mine.is_some_and(|m| m != now);
+            (d, d)
+        }
         Err(e) => {
             tracing::debug!(error = %e, family, table, "listing the table for the drift check failed");
-            false
+            (false, false)
         }
     };
     if drifted {
         tracing::warn!(family, table, "nft table missing or edited behind our back; loading it again");
         metrics.nft_tables_repaired.get_or_create(&vec![("table".into(), format!("{family} {table}"))]).inc();
     }
-    drifted
+    reload
 }
