@@ -6,7 +6,7 @@
 //! touches nothing; a deleted network that drains until its last pod is gone.
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use weft_e2e::{bin, require_root, unique, wait_until, Netns, TempDir};
@@ -16,59 +16,14 @@ const BLUE: (&str, u32, u32) = ("blue", 100, 0x5700_0064);
 const RED: (&str, u32, u32) = ("red", 200, 0x5700_00c8);
 const LONG: Duration = Duration::from_secs(60);
 
-struct Node {
-    name: String,
-    ip: String,
-    ns: Netns,
-    dir: PathBuf,
-    agent: Option<Child>,
-}
+type Node = weft_e2e::agent_node::AgentNode;
 
-impl Node {
-    fn status(&self) -> Value {
-        std::fs::read(self.dir.join("status.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null)
-    }
-
-    fn node_file(&self) -> Value {
-        std::fs::read(self.dir.join("node.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("weftd.log")).unwrap_or_default()
-    }
-
-    fn network(&self, name: &str) -> Value {
-        self.status()["networks"]
-            .as_array()
-            .and_then(|a| a.iter().find(|n| n["name"] == name).cloned())
-            .unwrap_or(Value::Null)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.agent.take() {
-            // SIGTERM: the agent exits without tearing anything down.
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
-            if !wait_until(Duration::from_secs(20), || c.try_wait().ok().flatten().is_some()) {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.agent.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// A tenant network's entry in the node's status.
+fn network_status(node: &Node, name: &str) -> Value {
+    node.status()["networks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == name).cloned())
+        .unwrap_or(Value::Null)
 }
 
 struct Cluster {
@@ -104,7 +59,7 @@ impl Cluster {
             ns.ip(&["link", "set", "lo", "up"]);
             let ndir = dir.path().join(format!("n{i}"));
             std::fs::create_dir_all(&ndir).unwrap();
-            nodes.push(Node { name: format!("n{i}"), ip, ns, dir: ndir, agent: None });
+            nodes.push(Node::new(format!("n{i}"), ip, ns, ndir));
         }
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let store = rt.block_on(weft_store::open(&store_url)).unwrap();
@@ -170,7 +125,7 @@ fn index_of(node: &Node) -> u32 {
 fn all_ready(c: &Cluster, nets: &[&str]) -> bool {
     c.nodes.iter().all(|n| {
         nets.iter().all(|name| {
-            let s = n.network(name);
+            let s = network_status(n, name);
             s["ready"] == true && s["peers"] == (c.nodes.len() - 1)
         })
     })
@@ -235,7 +190,7 @@ fn two_same_cidr_networks_on_three_agents() {
             for want in wants.iter().map(String::as_str).chain(["nolearning"]) {
                 assert!(link.contains(want), "{}: {want:?} missing in {link}", n.name);
             }
-            let st = n.network(name);
+            let st = network_status(n, name);
             let slot = st["slot"].as_u64().expect("slot");
             let r = rules(n);
             assert!(r.contains(&format!("fwmark {:#x}/0xff000000 lookup {table} proto 201", slot << 24)), "{r}");
@@ -288,9 +243,9 @@ fn two_same_cidr_networks_on_three_agents() {
     let pod_ip = addr.split('/').next().unwrap().to_string();
     assert!(n1.ns.ip(&["route", "show", "table", &RED.2.to_string()]).contains(&format!("{pod_ip} dev wf")));
     assert!(
-        wait_until(LONG, || c.nodes[0].network("red")["used"] == 1),
+        wait_until(LONG, || network_status(&c.nodes[0], "red")["used"] == 1),
         "used not counted: {}",
-        c.nodes[0].network("red")
+        network_status(&c.nodes[0], "red")
     );
 
     // Restart: the kernel is left alone and the new agent changes nothing (same rules, same device).
@@ -324,16 +279,20 @@ fn two_same_cidr_networks_on_three_agents() {
         c.logs()
     );
     let n1 = &c.nodes[0];
-    assert!(wait_until(LONG, || n1.network("red")["draining"] == true), "{}", n1.status());
+    assert!(wait_until(LONG, || network_status(n1, "red")["draining"] == true), "{}", n1.status());
     assert!(rules(n1).contains(&RED.2.to_string()), "drained too early");
     assert!(n1.ns.ip(&["link", "show"]).contains("wn200"));
-    assert!(!c.statuses().iter().any(|(k, _)| k.starts_with("red/")), "red's statuses not removed");
+    // The statuses are deleted by each agent's next pass, not with the drain flag.
+    assert!(
+        wait_until(LONG, || !c.statuses().iter().any(|(k, _)| k.starts_with("red/"))),
+        "red's statuses not removed"
+    );
     // The last pod goes: red's state goes too; blue is untouched.
     cni(n1, "DEL", "pb1", Some(&pod), "team-b");
     assert!(
         wait_until(LONG, || !c.nodes[0].ns.ip(&["link", "show"]).contains("wn200")
             && !rules(&c.nodes[0]).contains(&RED.2.to_string())
-            && c.nodes[0].network("red").is_null()),
+            && network_status(&c.nodes[0], "red").is_null()),
         "red not drained on n1:\n{}",
         c.logs()
     );

@@ -7,6 +7,7 @@
 //! - [`bin`]: path of a workspace binary (`weft`, `weftd`, `weftctl`), built by `cargo build` before the tests.
 #![forbid(unsafe_code)]
 
+pub mod agent_node;
 pub mod pki;
 pub mod wg;
 

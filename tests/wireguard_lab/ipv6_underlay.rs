@@ -7,46 +7,14 @@
 //! fragment), one byte more does not leave the pod, and bulk TCP crosses too.
 use crate::kit::{ns_exec, reaches, sh, Capture};
 use serde_json::{json, Value};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use weft_e2e::{bin, require_root, unique, wait_until, Netns, TempDir};
 
 const UNDERLAY_MTU: usize = 1450;
 const PORT: u16 = 51820;
 
-struct Node {
-    name: String,
-    ip: String,
-    ns: Netns,
-    dir: PathBuf,
-    agent: Option<Child>,
-}
-
-impl Node {
-    fn status(&self) -> Value {
-        std::fs::read(self.dir.join("status.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    fn log(&self) -> String {
-        let l = std::fs::read_to_string(self.dir.join("weftd.log")).unwrap_or_default();
-        let lines: Vec<&str> = l.lines().collect();
-        format!("--- {} weftd.log (tail)\n{}\n", self.name, lines[lines.len().saturating_sub(30)..].join("\n"))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.agent.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // The TUN device is persistent: it goes with the namespace (deleted by `ns`'s guard after this).
-    }
-}
+type Node = weft_e2e::agent_node::AgentNode;
 
 /// A pod made by `weft ADD` in its own namespace; its addresses from the CNI result.
 struct Pod {
@@ -140,7 +108,7 @@ fn wireguard_over_an_ipv6_underlay_takes_80_bytes_and_full_size_packets_cross() 
         ns.ip(&["link", "set", "eth0", "up"]);
         let ndir = dir.path().join(format!("n{i}"));
         std::fs::create_dir_all(&ndir).unwrap();
-        nodes.push(Node { name: format!("n{i}"), ip, ns, dir: ndir, agent: None });
+        nodes.push(Node::new(format!("n{i}"), ip, ns, ndir));
     }
     for n in &mut nodes {
         let log = std::fs::File::create(n.dir.join("weftd.log")).unwrap();

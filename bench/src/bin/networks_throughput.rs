@@ -9,18 +9,8 @@
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::process::Command;
+use weft_bench::{bin, Lab};
 use weft_e2e::unique;
-
-fn bin(name: &str) -> std::path::PathBuf {
-    std::env::current_exe().expect("exe").parent().expect("dir").join(name)
-}
-
-struct Lab(String);
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(bin("weftctl")).args(["lab", "down", "--lab", &self.0]).output();
-    }
-}
 
 /// iperf3 from `client` to `server_ip` (server in `server`); Gb/s received.
 fn iperf(server: &str, server_ip: &str, client: &str, streams: u32, secs: u32) -> Result<f64> {

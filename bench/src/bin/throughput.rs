@@ -10,6 +10,7 @@
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::process::Command;
+use weft_bench::{bin, Lab};
 use weft_e2e::{unique, Netns};
 
 fn sh(cmd: &str, args: &[&str]) -> Result<String> {
@@ -120,17 +121,6 @@ fn reference(mode: &str) -> Result<(Vec<Netns>, String, String, String)> {
     }
     let (c, s) = (p1.name.clone(), p2.name.clone());
     Ok((vec![p1, p2, n1, n2], c, s, "10.244.2.2".into()))
-}
-
-struct Lab(String);
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(bin("weftctl")).args(["lab", "down", "--name", &self.0]).output();
-    }
-}
-
-fn bin(name: &str) -> std::path::PathBuf {
-    std::env::current_exe().expect("exe").parent().expect("dir").join(name)
 }
 
 fn weft(backend: &str) -> Result<(Lab, String, String, String)> {

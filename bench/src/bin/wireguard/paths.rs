@@ -6,6 +6,7 @@ use serde_json::Value;
 use std::any::Any;
 use std::process::Command;
 use std::time::Duration;
+use weft_bench::{bin, Lab};
 use weft_e2e::wg::{Go, Ours, Underlay, UNDER_A, UNDER_B};
 use weft_e2e::Netns;
 
@@ -80,18 +81,6 @@ pub fn weft_tunnel(name: &'static str, extra: &[&str]) -> Result<Path> {
     wait_ping(&u.a, INNER_B)?;
     let pids = vec![a.pid(), b.pid()];
     Ok(Path::pair(name, u, INNER_B, pids, vec![Box::new(a), Box::new(b)]))
-}
-
-struct Lab(String);
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(bin("weftctl")).args(["lab", "down", "--name", &self.0]).output();
-    }
-}
-
-fn bin(name: &str) -> std::path::PathBuf {
-    std::env::current_exe().expect("exe").parent().expect("dir").join(name)
 }
 
 /// A two-node `weftctl lab` with one pod per node: pod on node1 → pod on node2. The agents' CPU is counted

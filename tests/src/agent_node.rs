@@ -1,0 +1,68 @@
+//! A node run by hand in a test: its namespace, its state directory and its `weftd` child (for tests that build
+//! nodes themselves instead of `weftctl lab`). The agent is killed on drop; the namespace's own guard removes
+//! the rest (a persistent TUN device goes with the namespace).
+
+use crate::{wait_until, Netns};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+pub struct AgentNode {
+    pub name: String,
+    pub ip: String,
+    pub ns: Netns,
+    pub dir: PathBuf,
+    pub agent: Option<Child>,
+}
+
+impl AgentNode {
+    pub fn new(name: String, ip: String, ns: Netns, dir: PathBuf) -> Self {
+        AgentNode { name, ip, ns, dir, agent: None }
+    }
+
+    fn json(&self, file: &str) -> Value {
+        std::fs::read(self.dir.join(file)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null)
+    }
+
+    /// The agent's status.json (Null until written).
+    pub fn status(&self) -> Value {
+        self.json("status.json")
+    }
+
+    /// The node file the agent writes for the plugin (Null until written).
+    pub fn node_file(&self) -> Value {
+        self.json("node.json")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("weftd.log")).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the agent's log, headed with the node's name (for assertion messages).
+    pub fn log_tail(&self, n: usize) -> String {
+        let l = self.log();
+        let lines: Vec<&str> = l.lines().collect();
+        format!("--- {} weftd.log (tail)\n{}\n", self.name, lines[lines.len().saturating_sub(n)..].join("\n"))
+    }
+
+    /// SIGTERM: the agent exits without tearing anything down (as on an upgrade); SIGKILL after 20 s.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            if !wait_until(Duration::from_secs(20), || c.try_wait().ok().flatten().is_some()) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for AgentNode {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
