@@ -67,27 +67,7 @@ impl Cluster {
     }
 
     fn start(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(node.dir.join("weftd.log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &node.ns.name])
-            .arg(bin("weftd"))
-            .args(["--node-name", &node.name, "--node-ip", &node.ip, "--store", &self.store_url])
-            .arg("--network-config")
-            .arg(&self.net_cfg)
-            .arg("--node-file")
-            .arg(node.dir.join("node.json"))
-            .arg("--state-dir")
-            .arg(&node.dir)
-            .arg("--cni-data-dir")
-            .arg(node.dir.join("ipam"))
-            .args(["--listen", "127.0.0.1:9473", "--resync-interval", "1s", "--lease-ttl", "20s", "--no-policy"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("weftd");
-        node.agent = Some(child);
+        self.nodes[i].start(&self.store_url, &self.net_cfg);
     }
 
     fn put_network(&self, key: &str, v: Value) {

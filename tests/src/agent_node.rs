@@ -2,10 +2,11 @@
 //! nodes themselves instead of `weftctl lab`). The agent is killed on drop; the namespace's own guard removes
 //! the rest (a persistent TUN device goes with the namespace).
 
-use crate::{wait_until, Netns};
+use crate::{bin, wait_until, Netns};
 use serde_json::Value;
+use std::path::Path;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub struct AgentNode {
@@ -19,6 +20,32 @@ pub struct AgentNode {
 impl AgentNode {
     pub fn new(name: String, ip: String, ns: Netns, dir: PathBuf) -> Self {
         AgentNode { name, ip, ns, dir, agent: None }
+    }
+
+    /// Starts `weftd` for this node on `store` with the network config at `net_cfg`: node file, state and IPAM
+    /// inside the node's directory, HTTP on 127.0.0.1:9473 of its namespace, 1 s resync, 20 s lease TTL, no
+    /// policy; the log is appended to `weftd.log` (a restart keeps the earlier lines).
+    pub fn start(&mut self, store: &str, net_cfg: &Path) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("weftd.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns.name])
+            .arg(bin("weftd"))
+            .args(["--node-name", &self.name, "--node-ip", &self.ip, "--store", store])
+            .arg("--network-config")
+            .arg(net_cfg)
+            .arg("--node-file")
+            .arg(self.dir.join("node.json"))
+            .arg("--state-dir")
+            .arg(&self.dir)
+            .arg("--cni-data-dir")
+            .arg(self.dir.join("ipam"))
+            .args(["--listen", "127.0.0.1:9473", "--resync-interval", "1s", "--lease-ttl", "20s", "--no-policy"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("weftd");
+        self.agent = Some(child);
     }
 
     fn json(&self, file: &str) -> Value {

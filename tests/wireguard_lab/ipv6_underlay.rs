@@ -111,26 +111,7 @@ fn wireguard_over_an_ipv6_underlay_takes_80_bytes_and_full_size_packets_cross() 
         nodes.push(Node::new(format!("n{i}"), ip, ns, ndir));
     }
     for n in &mut nodes {
-        let log = std::fs::File::create(n.dir.join("weftd.log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &n.ns.name])
-            .arg(bin("weftd"))
-            .args(["--node-name", &n.name, "--node-ip", &n.ip, "--store", &store])
-            .arg("--network-config")
-            .arg(&net_cfg)
-            .arg("--node-file")
-            .arg(n.dir.join("node.json"))
-            .arg("--state-dir")
-            .arg(&n.dir)
-            .arg("--cni-data-dir")
-            .arg(n.dir.join("ipam"))
-            .args(["--listen", "127.0.0.1:9473", "--resync-interval", "1s", "--lease-ttl", "20s", "--no-policy"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("weftd");
-        n.agent = Some(child);
+        n.start(&store, &net_cfg);
     }
     let logs = |nodes: &[Node]| nodes.iter().map(Node::log).collect::<String>();
     let converged = wait_until(Duration::from_secs(90), || {
