@@ -333,16 +333,30 @@ fn peers_join_and_leave_live_without_disturbing_the_others() {
     let ips1: Vec<&str> = ips1.iter().map(String::as_str).collect();
     let ips2: Vec<&str> = ips2.iter().map(String::as_str).collect();
     let handshakes = |o: &Ours, k: &str| o.peer_stats(k)["handshakes"].as_u64().unwrap_or(0);
+    // The count once it has stopped moving: a first handshake can be doubled (both ends initiate at once) or
+    // retried (an answer slower than wireguard-go's 5 s retry on a loaded machine); that is not a disturbance.
+    let settled = |o: &Ours, k: &str| {
+        let mut last = (handshakes(o, k), std::time::Instant::now());
+        let t0 = std::time::Instant::now();
+        while last.1.elapsed() < Duration::from_secs(7) && t0.elapsed() < Duration::from_secs(90) {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = handshakes(o, k);
+            if now != last.0 {
+                last = (now, std::time::Instant::now());
+            }
+        }
+        last.0
+    };
 
     // Join: the new peer works, the first one keeps its session (no new handshake).
-    let h1 = handshakes(&ours, &go.public_key);
+    let h1 = settled(&ours, &go.public_key);
     ours.set_peers(&[(&go.public_key, &ep1, &ips1), (&go2.public_key, &ep2, &ips2)]);
     assert!(wait_until(Duration::from_secs(20), || u.b.ping("10.201.1.1")), "the new peer is reachable");
     assert!(u.b.ping(GO_INNER), "the first peer still is");
     assert_eq!(handshakes(&ours, &go.public_key), h1, "the first peer was not disturbed");
 
     // Leave: the removed peer is unreachable at once, the other untouched.
-    let h2 = handshakes(&ours, &go2.public_key);
+    let h2 = settled(&ours, &go2.public_key);
     ours.set_peers(&[(&go2.public_key, &ep2, &ips2)]);
     assert!(wait_until(Duration::from_secs(10), || !u.b.ping(GO_INNER)), "the removed peer still gets traffic");
     assert!(u.b.ping("10.201.1.1"));
