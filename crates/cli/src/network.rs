@@ -119,7 +119,9 @@ fn names_network(e: &TenantError, name: &str) -> bool {
         | TenantError::Cidr { net, .. }
         | TenantError::SubnetLen { net, .. }
         | TenantError::VniTaken { net, .. }
-        | TenantError::OverlapsDefault { net, .. } => net == name,
+        | TenantError::OverlapsDefault { net, .. }
+        | TenantError::Selector { net, .. }
+        | TenantError::TooLarge { net, .. } => net == name,
         TenantError::Name(n) => n == name,
         TenantError::Reserved => name == weft_types::tenant::DEFAULT_NETWORK,
     }

@@ -24,7 +24,7 @@ use crate::backend::LocalNode;
 use crate::follow::Listed;
 use crate::metrics::Metrics;
 use crate::networks::desired::{plan, Local, PlanInput, Served};
-use crate::networks::{held, load_known, parse_namespaces, parse_networks, slots, store_known};
+use crate::networks::{budget, held, load_known, parse_namespaces, parse_networks, slots, store_known};
 use crate::status::{NetworkStatus, SharedStatus};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet};
@@ -152,6 +152,9 @@ impl Manager for NetworksManager {
         let (nets, mut warnings) = parse_networks(net_objs.values(), &self.cfg.net);
         let (namespaces, ns_errors) = parse_namespaces(ns_objs.values());
         warnings.extend(ns_errors);
+        // Networks the node file has no room for are refused like invalid objects, newest first.
+        let (nets, too_big) = budget::fit(nets, &namespaces);
+        warnings.extend(too_big.iter().map(|(n, why)| format!("network {n}: {why}")));
 
         // Kernel first: on the first pass the slots come from the rules the kernel holds.
         let slots_now = match &self.slots {
@@ -233,6 +236,9 @@ impl Manager for NetworksManager {
         };
         let mut p = plan(&local, input);
         warnings.append(&mut p.warnings);
+        for (name, why) in too_big {
+            p.statuses.insert(name, NetworkNodeStatus { reason: Some(why), ..Default::default() });
+        }
 
         // Node file removals before the kernel's: a deleted network stops taking pods at once. Additions come
         // after the kernel and the isolation table are in place, so no pod ever runs on a network half-built.
@@ -392,7 +398,7 @@ impl NetworksManager {
             .into_iter()
             .collect();
         let mut file = self.node_file.lock().unwrap_or_else(|e| e.into_inner());
-        let r = file.set_pending(pending.clone()).and_then(|()| file.set_networks(nets));
+        let r = file.set_offer(nets, pending);
         drop(file);
         match r {
             Ok(()) => self.offered = names,

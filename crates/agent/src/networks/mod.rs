@@ -2,11 +2,13 @@
 //!
 //! - [`desired`]: store networks + namespaces + leases → kernel state, node-file entries, statuses (pure);
 //! - [`slots`]: the node-local fwmark slot of each network, recovered from the kernel on restart (pure);
+//! - [`budget`]: which admitted networks fit in the node file the plugin can read (pure);
 //! - here: reading store objects (one bad object skipped and named, the rest used), counting the addresses
 //!   local pods hold in a network's CNI pool, and the file that remembers which networks have kernel state
 //!   (so a network deleted while the agent was down still drains).
 //!
 //! The manager that runs them on the supervisor's loop is `crate::manager::networks`.
+pub mod budget;
 pub mod desired;
 pub mod slots;
 
