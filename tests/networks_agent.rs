@@ -434,3 +434,89 @@ fn pods_talk_within_their_network_only_and_survive_agent_restarts() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("750 packets transmitted, 750 received"), "ping lost packets across restarts:\n{text}");
 }
+
+/// A CNI ADD that may fail: the plugin's exit status and its answer (result or CNI error JSON).
+fn try_cni_add(node: &Node, cid: &str, pod: &Netns, k8s_ns: &str) -> (bool, Value) {
+    let conf = json!({"cniVersion": "1.0.0", "name": "weft", "type": "weft", "dataDir": node.dir.join("ipam"),
+                      "nodeFile": node.dir.join("node.json")});
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &node.ns.name]).arg(bin("weft"));
+    cmd.env("CNI_COMMAND", "ADD").env("CNI_CONTAINERID", cid).env("CNI_IFNAME", "eth0");
+    cmd.env("CNI_PATH", "/nonexistent").env("CNI_NETNS", pod.path());
+    cmd.env("CNI_ARGS", format!("K8S_POD_NAMESPACE={k8s_ns};K8S_POD_NAME=p-{cid}"));
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("weft");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
+/// The node-file size attack (security review): whoever can create Network objects adds namespaces to every
+/// agent's node file, which the plugin reads up to 1 MiB. Before the fix, one object with 20 000 names, or 60
+/// valid-looking ones with 256 long names each (1.1 MB of names), made every node file larger than that, and
+/// every ADD on every node failed with "larger than 1048576 bytes" (error 5), default-network pods included.
+/// Now the oversized object is refused by key, the bulk ones that do not fit are refused newest first with a
+/// status saying why, the file stays readable, and the older network `blue` and the default network keep
+/// taking pods. (The bulk networks' CIDR holds the nodes' underlay, so no node serves them: their namespaces
+/// go into the file as pending, the cheapest way to fill it without 60 devices.)
+#[test]
+fn hostile_huge_networks_never_blind_the_plugin() {
+    if !require_root() {
+        return;
+    }
+    let mut c = Cluster::new(2);
+    c.put_network("blue", network("blue", BLUE.1, "team-a"));
+    let names = |i: usize, n: usize| -> Vec<String> { (0..n).map(|j| format!("b{i:02}-{j:0>58}")).collect() };
+    c.put_network(
+        "huge",
+        json!({"name": "huge", "cidr": "10.70.0.0/16", "vni": 999, "namespaces": {"names": names(99, 20_000)}}),
+    );
+    for i in 0..60 {
+        let name = format!("bulk{i}");
+        let v = json!({"name": name, "cidr": "192.168.91.0/24", "subnetLen": 28, "vni": 1000 + i,
+                       "namespaces": {"names": names(i, 256)}});
+        c.put_network(&name, v);
+    }
+    for i in 0..2 {
+        c.start(i);
+    }
+    assert!(wait_until(LONG, || all_ready(&c, &["blue"])), "blue not ready:\n{}", c.logs());
+    let refused_for_size = |n: &Node| n.status()["networkErrors"].to_string().contains("would exceed the CNI plugin");
+    assert!(wait_until(LONG, || c.nodes.iter().all(refused_for_size)), "no size refusal:\n{}", c.logs());
+    for n in &c.nodes {
+        let errs = n.status()["networkErrors"].to_string();
+        assert!(errs.contains("network huge") && errs.contains("20000 names listed"), "{errs}");
+        let size = std::fs::metadata(n.dir.join("node.json")).unwrap().len() as usize;
+        assert!(size <= weft_types::node_file::MAX_BYTES, "{}: node file of {size} bytes", n.name);
+        let nf = n.node_file();
+        let pending = nf["pendingNamespaces"].as_array().map_or(0, Vec::len);
+        assert!(pending > 256 * 30, "the older bulk networks are kept (pending here): {pending}");
+        assert!(pending < 256 * 60, "not every bulk network fits: {pending}");
+        assert_eq!(nf["networks"][0]["name"], "blue");
+    }
+    // Each refused one says why in its status, on every node (what `weftctl network list` shows).
+    let statuses = c.statuses();
+    let refused: Vec<&String> = statuses
+        .iter()
+        .filter(|(_, v)| v["reason"].as_str().is_some_and(|r| r.contains("node file would exceed")))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(refused.iter().any(|k| k.starts_with("bulk59/")), "the newest is refused: {refused:?}");
+    assert!(!refused.iter().any(|k| k.starts_with("bulk0/")), "the oldest bulk one fits: {refused:?}");
+
+    // The plugin reads the file: a blue pod and a default pod get addresses on both nodes, a pod of a kept bulk
+    // network's namespace is told to retry (its network is not served here), never put on the default network.
+    for (i, n) in c.nodes.iter().enumerate() {
+        let pa = Netns::new(format!("{}pa", n.ns.name));
+        let (ok, res) = try_cni_add(n, &format!("a{i}"), &pa, "team-a");
+        assert!(ok, "{}: blue ADD: {res}", n.name);
+        assert!(pod_ip(&res).starts_with(&format!("10.50.{}.", index_of(n))), "{res}");
+        let pd = Netns::new(format!("{}pd", n.ns.name));
+        let (ok, res) = try_cni_add(n, &format!("d{i}"), &pd, "default");
+        assert!(ok, "{}: default ADD: {res}", n.name);
+        assert!(pod_ip(&res).starts_with(&format!("10.244.{}.", index_of(n))), "{res}");
+        let pb = Netns::new(format!("{}pb", n.ns.name));
+        let (ok, res) = try_cni_add(n, &format!("b{i}"), &pb, &names(0, 1)[0]);
+        assert!(!ok && res["code"] == 11, "{}: a pending namespace's pod: {res}", n.name);
+    }
+}
