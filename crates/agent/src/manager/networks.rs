@@ -33,7 +33,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use weft_dataplane::networks::{diff_networks, NetworksScope};
 use weft_dataplane::{Dataplane, Op, VxlanSpec};
-use weft_store::{Object, ObjectKind, Store};
+use weft_store::{Object, ObjectEntry, ObjectKind, Store};
 use weft_types::tenant::{NetworkNodeStatus, TenantNetwork};
 use weft_types::{NetworkConfig, NodeNetwork};
 
@@ -52,7 +52,7 @@ pub struct NetworksManager {
     dp: Arc<dyn Dataplane>,
     store: Arc<dyn Store>,
     cfg: NetworksConfig,
-    networks: watch::Receiver<Listed<Object>>,
+    networks: watch::Receiver<Listed<ObjectEntry>>,
     namespaces: watch::Receiver<Listed<Object>>,
     status: SharedStatus,
     metrics: Arc<Metrics>,
@@ -82,7 +82,7 @@ impl NetworksManager {
         dp: Arc<dyn Dataplane>,
         store: Arc<dyn Store>,
         cfg: NetworksConfig,
-        networks: watch::Receiver<Listed<Object>>,
+        networks: watch::Receiver<Listed<ObjectEntry>>,
         namespaces: watch::Receiver<Listed<Object>>,
         status: SharedStatus,
         metrics: Arc<Metrics>,
@@ -549,13 +549,16 @@ mod tests {
         }
     }
 
-    fn objects(nets: &[(&str, u32)]) -> Listed<Object> {
+    /// Network objects created in the order given.
+    fn objects(nets: &[(&str, u32)]) -> Listed<ObjectEntry> {
         let m = nets
             .iter()
-            .map(|(n, vni)| {
-                let v =
+            .enumerate()
+            .map(|(i, (n, vni))| {
+                let value =
                     serde_json::json!({"name": n, "cidr": "10.50.0.0/16", "vni": vni, "namespaces": {"names": [n]}});
-                (n.to_string(), (n.to_string(), v))
+                let created = weft_store::Created(i as i64, n.to_string());
+                (n.to_string(), ObjectEntry { key: n.to_string(), created, value })
             })
             .collect();
         Some(Arc::new(m))
@@ -577,7 +580,7 @@ mod tests {
             Rig { dir, fake, store, underlay }
         }
 
-        fn manager(&self, nets: Listed<Object>) -> (NetworksManager, watch::Sender<Listed<Object>>) {
+        fn manager(&self, nets: Listed<ObjectEntry>) -> (NetworksManager, watch::Sender<Listed<ObjectEntry>>) {
             let cfg: NetworkConfig = serde_json::from_str(r#"{"clusterCidr":"10.244.0.0/16"}"#).unwrap();
             let nf_path = self.dir.path().join("node.json");
             let previous = NodeFile::load(&nf_path).ok();

@@ -104,7 +104,12 @@ pub fn network_object(net: &TenantNetwork) -> Result<serde_json::Value> {
 /// Every network in the lab's store. A malformed object is reported and skipped (hostile input; the agents
 /// skip it too). A kube lab whose API has no Network kind yet and where the lab made no network has none.
 pub fn list(lab: &LabState) -> Result<Vec<TenantNetwork>> {
-    let items = store_of(lab).with_store(|store| async move { Ok(store.objects(ObjectKind::Network).await?.items) });
+    // Oldest first, the order the agents admit them in (the older of two conflicting networks wins).
+    let items = store_of(lab).with_store(|store| async move {
+        let mut e = store.object_entries(ObjectKind::Network).await?.items;
+        e.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
+        Ok(e.into_iter().map(weft_store::ObjectEntry::into_object).collect::<Vec<_>>())
+    });
     let items = match items {
         Ok(i) => i,
         Err(_) if lab.store == "kube" && lab.networks.is_empty() => return Ok(vec![]),
@@ -152,8 +157,8 @@ fn remove(lab: &LabState, name: &str) -> Result<()> {
     })
 }
 
-/// The network pods of namespace `ns` (with `labels`) get, by the agents' rule: the first admitted network by
-/// name that selects it, else the default network (None).
+/// The network pods of namespace `ns` (with `labels`) get, by the agents' rule: the oldest admitted network
+/// that selects it (`nets` as [`list`] returns them, oldest first), else the default network (None).
 pub fn network_for(nets: &[TenantNetwork], ns: &str, labels: &Labels) -> Option<TenantNetwork> {
     let (ok, _) = admit_networks(nets.iter().cloned(), DEFAULT_VNI);
     network_of(&ok, ns, labels).cloned()
