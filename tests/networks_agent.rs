@@ -520,3 +520,134 @@ fn hostile_huge_networks_never_blind_the_plugin() {
         assert!(!ok && res["code"] == 11, "{}: a pending namespace's pod: {res}", n.name);
     }
 }
+
+/// The takeover attack (security review): conflicts between Network objects used to be decided by name, so
+/// whoever could create a Network object took a running network's VNI with a name that sorts first (`aaa` on
+/// blue's VNI: blue was refused on every node, its routes, rules and device removed, its pods cut off) or its
+/// namespaces (`aab` naming team-a: team-a's new pods went to aab). Now the oldest object wins: blue keeps
+/// its VNI, its namespace and its traffic (a 20 pps ping across nodes loses nothing), `aaa` is refused and
+/// `aab` reported as losing team-a, and a new team-a pod still lands on blue.
+#[test]
+fn a_newer_network_cannot_take_a_running_networks_vni_or_namespace() {
+    if !require_root() {
+        return;
+    }
+    let mut c = Cluster::new(2);
+    c.put_network("blue", network("blue", BLUE.1, "team-a"));
+    for i in 0..2 {
+        c.start(i);
+    }
+    assert!(wait_until(LONG, || all_ready(&c, &["blue"])), "blue not ready:\n{}", c.logs());
+    let a1 = Netns::new(format!("{}a1", c.nodes[0].ns.name));
+    let _a1_ip = pod_ip(&cni(&c.nodes[0], "ADD", "a1", Some(&a1), "team-a"));
+    let a2 = Netns::new(format!("{}a2", c.nodes[1].ns.name));
+    let a2_ip = pod_ip(&cni(&c.nodes[1], "ADD", "a2", Some(&a2), "team-a"));
+    assert!(wait_until(LONG, || ping(&a1, &a2_ip)), "blue a1 → a2:\n{}", c.logs());
+    let blue_rules = |n: &Node| -> Vec<String> {
+        rules(n).lines().filter(|l| l.contains(&BLUE.2.to_string())).map(str::to_string).collect()
+    };
+    let before: Vec<Vec<String>> = c.nodes.iter().map(blue_rules).collect();
+
+    let pinger = a1
+        .command("ping")
+        .args(["-i", "0.05", "-c", "200", "-W", "1", &a2_ip])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Newer objects whose names sort before blue: one on blue's VNI, one naming blue's namespace.
+    c.put_network("aaa", json!({"name": "aaa", "cidr": "10.60.0.0/16", "vni": BLUE.1, "namespaces": {"names": ["x"]}}));
+    c.put_network(
+        "aab",
+        json!({"name": "aab", "cidr": "10.61.0.0/16", "vni": 300, "namespaces": {"names": ["team-a"]}}),
+    );
+    let refused = |n: &Node| {
+        let errs = n.status()["networkErrors"].to_string();
+        errs.contains("network aaa: VNI 100 is already used by blue")
+            && n.network("aab")["reason"].as_str().is_some_and(|r| r.contains("namespace team-a is also selected"))
+    };
+    assert!(wait_until(LONG, || c.nodes.iter().all(refused)), "not refused:\n{}", c.logs());
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("200 packets transmitted, 200 received"), "blue's traffic was disturbed:\n{text}");
+
+    for (i, n) in c.nodes.iter().enumerate() {
+        assert_eq!(blue_rules(n), before[i], "{}: blue's rules changed", n.name);
+        assert_eq!(n.network("blue")["ready"], true);
+        assert_eq!(n.network("blue")["vni"], BLUE.1);
+        let nf = n.node_file();
+        let team_a: Vec<&Value> = nf["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["namespaces"].as_array().is_some_and(|a| a.contains(&json!("team-a"))))
+            .collect();
+        assert_eq!(team_a.len(), 1, "{nf}");
+        assert_eq!(team_a[0]["name"], "blue", "{nf}");
+    }
+    // The store's view, as `weftctl network list` and the agents see it: blue's statuses stay ready.
+    assert!(c.statuses().iter().filter(|(k, _)| k.starts_with("blue/")).all(|(_, v)| v["ready"] == true));
+    let a3 = Netns::new(format!("{}a3", c.nodes[0].ns.name));
+    let a3_ip = pod_ip(&cni(&c.nodes[0], "ADD", "a3", Some(&a3), "team-a"));
+    assert!(a3_ip.starts_with(&format!("10.50.{}.", index_of(&c.nodes[0]))), "{a3_ip}");
+    assert!(wait_until(LONG, || ping(&a3, &a2_ip)), "a new blue pod a3 → a2");
+}
+
+/// The conntrack entries of conntrack zone `zone` (both ways or one way) the node holds, as lines.
+fn zone_entries(node: &Node, zone: u64) -> Vec<String> {
+    let table = node.ns.exec("cat", &["/proc/net/nf_conntrack"]);
+    let tags = [format!("zone={zone}"), format!("zone-orig={zone}"), format!("zone-reply={zone}")];
+    table.lines().filter(|l| l.split_whitespace().any(|w| tags.iter().any(|t| t == w))).map(str::to_string).collect()
+}
+
+/// Mark-slot reuse (security review): a deleted network frees its mark slot, and with it its conntrack zone;
+/// the next network to get the slot used to inherit every entry the old one left there (an established TCP
+/// connection lives five days): replies the new network's pods would take as established, masqueraded replies
+/// whose mark is restored into the new network. Shown here with ICMP entries made to last (the node's ICMP
+/// timeout raised to 10 minutes): they outlive the old network, and are gone once the new network holds the
+/// slot, while the node's own entries (zone 0) stay.
+#[test]
+fn a_reused_mark_slot_starts_with_an_empty_conntrack_zone() {
+    if !require_root() {
+        return;
+    }
+    let mut c = Cluster::new(1);
+    let n1 = &c.nodes[0];
+    n1.ns.exec("sysctl", &["-qw", "net.netfilter.nf_conntrack_icmp_timeout=600"]);
+    c.put_network("blue", network("blue", BLUE.1, "team-a"));
+    c.start(0);
+    assert!(wait_until(LONG, || all_ready(&c, &["blue"])), "blue not ready:\n{}", c.logs());
+    let n1 = &c.nodes[0];
+    let slot = n1.network("blue")["slot"].as_u64().expect("slot");
+    let (p1, p2) = (Netns::new(format!("{}p1", n1.ns.name)), Netns::new(format!("{}p2", n1.ns.name)));
+    let _ip1 = pod_ip(&cni(n1, "ADD", "p1", Some(&p1), "team-a"));
+    let ip2 = pod_ip(&cni(n1, "ADD", "p2", Some(&p2), "team-a"));
+    assert!(wait_until(LONG, || ping(&p1, &ip2)), "blue p1 → p2:\n{}", c.logs());
+    assert!(!zone_entries(n1, slot).is_empty(), "no entry in blue's zone {slot}");
+    assert!(n1.ns.ping("127.0.0.1"), "the node's own traffic");
+    assert!(n1.ns.exec("cat", &["/proc/net/nf_conntrack"]).contains("dst=127.0.0.1"), "no zone-0 entry of the node");
+
+    // blue goes (no pod left): its kernel state goes, its entries stay behind in the zone.
+    cni(n1, "DEL", "p1", Some(&p1), "team-a");
+    cni(n1, "DEL", "p2", Some(&p2), "team-a");
+    c.delete_network("blue");
+    let n1 = &c.nodes[0];
+    assert!(
+        wait_until(LONG, || !n1.ns.ip(&["link", "show"]).contains("wn100") && n1.network("blue").is_null()),
+        "blue not removed:\n{}",
+        c.logs()
+    );
+    let left = zone_entries(n1, slot);
+    assert!(!left.is_empty(), "the old network's entries outlive it (what the flush is for)");
+
+    // red takes the free slot: its zone is empty before red exists.
+    c.put_network("red", network("red", RED.1, "team-b"));
+    assert!(wait_until(LONG, || all_ready(&c, &["red"])), "red not ready:\n{}", c.logs());
+    let n1 = &c.nodes[0];
+    assert_eq!(n1.network("red")["slot"].as_u64(), Some(slot), "red reuses blue's slot");
+    let now = zone_entries(n1, slot);
+    assert!(now.is_empty(), "blue's entries reached red in zone {slot}: {now:#?}\n(before: {left:#?})");
+    let own = n1.ns.exec("cat", &["/proc/net/nf_conntrack"]);
+    assert!(own.contains("dst=127.0.0.1"), "the node's own entries were flushed too:\n{own}");
+    assert!(n1.log().contains("conntrack zone of a reused mark slot flushed"), "{}", c.logs());
+}

@@ -51,6 +51,7 @@ struct Inner {
     read_calls: usize,
     vxlan_creations: usize,
     fail: Option<OpFilter>,
+    flushed_zones: Vec<u16>,
 }
 
 #[derive(Default)]
@@ -113,6 +114,11 @@ impl FakeDataplane {
     /// How many times `ensure_vxlan` had to create (or recreate) a device.
     pub fn vxlan_creations(&self) -> usize {
         self.lock().vxlan_creations
+    }
+
+    /// The conntrack zones flushed so far, in order.
+    pub fn flushed_zones(&self) -> Vec<u16> {
+        self.lock().flushed_zones.clone()
     }
 
     pub fn nft_table(&self, family: &str, table: &str) -> Option<String> {
@@ -345,6 +351,14 @@ impl Dataplane for FakeDataplane {
         crate::nft::check_names(family, table)?;
         self.lock().nft.remove(&(family.to_string(), table.to_string()));
         Ok(())
+    }
+
+    async fn flush_conntrack_zone(&self, zone: u16) -> Result<usize, DataplaneError> {
+        if zone == 0 {
+            return Err(DataplaneError::Other("refusing to flush conntrack zone 0".into()));
+        }
+        self.lock().flushed_zones.push(zone);
+        Ok(0)
     }
 
     /// The named counters declared in the stored table, all at zero (the fake forwards no packets); empty when

@@ -187,9 +187,27 @@ impl Manager for NetworksManager {
         }
 
         let wanted: BTreeSet<u32> = nets.iter().chain(draining.iter()).map(|n| n.vni).collect();
-        let (slot_map, no_slot) = slots::assign(&slots_now, &wanted);
+        let (mut slot_map, no_slot) = slots::assign(&slots_now, &wanted);
         for vni in no_slot {
             warnings.push(format!("VNI {vni}: no free fwmark slot (255 networks per node at most)"));
+        }
+        // A slot new to its network may have served another one before (freed, or left by a network deleted
+        // while the agent was down): that network's conntrack entries in the slot's zone would be found by the
+        // new network's packets (a reply taken as established, a masqueraded reply's mark restored into the new
+        // network's table). Flushed before anything of the new network exists; until that succeeds the network
+        // gets no slot, so nothing of it is programmed or offered.
+        for (vni, slot) in slots::newly_assigned(&slots_now, &slot_map) {
+            match self.dp.flush_conntrack_zone(u16::from(slot)).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(vni, slot, entries = n, "conntrack zone of a reused mark slot flushed");
+                    }
+                }
+                Err(e) => {
+                    warnings.push(format!("VNI {vni}: {e}; the network waits for its slot {slot}"));
+                    slot_map.remove(&vni);
+                }
+            }
         }
         self.slots = Some(slot_map.clone());
 
@@ -644,6 +662,7 @@ mod tests {
         let (mut m, _tx) = rig.manager(objects(&[("blue", 100), ("red", 200)]));
         pass(&mut m).await;
         assert_eq!(rig.slots(), [(100, 1), (200, 2)].into());
+        assert_eq!(rig.fake.flushed_zones(), [1, 2], "new slots start with an empty conntrack zone");
         assert_eq!(rig.offered(), ["blue", "red"]);
         assert!(rig.fake.nft_table("inet", "weft-net").is_some(), "isolation table applied");
         let statuses = rig.store.objects(ObjectKind::NetworkStatus).await.unwrap().items;
@@ -656,6 +675,7 @@ mod tests {
         rig.fake.take_applied();
         pass(&mut m).await;
         assert_eq!(rig.slots(), [(100, 1), (200, 2), (300, 3)].into());
+        assert_eq!(rig.fake.flushed_zones(), [1, 2, 3], "a restart flushes only the new network's zone");
         assert!(
             !rig.fake.applied().iter().any(|o| matches!(o, Op::DelRule(_) | Op::DelTableRoute(_))),
             "a restart removed state: {:?}",
@@ -682,5 +702,13 @@ mod tests {
         assert!(rig.fake.link("wn200").is_none());
         assert!(!rig.fake.networks_state().routes.keys().any(|(t, _)| *t == 0x5700_00c8));
         assert!(rig.fake.link("wn100").is_some());
+
+        // red's slot 2 is free: a new network gets it, and its zone is flushed first (red's connections gone).
+        tx.send_replace(objects(&[("aaa", 300), ("blue", 100), ("teal", 400)]));
+        pass(&mut m).await;
+        assert_eq!(rig.slots(), [(100, 1), (300, 3), (400, 2)].into());
+        assert_eq!(rig.fake.flushed_zones(), [1, 2, 3, 2]);
+        pass(&mut m).await;
+        assert_eq!(rig.fake.flushed_zones(), [1, 2, 3, 2], "only once");
     }
 }
