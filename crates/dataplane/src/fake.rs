@@ -52,6 +52,8 @@ struct Inner {
     vxlan_creations: usize,
     fail: Option<OpFilter>,
     flushed_zones: Vec<u16>,
+    /// Per tenant device created: the nftables tables as they were at that moment (ordering checks).
+    nft_at_creation: BTreeMap<String, BTreeMap<(String, String), String>>,
 }
 
 #[derive(Default)]
@@ -114,6 +116,11 @@ impl FakeDataplane {
     /// How many times `ensure_vxlan` had to create (or recreate) a device.
     pub fn vxlan_creations(&self) -> usize {
         self.lock().vxlan_creations
+    }
+
+    /// The text of nftables table `family table` when tenant device `link` was (last) created, if it existed.
+    pub fn nft_when_created(&self, link: &str, family: &str, table: &str) -> Option<String> {
+        self.lock().nft_at_creation.get(link)?.get(&(family.to_string(), table.to_string())).cloned()
     }
 
     /// The conntrack zones flushed so far, in order.
@@ -274,8 +281,13 @@ impl Dataplane for FakeDataplane {
     }
 
     async fn ensure_tenant_vxlan(&self, spec: &VxlanSpec, mac: Mac) -> Result<VtepInfo, DataplaneError> {
+        let new = self.link(&spec.name).is_none();
         let v = self.ensure_vxlan(spec).await?;
         let mut g = self.lock();
+        if new {
+            let tables = g.nft.clone();
+            g.nft_at_creation.insert(spec.name.clone(), tables);
+        }
         let link = g.links.get_mut(&spec.name).expect("just ensured");
         link.mac = mac;
         Ok(VtepInfo { ifindex: v.ifindex, mac })
