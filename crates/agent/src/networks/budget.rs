@@ -9,7 +9,6 @@
 //! default network, or go to a later network that selects them), while the older ones keep working. The
 //! cost depends only on the objects and the namespaces, not on this node, so every node (and the policy engine,
 //! which applies the same function) decides alike.
-use super::desired::resolve_namespaces;
 use std::collections::{BTreeMap, BTreeSet};
 use weft_types::node_file::MAX_BYTES;
 use weft_types::tenant::TenantNetwork;
@@ -35,21 +34,20 @@ pub fn fit_within(
     namespaces: &BTreeMap<String, BTreeMap<String, String>>,
     budget: usize,
 ) -> (Vec<TenantNetwork>, Vec<(String, String)>) {
-    // Under the limit, as always: one resolution, no refusal.
-    let (by_net, _) = resolve_namespaces(&nets, namespaces);
-    let total: usize = by_net.values().map(|v| cost(v)).sum();
-    if total <= budget {
-        return (nets, Vec::new());
-    }
     // A newer network never takes a namespace from an older one (`network_of` picks the first), so the
-    // namespaces a network adds are those it selects that no kept older network claimed already.
+    // namespaces a network adds are those it selects that no kept older network claimed already: the same
+    // claims as `desired::resolve_namespaces` of the kept networks, counted without building them.
     let mut kept: Vec<TenantNetwork> = Vec::new();
     let mut claimed: BTreeSet<String> = BTreeSet::new();
     let mut used = 0usize;
     let mut refused = Vec::new();
     for n in nets {
-        let (mine, _) = resolve_namespaces(std::slice::from_ref(&n), namespaces);
-        let adds: Vec<String> = mine.into_values().flatten().filter(|ns| !claimed.contains(ns)).collect();
+        // What `n` selects (as `resolve_namespaces` would with `n` alone), minus what older ones claimed.
+        let mut mine: BTreeSet<&str> = n.namespaces.names.iter().map(String::as_str).collect();
+        if !n.namespaces.match_labels.is_empty() {
+            mine.extend(namespaces.iter().filter(|(k, l)| n.namespaces.selects(k, l)).map(|(k, _)| k.as_str()));
+        }
+        let adds: Vec<String> = mine.into_iter().filter(|ns| !claimed.contains(*ns)).map(str::to_string).collect();
         let c = cost(&adds);
         if used + c > budget {
             refused.push((
@@ -160,8 +158,14 @@ mod tests {
         let one = cost(&labelled.keys().cloned().collect::<Vec<_>>());
         let again = net("again", 8, labelled.keys().cloned().collect());
         let extra = net("extra", 9, vec!["zzz".into()]);
-        let (kept, refused) = fit_within(vec![sel.clone(), again, extra], &labelled, one + PER_NETWORK + 1);
+        let budget = one + PER_NETWORK + 1;
+        let (kept, refused) = fit_within(vec![sel.clone(), again, extra], &labelled, budget);
         assert_eq!(kept.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["sel", "again"]);
+        // What the plan then resolves for the kept ones is what was counted.
+        let (by_net, _) = crate::networks::desired::resolve_namespaces(&kept, &labelled);
+        assert!(by_net.values().map(|v| cost(v)).sum::<usize>() <= budget);
+        assert_eq!(by_net["sel"].len(), 100);
+        assert!(by_net["again"].is_empty());
         assert_eq!(refused.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["extra"]);
         let (kept, refused) = fit_within(vec![sel], &labelled, one - 1);
         assert!(kept.is_empty() && refused.len() == 1);
