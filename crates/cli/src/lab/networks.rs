@@ -522,14 +522,15 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_is_on_the_first_admitted_network_that_selects_it() {
+    fn a_namespace_is_on_the_oldest_admitted_network_that_selects_it() {
         let blue = parse_up_flag("blue:10.50.0.0/16:100:a", false).unwrap();
         let mut red = parse_up_flag("red:10.50.0.0/16:101", false).unwrap();
         red.namespaces.match_labels.insert("tenant".into(), "red".into());
         let clash = parse_up_flag("aaa:10.70.0.0/16:100:a", false).unwrap();
+        // Oldest first, as `list` returns them: `aaa` came last, so blue keeps VNI 100 and namespace a.
         let nets = [blue, red, clash];
         let labels: Labels = [("tenant".to_string(), "red".to_string())].into();
-        assert_eq!(network_for(&nets, "a", &Labels::new()).map(|n| n.name), Some("aaa".into()));
+        assert_eq!(network_for(&nets, "a", &Labels::new()).map(|n| n.name), Some("blue".into()));
         assert_eq!(network_for(&nets, "b", &labels).map(|n| n.name), Some("red".into()));
         assert_eq!(network_for(&nets, "b", &Labels::new()), None);
         assert_eq!(free_vni(&nets), 102);
