@@ -393,3 +393,62 @@ fn the_source_check_looks_in_the_pods_network_table() {
         f.a1.ns.ip(&["addr", "del", &format!("{forged}/32"), "dev", "eth0"]);
     }
 }
+
+/// The node's conntrack entries that carry conntrack zone `zone`, in either form the kernel lists it.
+fn zone_lines(ns: &Netns, zone: u16) -> Vec<String> {
+    let tags = [format!("zone={zone}"), format!("zone-orig={zone}"), format!("zone-reply={zone}")];
+    ns.exec("cat", &["/proc/net/nf_conntrack"])
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| tags.iter().any(|t| t == w)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The agent empties a mark slot's conntrack zone before giving the slot to another network
+/// (`Dataplane::flush_conntrack_zone`). Both forms a tenant network leaves are removed: `ct zone set S`
+/// (destination inside the network, IPv4 and IPv6) and `ct original zone set S` (towards the outside); another
+/// zone and zone 0 (the node's own and the default network's flows) are left alone, and zone 0 itself is refused.
+#[test]
+fn a_zone_flush_removes_that_zone_only_in_both_forms() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new(format!("wct{}", weft_e2e::unique()));
+    ns.ip(&["link", "set", "lo", "up"]);
+    // Entries that stay while the test runs, however loaded the machine (ICMP entries last 30 s by default).
+    ns.exec("sysctl", &["-qw", "net.netfilter.nf_conntrack_icmp_timeout=600"]);
+    ns.exec("sysctl", &["-qw", "net.netfilter.nf_conntrack_icmpv6_timeout=600"]);
+    let rules = "table inet zones {
+        chain out { type filter hook output priority raw;
+            ip daddr 127.0.0.5 ct zone set 5
+            ip daddr 127.0.0.6 ct original zone set 5
+            ip6 daddr ::1 ct zone set 5
+            ip daddr 127.0.0.7 ct zone set 6
+        }
+    }";
+    let mut nft = ns.command("nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().unwrap();
+    nft.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success(), "nft refused the test's zone rules");
+    for dst in ["127.0.0.5", "127.0.0.6", "::1", "127.0.0.7", "127.0.0.8"] {
+        assert!(ns.ping(dst), "ping {dst}");
+    }
+    let before = zone_lines(&ns, 5);
+    assert!(before.len() >= 3, "zone 5 entries (both ways v4 and v6, original only): {before:#?}");
+    assert!(before.iter().any(|l| l.contains("zone-orig=5")), "{before:#?}");
+    assert!(before.iter().any(|l| l.contains("ipv6")), "{before:#?}");
+    assert!(!zone_lines(&ns, 6).is_empty());
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let handle = weft_dataplane::netns::NetnsHandle::open(&ns.path()).unwrap();
+    let dp = weft_dataplane::netlink::NetlinkDataplane::in_netns(&handle).unwrap();
+    use weft_dataplane::Dataplane;
+    let n = rt.block_on(dp.flush_conntrack_zone(5)).unwrap();
+    assert_eq!(n, before.len(), "deleted {n} of {before:#?}");
+    assert!(zone_lines(&ns, 5).is_empty(), "left in zone 5: {:#?}", zone_lines(&ns, 5));
+    assert!(!zone_lines(&ns, 6).is_empty(), "zone 6 was flushed too");
+    let all = ns.exec("cat", &["/proc/net/nf_conntrack"]);
+    assert!(all.contains("dst=127.0.0.8"), "zone 0 was flushed too:\n{all}");
+    assert_eq!(rt.block_on(dp.flush_conntrack_zone(5)).unwrap(), 0, "idempotent");
+    assert!(rt.block_on(dp.flush_conntrack_zone(0)).is_err(), "zone 0 is never flushed");
+    assert!(ns.exec("cat", &["/proc/net/nf_conntrack"]).contains("dst=127.0.0.8"));
+}

@@ -18,14 +18,6 @@ const LONG: Duration = Duration::from_secs(60);
 
 type Node = weft_e2e::agent_node::AgentNode;
 
-/// A tenant network's entry in the node's status.
-fn network_status(node: &Node, name: &str) -> Value {
-    node.status()["networks"]
-        .as_array()
-        .and_then(|a| a.iter().find(|n| n["name"] == name).cloned())
-        .unwrap_or(Value::Null)
-}
-
 struct Cluster {
     nodes: Vec<Node>,
     store_url: String,
@@ -105,7 +97,7 @@ fn index_of(node: &Node) -> u32 {
 fn all_ready(c: &Cluster, nets: &[&str]) -> bool {
     c.nodes.iter().all(|n| {
         nets.iter().all(|name| {
-            let s = network_status(n, name);
+            let s = n.network(name);
             s["ready"] == true && s["peers"] == (c.nodes.len() - 1)
         })
     })
@@ -170,7 +162,7 @@ fn two_same_cidr_networks_on_three_agents() {
             for want in wants.iter().map(String::as_str).chain(["nolearning"]) {
                 assert!(link.contains(want), "{}: {want:?} missing in {link}", n.name);
             }
-            let st = network_status(n, name);
+            let st = n.network(name);
             let slot = st["slot"].as_u64().expect("slot");
             let r = rules(n);
             assert!(r.contains(&format!("fwmark {:#x}/0xff000000 lookup {table} proto 201", slot << 24)), "{r}");
@@ -223,9 +215,9 @@ fn two_same_cidr_networks_on_three_agents() {
     let pod_ip = addr.split('/').next().unwrap().to_string();
     assert!(n1.ns.ip(&["route", "show", "table", &RED.2.to_string()]).contains(&format!("{pod_ip} dev wf")));
     assert!(
-        wait_until(LONG, || network_status(&c.nodes[0], "red")["used"] == 1),
+        wait_until(LONG, || c.nodes[0].network("red")["used"] == 1),
         "used not counted: {}",
-        network_status(&c.nodes[0], "red")
+        c.nodes[0].network("red")
     );
 
     // Restart: the kernel is left alone and the new agent changes nothing (same rules, same device).
@@ -259,7 +251,7 @@ fn two_same_cidr_networks_on_three_agents() {
         c.logs()
     );
     let n1 = &c.nodes[0];
-    assert!(wait_until(LONG, || network_status(n1, "red")["draining"] == true), "{}", n1.status());
+    assert!(wait_until(LONG, || n1.network("red")["draining"] == true), "{}", n1.status());
     assert!(rules(n1).contains(&RED.2.to_string()), "drained too early");
     assert!(n1.ns.ip(&["link", "show"]).contains("wn200"));
     // The statuses are deleted by each agent's next pass, not with the drain flag.
@@ -272,7 +264,7 @@ fn two_same_cidr_networks_on_three_agents() {
     assert!(
         wait_until(LONG, || !c.nodes[0].ns.ip(&["link", "show"]).contains("wn200")
             && !rules(&c.nodes[0]).contains(&RED.2.to_string())
-            && network_status(&c.nodes[0], "red").is_null()),
+            && c.nodes[0].network("red").is_null()),
         "red not drained on n1:\n{}",
         c.logs()
     );
@@ -372,4 +364,221 @@ fn pods_talk_within_their_network_only_and_survive_agent_restarts() {
     let out = pinger.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("750 packets transmitted, 750 received"), "ping lost packets across restarts:\n{text}");
+}
+
+/// A CNI ADD that may fail: the plugin's exit status and its answer (result or CNI error JSON).
+fn try_cni_add(node: &Node, cid: &str, pod: &Netns, k8s_ns: &str) -> (bool, Value) {
+    let conf = json!({"cniVersion": "1.0.0", "name": "weft", "type": "weft", "dataDir": node.dir.join("ipam"),
+                      "nodeFile": node.dir.join("node.json")});
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &node.ns.name]).arg(bin("weft"));
+    cmd.env("CNI_COMMAND", "ADD").env("CNI_CONTAINERID", cid).env("CNI_IFNAME", "eth0");
+    cmd.env("CNI_PATH", "/nonexistent").env("CNI_NETNS", pod.path());
+    cmd.env("CNI_ARGS", format!("K8S_POD_NAMESPACE={k8s_ns};K8S_POD_NAME=p-{cid}"));
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("weft");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
+/// The node-file size attack (security review): whoever can create Network objects adds namespaces to every
+/// agent's node file, which the plugin reads up to 1 MiB. Before the fix, one object with 20 000 names, or 60
+/// valid-looking ones with 256 long names each (1.1 MB of names), made every node file larger than that, and
+/// every ADD on every node failed with "larger than 1048576 bytes" (error 5), default-network pods included.
+/// Now the oversized object is refused by key, the bulk ones that do not fit are refused newest first with a
+/// status saying why, the file stays readable, and the older network `blue` and the default network keep
+/// taking pods. (The bulk networks' CIDR holds the nodes' underlay, so no node serves them: their namespaces
+/// go into the file as pending, the cheapest way to fill it without 60 devices.)
+#[test]
+fn hostile_huge_networks_never_blind_the_plugin() {
+    if !require_root() {
+        return;
+    }
+    let mut c = Cluster::new(2);
+    c.put_network("blue", network("blue", BLUE.1, "team-a"));
+    let names = |i: usize, n: usize| -> Vec<String> { (0..n).map(|j| format!("b{i:02}-{j:0>58}")).collect() };
+    c.put_network(
+        "huge",
+        json!({"name": "huge", "cidr": "10.70.0.0/16", "vni": 999, "namespaces": {"names": names(99, 20_000)}}),
+    );
+    for i in 0..60 {
+        let name = format!("bulk{i}");
+        let v = json!({"name": name, "cidr": "192.168.91.0/24", "subnetLen": 28, "vni": 1000 + i,
+                       "namespaces": {"names": names(i, 256)}});
+        c.put_network(&name, v);
+    }
+    for i in 0..2 {
+        c.start(i);
+    }
+    assert!(wait_until(LONG, || all_ready(&c, &["blue"])), "blue not ready:\n{}", c.logs());
+    let refused_for_size = |n: &Node| n.status()["networkErrors"].to_string().contains("would exceed the CNI plugin");
+    assert!(wait_until(LONG, || c.nodes.iter().all(refused_for_size)), "no size refusal:\n{}", c.logs());
+    for n in &c.nodes {
+        let errs = n.status()["networkErrors"].to_string();
+        assert!(errs.contains("network huge") && errs.contains("20000 names listed"), "{errs}");
+        let size = std::fs::metadata(n.dir.join("node.json")).unwrap().len() as usize;
+        assert!(size <= weft_types::node_file::MAX_BYTES, "{}: node file of {size} bytes", n.name);
+        let nf = n.node_file();
+        let pending = nf["pendingNamespaces"].as_array().map_or(0, Vec::len);
+        assert!(pending > 256 * 30, "the older bulk networks are kept (pending here): {pending}");
+        assert!(pending < 256 * 60, "not every bulk network fits: {pending}");
+        assert_eq!(nf["networks"][0]["name"], "blue");
+    }
+    // Each refused one says why in its status, on every node (what `weftctl network list` shows).
+    let statuses = c.statuses();
+    let refused: Vec<&String> = statuses
+        .iter()
+        .filter(|(_, v)| v["reason"].as_str().is_some_and(|r| r.contains("node file would exceed")))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(refused.iter().any(|k| k.starts_with("bulk59/")), "the newest is refused: {refused:?}");
+    assert!(!refused.iter().any(|k| k.starts_with("bulk0/")), "the oldest bulk one fits: {refused:?}");
+
+    // The plugin reads the file: a blue pod and a default pod get addresses on both nodes, a pod of a kept bulk
+    // network's namespace is told to retry (its network is not served here), never put on the default network.
+    for (i, n) in c.nodes.iter().enumerate() {
+        let pa = Netns::new(format!("{}pa", n.ns.name));
+        let (ok, res) = try_cni_add(n, &format!("a{i}"), &pa, "team-a");
+        assert!(ok, "{}: blue ADD: {res}", n.name);
+        assert!(pod_ip(&res).starts_with(&format!("10.50.{}.", index_of(n))), "{res}");
+        let pd = Netns::new(format!("{}pd", n.ns.name));
+        let (ok, res) = try_cni_add(n, &format!("d{i}"), &pd, "default");
+        assert!(ok, "{}: default ADD: {res}", n.name);
+        assert!(pod_ip(&res).starts_with(&format!("10.244.{}.", index_of(n))), "{res}");
+        let pb = Netns::new(format!("{}pb", n.ns.name));
+        let (ok, res) = try_cni_add(n, &format!("b{i}"), &pb, &names(0, 1)[0]);
+        assert!(!ok && res["code"] == 11, "{}: a pending namespace's pod: {res}", n.name);
+    }
+}
+
+/// The takeover attack (security review): conflicts between Network objects used to be decided by name, so
+/// whoever could create a Network object took a running network's VNI with a name that sorts first (`aaa` on
+/// blue's VNI: blue was refused on every node, its routes, rules and device removed, its pods cut off) or its
+/// namespaces (`aab` naming team-a: team-a's new pods went to aab). Now the oldest object wins: blue keeps
+/// its VNI, its namespace and its traffic (a 20 pps ping across nodes loses nothing), `aaa` is refused and
+/// `aab` reported as losing team-a, and a new team-a pod still lands on blue.
+#[test]
+fn a_newer_network_cannot_take_a_running_networks_vni_or_namespace() {
+    if !require_root() {
+        return;
+    }
+    let mut c = Cluster::new(2);
+    c.put_network("blue", network("blue", BLUE.1, "team-a"));
+    for i in 0..2 {
+        c.start(i);
+    }
+    assert!(wait_until(LONG, || all_ready(&c, &["blue"])), "blue not ready:\n{}", c.logs());
+    let a1 = Netns::new(format!("{}a1", c.nodes[0].ns.name));
+    let _a1_ip = pod_ip(&cni(&c.nodes[0], "ADD", "a1", Some(&a1), "team-a"));
+    let a2 = Netns::new(format!("{}a2", c.nodes[1].ns.name));
+    let a2_ip = pod_ip(&cni(&c.nodes[1], "ADD", "a2", Some(&a2), "team-a"));
+    assert!(wait_until(LONG, || ping(&a1, &a2_ip)), "blue a1 → a2:\n{}", c.logs());
+    let blue_rules = |n: &Node| -> Vec<String> {
+        rules(n).lines().filter(|l| l.contains(&BLUE.2.to_string())).map(str::to_string).collect()
+    };
+    let before: Vec<Vec<String>> = c.nodes.iter().map(blue_rules).collect();
+
+    let pinger = a1
+        .command("ping")
+        .args(["-i", "0.05", "-c", "200", "-W", "1", &a2_ip])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Newer objects whose names sort before blue: one on blue's VNI, one naming blue's namespace.
+    c.put_network("aaa", json!({"name": "aaa", "cidr": "10.60.0.0/16", "vni": BLUE.1, "namespaces": {"names": ["x"]}}));
+    c.put_network(
+        "aab",
+        json!({"name": "aab", "cidr": "10.61.0.0/16", "vni": 300, "namespaces": {"names": ["team-a"]}}),
+    );
+    let refused = |n: &Node| {
+        let errs = n.status()["networkErrors"].to_string();
+        errs.contains("network aaa: VNI 100 is already used by blue")
+            && n.network("aab")["reason"].as_str().is_some_and(|r| r.contains("namespace team-a is also selected"))
+    };
+    assert!(wait_until(LONG, || c.nodes.iter().all(refused)), "not refused:\n{}", c.logs());
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("200 packets transmitted, 200 received"), "blue's traffic was disturbed:\n{text}");
+
+    for (i, n) in c.nodes.iter().enumerate() {
+        assert_eq!(blue_rules(n), before[i], "{}: blue's rules changed", n.name);
+        assert_eq!(n.network("blue")["ready"], true);
+        assert_eq!(n.network("blue")["vni"], BLUE.1);
+        let nf = n.node_file();
+        let team_a: Vec<&Value> = nf["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["namespaces"].as_array().is_some_and(|a| a.contains(&json!("team-a"))))
+            .collect();
+        assert_eq!(team_a.len(), 1, "{nf}");
+        assert_eq!(team_a[0]["name"], "blue", "{nf}");
+    }
+    // The store's view, as `weftctl network list` and the agents see it: blue's statuses stay ready.
+    assert!(c.statuses().iter().filter(|(k, _)| k.starts_with("blue/")).all(|(_, v)| v["ready"] == true));
+    let a3 = Netns::new(format!("{}a3", c.nodes[0].ns.name));
+    let a3_ip = pod_ip(&cni(&c.nodes[0], "ADD", "a3", Some(&a3), "team-a"));
+    assert!(a3_ip.starts_with(&format!("10.50.{}.", index_of(&c.nodes[0]))), "{a3_ip}");
+    assert!(wait_until(LONG, || ping(&a3, &a2_ip)), "a new blue pod a3 → a2");
+}
+
+/// The conntrack entries of conntrack zone `zone` (both ways or one way) the node holds, as lines.
+fn zone_entries(node: &Node, zone: u64) -> Vec<String> {
+    let table = node.ns.exec("cat", &["/proc/net/nf_conntrack"]);
+    let tags = [format!("zone={zone}"), format!("zone-orig={zone}"), format!("zone-reply={zone}")];
+    table.lines().filter(|l| l.split_whitespace().any(|w| tags.iter().any(|t| t == w))).map(str::to_string).collect()
+}
+
+/// Mark-slot reuse (security review): a deleted network frees its mark slot, and with it its conntrack zone;
+/// the next network to get the slot used to inherit every entry the old one left there (an established TCP
+/// connection lives five days): replies the new network's pods would take as established, masqueraded replies
+/// whose mark is restored into the new network. Shown here with ICMP entries made to last (the node's ICMP
+/// timeout raised to 10 minutes): they outlive the old network, and are gone once the new network holds the
+/// slot, while the node's own entries (zone 0) stay.
+#[test]
+fn a_reused_mark_slot_starts_with_an_empty_conntrack_zone() {
+    if !require_root() {
+        return;
+    }
+    let mut c = Cluster::new(1);
+    let n1 = &c.nodes[0];
+    n1.ns.exec("sysctl", &["-qw", "net.netfilter.nf_conntrack_icmp_timeout=600"]);
+    c.put_network("blue", network("blue", BLUE.1, "team-a"));
+    c.start(0);
+    assert!(wait_until(LONG, || all_ready(&c, &["blue"])), "blue not ready:\n{}", c.logs());
+    let n1 = &c.nodes[0];
+    let slot = n1.network("blue")["slot"].as_u64().expect("slot");
+    let (p1, p2) = (Netns::new(format!("{}p1", n1.ns.name)), Netns::new(format!("{}p2", n1.ns.name)));
+    let _ip1 = pod_ip(&cni(n1, "ADD", "p1", Some(&p1), "team-a"));
+    let ip2 = pod_ip(&cni(n1, "ADD", "p2", Some(&p2), "team-a"));
+    assert!(wait_until(LONG, || ping(&p1, &ip2)), "blue p1 → p2:\n{}", c.logs());
+    assert!(!zone_entries(n1, slot).is_empty(), "no entry in blue's zone {slot}");
+    assert!(n1.ns.ping("127.0.0.1"), "the node's own traffic");
+    assert!(n1.ns.exec("cat", &["/proc/net/nf_conntrack"]).contains("dst=127.0.0.1"), "no zone-0 entry of the node");
+
+    // blue goes (no pod left): its kernel state goes, its entries stay behind in the zone.
+    cni(n1, "DEL", "p1", Some(&p1), "team-a");
+    cni(n1, "DEL", "p2", Some(&p2), "team-a");
+    c.delete_network("blue");
+    let n1 = &c.nodes[0];
+    assert!(
+        wait_until(LONG, || !n1.ns.ip(&["link", "show"]).contains("wn100") && n1.network("blue").is_null()),
+        "blue not removed:\n{}",
+        c.logs()
+    );
+    let left = zone_entries(n1, slot);
+    assert!(!left.is_empty(), "the old network's entries outlive it (what the flush is for)");
+
+    // red takes the free slot: its zone is empty before red exists.
+    c.put_network("red", network("red", RED.1, "team-b"));
+    assert!(wait_until(LONG, || all_ready(&c, &["red"])), "red not ready:\n{}", c.logs());
+    let n1 = &c.nodes[0];
+    assert_eq!(n1.network("red")["slot"].as_u64(), Some(slot), "red reuses blue's slot");
+    let now = zone_entries(n1, slot);
+    assert!(now.is_empty(), "blue's entries reached red in zone {slot}: {now:#?}\n(before: {left:#?})");
+    let own = n1.ns.exec("cat", &["/proc/net/nf_conntrack"]);
+    assert!(own.contains("dst=127.0.0.1"), "the node's own entries were flushed too:\n{own}");
+    assert!(n1.log().contains("conntrack zone of a reused mark slot flushed"), "{}", c.logs());
 }

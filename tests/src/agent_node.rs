@@ -62,6 +62,14 @@ impl AgentNode {
         self.json("node.json")
     }
 
+    /// The status entry of tenant network `name` (Null when the node does not list it).
+    pub fn network(&self, name: &str) -> Value {
+        self.status()["networks"]
+            .as_array()
+            .and_then(|a| a.iter().find(|n| n["name"] == name).cloned())
+            .unwrap_or(Value::Null)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("weftd.log")).unwrap_or_default()
     }

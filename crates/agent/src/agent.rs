@@ -25,7 +25,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use weft_dataplane::{Dataplane, DataplaneError};
-use weft_store::{Object, ObjectKind, Store, StoreError};
+use weft_store::{Object, ObjectEntry, ObjectKind, Store, StoreError};
 use weft_types::{LeaseRequest, NetworkConfig, NodeFile};
 
 #[derive(Debug, thiserror::Error)]
@@ -142,14 +142,15 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
     // Tenant networks follow their own store objects; a change kicks the shared loop.
     let (kick_tx, kick_rx) = watch::channel(0u64);
     let mut followers = Vec::new();
-    let mut followed = Vec::new();
-    for kind in [ObjectKind::Network, ObjectKind::Namespace] {
-        let (tx, rx) = watch::channel::<Listed<Object>>(None);
-        let src = crate::networks::Objects(store.clone(), kind);
-        followers.push(tokio::spawn(follow(src, tx, crate::networks::same, metrics.clone(), shutdown.clone())));
-        followed.push(rx);
-    }
-    followers.push(tokio::spawn(kick_on_change(followed.clone(), kick_tx, shutdown.clone())));
+    // Networks with their creation order (the oldest wins a conflict), namespaces as they are.
+    let (tx, networks_rx) = watch::channel::<Listed<ObjectEntry>>(None);
+    let src = crate::networks::Entries(store.clone(), ObjectKind::Network);
+    followers.push(tokio::spawn(follow(src, tx, crate::networks::same_entry, metrics.clone(), shutdown.clone())));
+    let (tx, namespaces_rx) = watch::channel::<Listed<Object>>(None);
+    let src = crate::networks::Objects(store.clone(), ObjectKind::Namespace);
+    followers.push(tokio::spawn(follow(src, tx, crate::networks::same, metrics.clone(), shutdown.clone())));
+    let changes = vec![changed_of(networks_rx.clone()), changed_of(namespaces_rx.clone())];
+    followers.push(tokio::spawn(kick_on_change(changes, kick_tx, shutdown.clone())));
     let networks = NetworksManager::new(
         dp.clone(),
         store.clone(),
@@ -162,8 +163,8 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
             cni_data_dir: cfg.cni_data_dir.clone(),
             state_dir: cfg.state_dir.clone(),
         },
-        followed[0].clone(),
-        followed[1].clone(),
+        networks_rx,
+        namespaces_rx,
         status.clone(),
         metrics.clone(),
         node_file.shared(),
@@ -256,15 +257,22 @@ async fn network_config(
 }
 
 /// Bumps `kick` whenever one of `rxs` changes, until shutdown.
+/// A followed kind as a stream of "it changed" (ends when its follower is gone).
+fn changed_of<T: Send + Sync + 'static>(rx: watch::Receiver<Listed<T>>) -> futures::stream::BoxStream<'static, ()> {
+    use futures::StreamExt;
+    futures::stream::unfold(rx, |mut rx| async move { rx.changed().await.ok().map(|()| ((), rx)) }).boxed()
+}
+
 async fn kick_on_change(
-    mut rxs: Vec<watch::Receiver<Listed<Object>>>,
+    changes: Vec<futures::stream::BoxStream<'static, ()>>,
     kick: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    use futures::StreamExt;
+    let mut all = futures::stream::select_all(changes);
     loop {
-        let changed = futures::future::select_all(rxs.iter_mut().map(|r| Box::pin(r.changed())));
         tokio::select! {
-            (r, _, _) = changed => if r.is_err() { return },
+            ev = all.next() => if ev.is_none() { return },
             _ = shutdown.wait_for(|v| *v) => return,
         }
         kick.send_modify(|k| *k = k.wrapping_add(1));

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use weft_dataplane::Dataplane;
 use weft_policy::nft::CounterKind;
 use weft_policy::{compile, plan, CompileOptions, Model, Namespace, Pod, Ruleset};
-use weft_store::{Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
+use weft_store::{Object, ObjectEntry, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
 use weft_types::{BackendKind, NetworkConfig, NetworkIds};
 
 /// Drop counters are exported every this many periodic passes (once a minute with the default 10 s resync).
@@ -118,22 +118,24 @@ pub fn model_from<'a>(
 /// Objects that do not parse or are refused are reported; the rest are used.
 pub fn model_networks<'a>(
     model: &Model,
-    networks: impl IntoIterator<Item = &'a Object>,
+    networks: impl IntoIterator<Item = &'a ObjectEntry>,
     cfg: &NetworkConfig,
 ) -> (Vec<weft_policy::Network>, Vec<String>) {
     // The networks manager's own admission and namespace resolution, so both always agree on which namespace
     // is on which network.
     let (admitted, mut errors) = crate::networks::parse_networks(networks, cfg);
+    let mut namespaces: BTreeMap<String, BTreeMap<String, String>> =
+        model.pods.iter().map(|p| (p.namespace.clone(), BTreeMap::new())).collect();
+    for ns in &model.namespaces {
+        namespaces.insert(ns.name.clone(), ns.labels.clone());
+    }
+    // The networks manager's node-file budget too: a network it refuses serves no pod.
+    let (admitted, _) = crate::networks::budget::fit(admitted, &namespaces);
     if cfg.backend.kind != BackendKind::Vxlan {
         if !admitted.is_empty() {
             errors.push("networks: tenant networks need the vxlan backend; every pod is on the default network".into());
         }
         return (Vec::new(), errors);
-    }
-    let mut namespaces: BTreeMap<String, BTreeMap<String, String>> =
-        model.pods.iter().map(|p| (p.namespace.clone(), BTreeMap::new())).collect();
-    for ns in &model.namespaces {
-        namespaces.insert(ns.name.clone(), ns.labels.clone());
     }
     let (mut by_net, _conflicts) = crate::networks::desired::resolve_namespaces(&admitted, &namespaces);
     let out = admitted
@@ -197,13 +199,17 @@ impl PolicyEngine {
         };
         let mut rxs = vec![];
         let mut tasks = vec![];
-        for kind in [ObjectKind::Endpoint, ObjectKind::Namespace, ObjectKind::Policy, ObjectKind::Network] {
+        for kind in [ObjectKind::Endpoint, ObjectKind::Namespace, ObjectKind::Policy] {
             let (tx, rx) = watch::channel::<Listed<Object>>(None);
             rxs.push(rx);
             let src = Objects(store.clone(), kind);
             tasks.push(tokio::spawn(follow(src, tx, same, self.metrics.clone(), shutdown.clone())));
         }
-        self.enforce(rxs, &cfg, shutdown).await;
+        // Networks with their creation order, as the networks manager follows them (the oldest wins).
+        let (tx, nets_rx) = watch::channel::<Listed<ObjectEntry>>(None);
+        let src = crate::networks::Entries(store.clone(), ObjectKind::Network);
+        tasks.push(tokio::spawn(follow(src, tx, crate::networks::same_entry, self.metrics.clone(), shutdown.clone())));
+        self.enforce(rxs, nets_rx, &cfg, shutdown).await;
         for t in tasks {
             let _ = t.await;
         }
@@ -212,6 +218,7 @@ impl PolicyEngine {
     async fn enforce(
         &self,
         mut rxs: Vec<watch::Receiver<Listed<Object>>>,
+        mut d: watch::Receiver<Listed<ObjectEntry>>,
         cfg: &NetworkConfig,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -224,7 +231,7 @@ impl PolicyEngine {
         let mut tick = tokio::time::interval(self.resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let [a, b, c, d] = &mut rxs[..] else { unreachable!("four kinds") };
+            let [a, b, c] = &mut rxs[..] else { unreachable!("three kinds") };
             let periodic = tokio::select! {
                 _ = tick.tick() => true,
                 r = a.changed() => { if r.is_err() { return; } false }
@@ -322,11 +329,12 @@ impl PolicyEngine {
                             local_pods: local.len(),
                             ready_pods: local.iter().filter(|p| !p.ips.is_empty()).count(),
                             policies: applied,
+                            // Of the objects as stored (what `weftctl policy wait` computes from the store).
                             model_digest: model_digest_with_networks(
                                 pods.values(),
                                 nss.values(),
                                 pols.values(),
-                                nets.values(),
+                                nets.values().map(|e| e.clone().into_object()).collect::<Vec<_>>().iter(),
                             ),
                             rules: rs.rule_count(),
                             elements: rs.element_count(),
@@ -510,6 +518,7 @@ mod tests {
         ];
         let cfg: NetworkConfig = serde_json::from_value(json!({"clusterCidr": "10.244.0.0/16"})).unwrap();
         assert_eq!(cfg.backend.vni, 1);
+        let nets: Vec<ObjectEntry> = nets.into_iter().map(ObjectEntry::by_key).collect();
         let (networks, errors) = model_networks(&model, nets.iter(), &cfg);
         let got: Vec<(&str, u32, Vec<&str>)> = networks
             .iter()

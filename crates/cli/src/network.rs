@@ -72,7 +72,15 @@ pub fn build(n: &NewNetwork) -> Result<TenantNetwork> {
     Ok(net)
 }
 
-/// The stored networks that decode, and one line per stored object that does not.
+/// The stored network objects, oldest first: the order the agents admit them in (of two conflicting networks
+/// the older wins), so `list` reports the refusals the agents make.
+async fn oldest_first(store: &dyn Store) -> Result<Vec<Object>> {
+    let mut entries = store.object_entries(ObjectKind::Network).await?.items;
+    entries.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
+    Ok(entries.into_iter().map(weft_store::ObjectEntry::into_object).collect())
+}
+
+/// The stored networks that decode (in the order given), and one line per stored object that does not.
 fn decode(items: &[Object]) -> (Vec<TenantNetwork>, Vec<String>) {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
@@ -87,13 +95,13 @@ fn decode(items: &[Object]) -> (Vec<TenantNetwork>, Vec<String>) {
 }
 
 /// `net` may join `existing` (pure): its name is free, its VNI is neither the default network's nor any
-/// stored network's (whichever sorts first), and no namespace it lists by name is listed by another network.
+/// stored network's, and no namespace it lists by name is listed by another network.
 pub fn admit_new(net: &TenantNetwork, existing: &[TenantNetwork], default_vni: u32) -> Result<()> {
     if existing.iter().any(|o| o.name == net.name) {
         bail!("network {} already exists (delete it first, or pick another name)", net.name);
     }
-    // admit_networks keeps the first by name of two networks on one VNI; a new network must never displace a
-    // stored one, so a VNI any stored network holds is refused whatever the names.
+    // The agents keep the older of two networks on one VNI, so a new network would lose anyway; refused here
+    // with a clear message rather than created and refused by every agent.
     if let Some(o) = existing.iter().find(|o| o.vni == net.vni) {
         bail!(TenantError::VniTaken { net: net.name.clone(), vni: net.vni, other: o.name.clone() });
     }
@@ -119,7 +127,9 @@ fn names_network(e: &TenantError, name: &str) -> bool {
         | TenantError::Cidr { net, .. }
         | TenantError::SubnetLen { net, .. }
         | TenantError::VniTaken { net, .. }
-        | TenantError::OverlapsDefault { net, .. } => net == name,
+        | TenantError::OverlapsDefault { net, .. }
+        | TenantError::Selector { net, .. }
+        | TenantError::TooLarge { net, .. } => net == name,
         TenantError::Name(n) => n == name,
         TenantError::Reserved => name == weft_types::tenant::DEFAULT_NETWORK,
     }
@@ -142,7 +152,7 @@ pub fn create(s: &StoreArgs, n: &NewNetwork) -> Result<()> {
     s.with_store(|store| async move {
         let cfg = cluster_config(store.as_ref()).await?;
         let default_vni = cfg.as_ref().map_or(weft_types::network::BackendConfig::default().vni, |c| c.backend.vni);
-        let (existing, _) = decode(&store.objects(ObjectKind::Network).await?.items);
+        let (existing, _) = decode(&oldest_first(store.as_ref()).await?);
         admit_new(&checked, &existing, default_vni)?;
         // The agents refuse a network overlapping the default cluster CIDRs (admit_networks_in): say so now.
         if let Some(c) = &cfg {
@@ -332,11 +342,7 @@ pub fn list(s: &StoreArgs) -> Result<()> {
     let (nets, statuses, default_vni) = s.with_store(|store| async move {
         let cfg = cluster_config(store.as_ref()).await?;
         let vni = cfg.map_or(weft_types::network::BackendConfig::default().vni, |c| c.backend.vni);
-        Ok((
-            store.objects(ObjectKind::Network).await?.items,
-            store.objects(ObjectKind::NetworkStatus).await?.items,
-            vni,
-        ))
+        Ok((oldest_first(store.as_ref()).await?, store.objects(ObjectKind::NetworkStatus).await?.items, vni))
     })?;
     if nets.is_empty() {
         println!("no tenant networks (every namespace is on the default network)");

@@ -88,7 +88,7 @@ pub async fn load_model(store: &dyn Store) -> Result<weft_policy::Model> {
     let pols = store.objects(ObjectKind::Policy).await?;
     let (mut model, mut errors) = weft_agent::policy::model_from(&pods.items, &nss.items, &pols.items);
     // Tenant networks, resolved as the agents resolve them (a store that cannot list them has none).
-    let nets = store.objects(ObjectKind::Network).await.map(|s| s.items).unwrap_or_default();
+    let nets = store.object_entries(ObjectKind::Network).await.map(|s| s.items).unwrap_or_default();
     if !nets.is_empty() {
         match store.network_config().await {
             Ok(cfg) => {

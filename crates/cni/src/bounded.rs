@@ -13,7 +13,8 @@ use weft_types::node_file::{NodeFile, NodeFileError};
 
 /// Cap for stdin and the node file: real configs and node files are a few hundred bytes; a conflist with a long
 /// prevResult a few KiB.
-pub const MAX_INPUT: usize = 1 << 20;
+/// The node file's cap is the agent's (it never writes more), so both always agree.
+pub const MAX_INPUT: usize = weft_types::node_file::MAX_BYTES;
 
 /// Reads `r` to its end, refusing more than `cap` bytes.
 pub fn read_capped(r: impl Read, cap: usize) -> io::Result<Vec<u8>> {

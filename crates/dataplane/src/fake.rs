@@ -51,6 +51,9 @@ struct Inner {
     read_calls: usize,
     vxlan_creations: usize,
     fail: Option<OpFilter>,
+    flushed_zones: Vec<u16>,
+    /// Per tenant device created: the nftables tables as they were at that moment (ordering checks).
+    nft_at_creation: BTreeMap<String, BTreeMap<(String, String), String>>,
 }
 
 #[derive(Default)]
@@ -113,6 +116,16 @@ impl FakeDataplane {
     /// How many times `ensure_vxlan` had to create (or recreate) a device.
     pub fn vxlan_creations(&self) -> usize {
         self.lock().vxlan_creations
+    }
+
+    /// The text of nftables table `family table` when tenant device `link` was (last) created, if it existed.
+    pub fn nft_when_created(&self, link: &str, family: &str, table: &str) -> Option<String> {
+        self.lock().nft_at_creation.get(link)?.get(&(family.to_string(), table.to_string())).cloned()
+    }
+
+    /// The conntrack zones flushed so far, in order.
+    pub fn flushed_zones(&self) -> Vec<u16> {
+        self.lock().flushed_zones.clone()
     }
 
     pub fn nft_table(&self, family: &str, table: &str) -> Option<String> {
@@ -275,8 +288,13 @@ impl Dataplane for FakeDataplane {
     }
 
     async fn ensure_tenant_vxlan(&self, spec: &VxlanSpec, mac: Mac) -> Result<VtepInfo, DataplaneError> {
+        let new = self.link(&spec.name).is_none();
         let v = self.ensure_vxlan(spec).await?;
         let mut g = self.lock();
+        if new {
+            let tables = g.nft.clone();
+            g.nft_at_creation.insert(spec.name.clone(), tables);
+        }
         let link = g.links.get_mut(&spec.name).expect("just ensured");
         link.mac = mac;
         Ok(VtepInfo { ifindex: v.ifindex, mac })
@@ -352,6 +370,14 @@ impl Dataplane for FakeDataplane {
         crate::nft::check_names(family, table)?;
         self.lock().nft.remove(&(family.to_string(), table.to_string()));
         Ok(())
+    }
+
+    async fn flush_conntrack_zone(&self, zone: u16) -> Result<usize, DataplaneError> {
+        if zone == 0 {
+            return Err(DataplaneError::Other("refusing to flush conntrack zone 0".into()));
+        }
+        self.lock().flushed_zones.push(zone);
+        Ok(0)
     }
 
     /// The named counters declared in the stored table, all at zero (the fake forwards no packets); empty when

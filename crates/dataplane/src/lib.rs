@@ -72,6 +72,9 @@ pub trait Dataplane: Send + Sync + 'static {
     async fn nft_script(&self, _script: &str) -> Result<(), DataplaneError> {
         Err(DataplaneError::Nft("incremental nft scripts are not supported by this dataplane".into()))
     }
+    /// Removes every conntrack entry of `zone` (either direction, any family); returns how many. Zone 0 is
+    /// refused. Called before a tenant network's mark slot (and zone) is given to another network.
+    async fn flush_conntrack_zone(&self, zone: u16) -> Result<usize, DataplaneError>;
     /// Named counters of a table as (name, packets, bytes); empty if the table is missing.
     async fn nft_counters(&self, _family: &str, _table: &str) -> Result<Vec<(String, u64, u64)>, DataplaneError> {
         Ok(vec![])

@@ -114,6 +114,14 @@ impl crate::objects::AsObject for Network {
     }
 }
 
+/// The Network as a store entry with its creation order (`creationTimestamp` in seconds, set by the API server
+/// and immutable, then the name), or None when it does not decode.
+pub fn entry_of(n: &Network) -> Option<weft_store::ObjectEntry> {
+    use crate::objects::AsObject;
+    let created = n.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
+    Some(weft_store::ObjectEntry { key: n.key(), created: weft_store::Created(created, n.name()), value: n.value()? })
+}
+
 /// The Kubernetes object for a tenant network: what `kubectl apply` (or the lab's fake) takes.
 pub fn object_of(net: &TenantNetwork) -> Value {
     let mut spec = serde_json::to_value(net).expect("a tenant network serializes");

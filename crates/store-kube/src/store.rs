@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 use weft_store::{
-    LeaseEntry, Object as StoreObject, ObjectKind, Revision, Snapshot, Store, StoreError, WatchEvent, WatchStream,
+    LeaseEntry, Object as StoreObject, ObjectEntry, ObjectKind, Revision, Snapshot, Store, StoreError, WatchEvent,
+    WatchStream,
 };
 use weft_types::tenant::NetworkNodeStatus;
 use weft_types::{Lease, LeaseRequest, NetworkConfig};
@@ -411,5 +412,43 @@ impl Store for KubeStore {
             ObjectKind::Network => self.watch_kind(after, object_convert::<Network>(), Seed::new()).await,
             ObjectKind::NetworkStatus => self.watch_network_statuses(after).await,
         }
+    }
+
+    /// Networks in the order the API server created them (`metadata.creationTimestamp`, then name); the other
+    /// kinds by key, as the trait's default.
+    async fn object_entries(&self, kind: ObjectKind) -> Result<Snapshot<ObjectEntry>, StoreError> {
+        if kind != ObjectKind::Network {
+            let snap = self.objects(kind).await?;
+            return Ok(Snapshot {
+                items: snap.items.into_iter().map(ObjectEntry::by_key).collect(),
+                revision: snap.revision,
+            });
+        }
+        let (nets, revision) = self.networks().await?;
+        let mut items: Vec<ObjectEntry> = nets.iter().filter_map(network::entry_of).collect();
+        items.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(Snapshot { items, revision })
+    }
+
+    async fn watch_object_entries(
+        &self,
+        kind: ObjectKind,
+        after: Revision,
+    ) -> Result<WatchStream<ObjectEntry>, StoreError> {
+        if kind != ObjectKind::Network {
+            use futures::StreamExt;
+            let s = self.watch_objects(kind, after).await?;
+            return Ok(s
+                .map(|ev| {
+                    ev.map(|ev| match ev {
+                        WatchEvent::Put(o) => WatchEvent::Put(ObjectEntry::by_key(o)),
+                        WatchEvent::Delete(k) => WatchEvent::Delete(k),
+                        WatchEvent::Reset => WatchEvent::Reset,
+                    })
+                })
+                .boxed());
+        }
+        let convert = Convert::One(Box::new(|n: &Network| (n.key(), network::entry_of(n))));
+        self.watch_kind(after, convert, Seed::new()).await
     }
 }

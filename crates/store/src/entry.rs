@@ -7,8 +7,9 @@
 use ipnet::Ipv4Net;
 use weft_types::Lease;
 
-/// Creation order of a stored lease; lower is older. Each store fills it with what it has:
-/// etcd `(create_revision, key)`, SQLite `(rowid, node)`, Kubernetes `(creationTimestamp in s, Node name)`.
+/// Creation order of a stored lease or object; lower is older. Each store fills it with what it has:
+/// etcd `(create_revision, key)`, SQLite `(rowid, key)`, Kubernetes `(creationTimestamp in s, name)`. An update
+/// keeps it; only a delete and a new create makes an object younger.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Created(pub i64, pub String);
 
@@ -45,4 +46,25 @@ impl LeaseEntry {
 pub struct Rejected {
     pub key: String,
     pub reason: String,
+}
+
+/// A stored object with its creation order: what tenant-network admission needs, where the oldest of two
+/// conflicting networks wins (a newer object must not take a running network's VNI or namespaces, whatever its
+/// name). (Serialize only so that watchers can fingerprint what they last delivered.)
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ObjectEntry {
+    pub key: String,
+    pub created: Created,
+    pub value: serde_json::Value,
+}
+
+impl ObjectEntry {
+    /// An entry for a store with no creation order of its own: ordered by key.
+    pub fn by_key((key, value): crate::Object) -> Self {
+        Self { created: Created(0, key.clone()), key, value }
+    }
+
+    pub fn into_object(self) -> crate::Object {
+        (self.key, self.value)
+    }
 }

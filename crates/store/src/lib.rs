@@ -39,7 +39,7 @@ mod open;
 pub use admit::{admit, Admission, Reason, Refusal, Rules};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
-pub use entry::{Created, LeaseEntry, Rejected};
+pub use entry::{Created, LeaseEntry, ObjectEntry, Rejected};
 pub use etcd::{EtcdOptions, EtcdSecurity, EtcdSecurityFiles, EtcdStore};
 pub use open::{open, open_with, StoreUrl};
 
@@ -154,4 +154,28 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_object(&self, kind: ObjectKind, key: &str) -> Result<(), StoreError>;
     async fn objects(&self, kind: ObjectKind) -> Result<Snapshot<Object>, StoreError>;
     async fn watch_objects(&self, kind: ObjectKind, after: Revision) -> Result<WatchStream<Object>, StoreError>;
+    /// [`Store::objects`] with each object's creation order (in key order, like `objects`). The default (every
+    /// object equally old, so ordered by key) suits a store with no creation order of its own; the embedded,
+    /// etcd and Kubernetes stores override it.
+    async fn object_entries(&self, kind: ObjectKind) -> Result<Snapshot<ObjectEntry>, StoreError> {
+        let snap = self.objects(kind).await?;
+        Ok(Snapshot { items: snap.items.into_iter().map(ObjectEntry::by_key).collect(), revision: snap.revision })
+    }
+    /// Watch of [`Store::object_entries`].
+    async fn watch_object_entries(
+        &self,
+        kind: ObjectKind,
+        after: Revision,
+    ) -> Result<WatchStream<ObjectEntry>, StoreError> {
+        use futures::StreamExt;
+        let s = self.watch_objects(kind, after).await?;
+        Ok(s.map(|ev| {
+            ev.map(|ev| match ev {
+                WatchEvent::Put(o) => WatchEvent::Put(ObjectEntry::by_key(o)),
+                WatchEvent::Delete(k) => WatchEvent::Delete(k),
+                WatchEvent::Reset => WatchEvent::Reset,
+            })
+        })
+        .boxed())
+    }
 }

@@ -13,6 +13,10 @@ use std::path::Path;
 
 pub const DEFAULT_PATH: &str = "/run/weft/node.json";
 
+/// The plugin reads at most this many bytes of node file (a bigger one is an error for every pod), so the
+/// agent never writes a bigger one ([`NodeFile::store`] refuses).
+pub const MAX_BYTES: usize = 1 << 20;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeFile {
@@ -76,6 +80,8 @@ pub enum NodeFileError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("node file {path}: {bytes} bytes would exceed the plugin's cap of {MAX_BYTES}; not written")]
+    TooLarge { path: String, bytes: usize },
 }
 
 impl NodeFile {
@@ -86,15 +92,24 @@ impl NodeFile {
             .map_err(|source| NodeFileError::Parse { path: path.display().to_string(), source })
     }
 
-    /// Writes atomically: a reader sees the old file or the new one, never a torn one.
+    /// The bytes [`NodeFile::store`] writes.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("node file serializes")
+    }
+
+    /// Writes atomically: a reader sees the old file or the new one, never a torn one. A file the plugin could
+    /// not read (more than [`MAX_BYTES`]) is refused and the old one stays.
     pub fn store(&self, path: &Path) -> Result<(), NodeFileError> {
         let io = |source| NodeFileError::Io { path: path.display().to_string(), source };
+        let body = self.encode();
+        if body.len() > MAX_BYTES {
+            return Err(NodeFileError::TooLarge { path: path.display().to_string(), bytes: body.len() });
+        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        let body = serde_json::to_vec_pretty(self).expect("node file serializes");
         f.write_all(&body).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
@@ -131,6 +146,11 @@ mod tests {
         assert_eq!(NodeFile::load(&p).unwrap(), nf);
         assert_eq!(nf.network_of("team-a").map(|n| n.vni), Some(100));
         assert!(nf.network_of("team-b").is_none());
+        // A file the plugin could not read is never written; the previous one stays.
+        let mut big = nf.clone();
+        big.pending_namespaces = (0..20_000).map(|i| format!("{i:0>60}")).collect();
+        assert!(matches!(big.store(&p), Err(NodeFileError::TooLarge { .. })));
+        assert_eq!(NodeFile::load(&p).unwrap(), nf);
         std::fs::write(&p, br#"{"subnet":"10.0.0.0/24","mtu":1500,"bogus":1}"#).unwrap();
         assert!(matches!(NodeFile::load(&p), Err(NodeFileError::Parse { .. })));
         std::fs::remove_dir_all(dir).unwrap();

@@ -99,7 +99,20 @@ pub enum TenantError {
     OverlapsDefault { net: String, default: String },
     #[error("network {net}: VNI {vni} is already used by {other}")]
     VniTaken { net: String, vni: u32, other: String },
+    #[error("network {net}: namespaces: {why}")]
+    Selector { net: String, why: String },
+    #[error("network {net}: the object is {bytes} bytes, more than {max}")]
+    TooLarge { net: String, bytes: usize, max: usize },
 }
+
+/// At most this many namespaces listed by name in one network (a label selector serves more).
+pub const MAX_NAMES: usize = 256;
+/// At most this many `matchLabels` pairs in one network.
+pub const MAX_LABELS: usize = 16;
+/// At most this many bytes of JSON per network object. Every agent writes the namespaces of every network it
+/// serves into the node file, which the plugin reads up to `node_file::MAX_BYTES`: unbounded objects would let
+/// whoever can create one Network object blind the plugin for every pod on every node.
+pub const MAX_OBJECT_BYTES: usize = 32 * 1024;
 
 /// The kernel ids of one tenant network on every node, derived from its VNI.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,12 +134,65 @@ impl NetworkIds {
 }
 
 fn is_dns_label(s: &str) -> bool {
+    s.len() <= 32 && is_dns1123_label(s)
+}
+
+/// A Kubernetes namespace name: DNS-1123 label of at most 63 characters.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty() && b.len() <= 63 && alnum(b[0]) && alnum(b[b.len() - 1]) && b.iter().all(|c| alnum(*c) || *c == b'-')
+}
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, at most 63: a label key's name part, and a non-empty value.
+fn is_qualified_part(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.len() <= 32
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A Kubernetes label key: `[prefix/]name`, the prefix a DNS-1123 subdomain of at most 253 characters.
+pub fn is_label_key(s: &str) -> bool {
+    match s.split_once('/') {
+        None => is_qualified_part(s),
+        Some((prefix, name)) => {
+            prefix.len() <= 253 && prefix.split('.').all(is_dns1123_label) && is_qualified_part(name)
+        }
+    }
+}
+
+/// A Kubernetes label value: empty, or a qualified name part.
+pub fn is_label_value(s: &str) -> bool {
+    s.is_empty() || is_qualified_part(s)
+}
+
+impl NamespaceSelector {
+    /// Names and labels as the API server allows them, and at most [`MAX_NAMES`] / [`MAX_LABELS`].
+    fn check(&self) -> Result<(), String> {
+        // Hostile input is cut short in messages.
+        let short = |s: &str| s.chars().take(70).collect::<String>();
+        if self.names.len() > MAX_NAMES {
+            return Err(format!("{} names listed, at most {MAX_NAMES}", self.names.len()));
+        }
+        if let Some(n) = self.names.iter().find(|n| !is_dns1123_label(n)) {
+            return Err(format!("name {:?} is not a DNS-1123 label of at most 63 characters", short(n)));
+        }
+        if self.match_labels.len() > MAX_LABELS {
+            return Err(format!("{} matchLabels, at most {MAX_LABELS}", self.match_labels.len()));
+        }
+        for (k, v) in &self.match_labels {
+            if !is_label_key(k) {
+                return Err(format!("label key {:?} is not a Kubernetes label key", short(k)));
+            }
+            if !is_label_value(v) {
+                return Err(format!("label value {:?} (key {}) is not a Kubernetes label value", short(v), short(k)));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn v4_unusable(c: Ipv4Net) -> Option<&'static str> {
@@ -171,6 +237,11 @@ impl TenantNetwork {
             return Err(TenantError::Name(self.name.clone()));
         }
         let net = || self.name.clone();
+        self.namespaces.check().map_err(|why| TenantError::Selector { net: net(), why })?;
+        let bytes = serde_json::to_vec(self).map_or(usize::MAX, |v| v.len());
+        if bytes > MAX_OBJECT_BYTES {
+            return Err(TenantError::TooLarge { net: net(), bytes, max: MAX_OBJECT_BYTES });
+        }
         if self.vni == 0 || self.vni > 0xff_ffff {
             return Err(TenantError::Vni { net: net(), vni: self.vni });
         }
@@ -267,14 +338,16 @@ pub struct NetworkNodeStatus {
 }
 
 /// Checks a set of networks together: each on its own, and no VNI used twice or equal to the default
-/// network's. Returns the networks that may be programmed and one error per refused network; of two networks
-/// claiming one VNI the one first by name keeps it (deterministic on every node).
+/// network's. `nets` comes **oldest first** (the store's creation order, see `weft_store::ObjectEntry`); of
+/// two networks claiming one VNI the older keeps it, and the result keeps that order, so a namespace selected
+/// by two networks goes to the older too ([`network_of`]). Not by name: whoever may create a Network object
+/// could otherwise take a running network's VNI or namespaces with a name that sorts first. Returns the
+/// networks that may be programmed and one error per refused network.
 pub fn admit_networks(
     nets: impl IntoIterator<Item = TenantNetwork>,
     default_vni: u32,
 ) -> (Vec<TenantNetwork>, Vec<TenantError>) {
-    let mut all: Vec<TenantNetwork> = nets.into_iter().collect();
-    all.sort_by(|a, b| a.name.cmp(&b.name));
+    let all: Vec<TenantNetwork> = nets.into_iter().collect();
     let mut ok: Vec<TenantNetwork> = Vec::new();
     let mut errs = Vec::new();
     for n in all {
@@ -329,8 +402,8 @@ pub fn admit_networks_in(
     (ok, errs)
 }
 
-/// The network a namespace's pods belong to: the first admitted network (by name) that selects it, else None
-/// (the default network). The second network selecting the same namespace is reported by the caller.
+/// The network a namespace's pods belong to: the first admitted network (the oldest, in admission order) that
+/// selects it, else None (the default network). The second network selecting the same namespace is reported by the caller.
 pub fn network_of<'a>(
     nets: &'a [TenantNetwork],
     namespace: &str,
@@ -392,18 +465,79 @@ mod tests {
         assert!(unknown.is_err(), "unknown fields (a table id) are refused");
     }
 
+    /// The attack: a running network `red` (created first) holds VNI 7 and namespace `a`; someone creates
+    /// `aaa` (a name that sorts first) with the same VNI and namespace. Decided by name, as before, `aaa` took
+    /// both; decided by age, the older `red` keeps them and `aaa` is refused.
     #[test]
-    fn admission_keeps_one_network_per_vni_deterministically() {
-        let (ok, errs) = admit_networks(
-            [net("red", "10.60.0.0/16", 7), net("blue", "10.50.0.0/16", 7), net("green", "10.50.0.0/16", 1)],
-            1,
-        );
-        assert_eq!(ok.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["blue"]);
+    fn admission_keeps_one_network_per_vni_and_the_oldest_wins() {
+        let oldest_first =
+            [net("red", "10.60.0.0/16", 7), net("blue", "10.50.0.0/16", 7), net("green", "10.50.0.0/16", 1)];
+        let (ok, errs) = admit_networks(oldest_first, 1);
+        assert_eq!(ok.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["red"]);
         assert_eq!(errs.len(), 2);
         assert!(errs
             .iter()
-            .any(|e| matches!(e, TenantError::VniTaken { net, other, .. } if net == "red" && other == "blue")));
+            .any(|e| matches!(e, TenantError::VniTaken { net, other, .. } if net == "blue" && other == "red")));
         assert!(errs.iter().any(|e| matches!(e, TenantError::VniTaken { other, .. } if other == "default")));
+
+        let (ok, errs) = admit_networks([net("red", "10.60.0.0/16", 7), net("aaa", "10.70.0.0/16", 7)], 1);
+        assert_eq!(ok.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["red"], "{errs:?}");
+        // A newer network selecting an older one's namespace does not get it either, whatever its name.
+        let (ok, _) = admit_networks([net("red", "10.60.0.0/16", 7), net("aaa", "10.70.0.0/16", 8)], 1);
+        assert_eq!(network_of(&ok, "a", &BTreeMap::new()).map(|n| n.name.as_str()), Some("red"));
+        let (ok, _) = admit_networks([net("aaa", "10.70.0.0/16", 8), net("red", "10.60.0.0/16", 7)], 1);
+        assert_eq!(network_of(&ok, "a", &BTreeMap::new()).map(|n| n.name.as_str()), Some("aaa"));
+    }
+
+    /// Each of these used to be admitted, and every agent wrote its names into the node file: a few such objects
+    /// grew the file past the plugin's 1 MiB cap, and then no pod on any node could be created.
+    #[test]
+    fn oversized_selectors_and_bad_names_or_labels_are_refused() {
+        let with = |f: &dyn Fn(&mut NamespaceSelector)| {
+            let mut n = net("blue", "10.50.0.0/16", 100);
+            f(&mut n.namespaces);
+            n.validate()
+        };
+        let long = "a".repeat(63);
+        assert!(with(&|s| s.names = vec![long.clone(); MAX_NAMES]).is_ok(), "the bounds themselves are valid");
+        let mut big = BTreeMap::new();
+        for i in 0..MAX_LABELS {
+            big.insert(format!("{}ex/{i:0>61}", format!("{}.", "d".repeat(60)).repeat(4)), "v".repeat(63));
+        }
+        assert!(with(&|s| s.match_labels = big.clone()).is_ok());
+        type Edit<'a> = &'a dyn Fn(&mut NamespaceSelector);
+        let bad: [(Edit, &str); 9] = [
+            (&|s| s.names = vec!["a".into(); MAX_NAMES + 1], "257 names"),
+            (&|s| s.names = vec!["a".repeat(64)], "not a DNS-1123 label"),
+            (&|s| s.names = vec!["Team".into()], "not a DNS-1123 label"),
+            (&|s| s.names = vec!["a\"\n".into()], "not a DNS-1123 label"),
+            (
+                &|s| s.match_labels = (0..=MAX_LABELS).map(|i| (format!("k{i}"), String::new())).collect(),
+                "17 matchLabels",
+            ),
+            (&|s| s.match_labels = [("k".repeat(64), "v".into())].into(), "label key"),
+            (&|s| s.match_labels = [("-k".into(), "v".into())].into(), "label key"),
+            (
+                &|s| {
+                    s.match_labels = [(format!("{}ex/k", format!("{}.", "d".repeat(60)).repeat(5)), "v".into())].into()
+                },
+                "label key",
+            ),
+            (&|s| s.match_labels = [("k".into(), "v v".into())].into(), "label value"),
+        ];
+        for (f, why) in bad {
+            let e = with(f).unwrap_err();
+            assert!(matches!(e, TenantError::Selector { .. }) && e.to_string().contains(why), "{why}: {e}");
+            assert!(e.to_string().len() < 300, "hostile input is cut short in the message: {e}");
+        }
+        assert!(with(&|s| s.match_labels = [("k".into(), String::new())].into()).is_ok(), "empty value is valid");
+        // The whole object is bounded too, and one refused object leaves the others admitted.
+        let mut huge = net("huge", "10.60.0.0/16", 8);
+        huge.namespaces.names = vec!["n".repeat(63); 10_000];
+        let (ok, errs) = admit_networks([huge, net("blue", "10.50.0.0/16", 100)], 1);
+        assert_eq!(ok.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["blue"]);
+        assert!(matches!(&errs[..], [TenantError::Selector { net, .. }] if net == "huge"), "{errs:?}");
+        const { assert!(MAX_OBJECT_BYTES * 8 < crate::node_file::MAX_BYTES, "one object alone fits the node file") };
     }
 
     #[test]

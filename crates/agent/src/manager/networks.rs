@@ -23,8 +23,8 @@ use crate::backend::vxlan::{vtep_mac, OVERHEAD_IPV4, OVERHEAD_IPV6};
 use crate::backend::LocalNode;
 use crate::follow::Listed;
 use crate::metrics::Metrics;
-use crate::networks::desired::{plan, Local, PlanInput, Served};
-use crate::networks::{held, load_known, parse_namespaces, parse_networks, slots, store_known};
+use crate::networks::desired::{self, plan, Local, PlanInput, Served};
+use crate::networks::{budget, held, load_known, parse_namespaces, parse_networks, slots, store_known};
 use crate::status::{NetworkStatus, SharedStatus};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +33,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use weft_dataplane::networks::{diff_networks, NetworksScope};
 use weft_dataplane::{Dataplane, Op, VxlanSpec};
-use weft_store::{Object, ObjectKind, Store};
+use weft_store::{Object, ObjectEntry, ObjectKind, Store};
 use weft_types::tenant::{NetworkNodeStatus, TenantNetwork};
 use weft_types::{NetworkConfig, NodeNetwork};
 
@@ -52,7 +52,7 @@ pub struct NetworksManager {
     dp: Arc<dyn Dataplane>,
     store: Arc<dyn Store>,
     cfg: NetworksConfig,
-    networks: watch::Receiver<Listed<Object>>,
+    networks: watch::Receiver<Listed<ObjectEntry>>,
     namespaces: watch::Receiver<Listed<Object>>,
     status: SharedStatus,
     metrics: Arc<Metrics>,
@@ -74,6 +74,8 @@ pub struct NetworksManager {
     /// The isolation table as last applied; None when none is installed (or not known yet).
     iso_text: Option<String>,
     iso_checked: bool,
+    /// VNIs the applied isolation table isolates (a network gets its device only once it is in there).
+    iso_vnis: BTreeSet<u32>,
 }
 
 impl NetworksManager {
@@ -82,7 +84,7 @@ impl NetworksManager {
         dp: Arc<dyn Dataplane>,
         store: Arc<dyn Store>,
         cfg: NetworksConfig,
-        networks: watch::Receiver<Listed<Object>>,
+        networks: watch::Receiver<Listed<ObjectEntry>>,
         namespaces: watch::Receiver<Listed<Object>>,
         status: SharedStatus,
         metrics: Arc<Metrics>,
@@ -112,6 +114,7 @@ impl NetworksManager {
             offered,
             iso_text: None,
             iso_checked: false,
+            iso_vnis: BTreeSet::new(),
         }
     }
 
@@ -152,7 +155,13 @@ impl Manager for NetworksManager {
         let (nets, mut warnings) = parse_networks(net_objs.values(), &self.cfg.net);
         let (namespaces, ns_errors) = parse_namespaces(ns_objs.values());
         warnings.extend(ns_errors);
+        // Networks the node file has no room for are refused like invalid objects, newest first.
+        let (nets, too_big) = budget::fit(nets, &namespaces);
+        warnings.extend(too_big.iter().map(|(n, why)| format!("network {n}: {why}")));
 
+        // Networks with kernel state already (devices of the last pass; on the first, the rules found): they keep
+        // it whatever happens to the isolation table below.
+        let mut in_kernel: BTreeSet<u32> = self.devices.keys().copied().collect();
         // Kernel first: on the first pass the slots come from the rules the kernel holds.
         let slots_now = match &self.slots {
             Some(s) => s.clone(),
@@ -162,6 +171,7 @@ impl Manager for NetworksManager {
                 if !rec.is_empty() {
                     tracing::info!(slots = ?rec, "fwmark slots recovered from the kernel");
                 }
+                in_kernel.extend(rec.keys().copied());
                 rec
             }
         };
@@ -184,20 +194,60 @@ impl Manager for NetworksManager {
         }
 
         let wanted: BTreeSet<u32> = nets.iter().chain(draining.iter()).map(|n| n.vni).collect();
-        let (slot_map, no_slot) = slots::assign(&slots_now, &wanted);
+        let (mut slot_map, no_slot) = slots::assign(&slots_now, &wanted);
         for vni in no_slot {
             warnings.push(format!("VNI {vni}: no free fwmark slot (255 networks per node at most)"));
         }
+        // A slot new to its network may have served another one before (freed, or left by a network deleted
+        // while the agent was down): that network's conntrack entries in the slot's zone would be found by the
+        // new network's packets (a reply taken as established, a masqueraded reply's mark restored into the new
+        // network's table). Flushed before anything of the new network exists; until that succeeds the network
+        // gets no slot, so nothing of it is programmed or offered.
+        for (vni, slot) in slots::newly_assigned(&slots_now, &slot_map) {
+            match self.dp.flush_conntrack_zone(u16::from(slot)).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(vni, slot, entries = n, "conntrack zone of a reused mark slot flushed");
+                    }
+                }
+                Err(e) => {
+                    warnings.push(format!("VNI {vni}: {e}; the network waits for its slot {slot}"));
+                    slot_map.remove(&vni);
+                }
+            }
+        }
         self.slots = Some(slot_map.clone());
 
-        // Devices for every network this node can serve.
+        let every: Vec<TenantNetwork> = nets.iter().chain(draining.iter()).cloned().collect();
+        let node_ips: Vec<std::net::IpAddr> = peers.iter().map(|l| l.node_ip).chain([view.me.node_ip]).collect();
+        let (net_cfg, backend_name) = (self.cfg.net.clone(), self.cfg.backend.clone());
+        let local = Local { me: view.me, cfg: &net_cfg, backend: &backend_name, mtu: self.cfg.mtu };
+
+        // Isolation first: a network about to get its device and rules for the first time is put into the
+        // isolation table before either exists, so no packet ever crosses `wn<vni>` unmarked and unisolated
+        // (before, the first network of a node had its device and rules a moment before any table existed).
         let my_mac = vtep_mac(&view.me.backend_data);
-        let mut devices: BTreeMap<u32, u32> = BTreeMap::new();
         let serving = self.cfg.backend == "vxlan";
+        let upcoming: Vec<TenantNetwork> = every
+            .iter()
+            .filter(|n| serving && my_mac.is_some() && slot_map.contains_key(&n.vni))
+            .filter(|n| desired::serves(&local, n, peers.iter()).is_ok())
+            .cloned()
+            .collect();
+        let new_here = upcoming.iter().any(|n| !self.iso_vnis.contains(&n.vni));
+        if new_here
+            && self.sync_isolation(&upcoming, &slot_map, &every, &node_ips, false, &mut warnings).await.is_none()
+        {
+            tracing::warn!("isolation table not applied; new tenant networks wait for it");
+        }
+
+        // Devices for every network this node can serve, once the isolation table holds it.
+        let mut devices: BTreeMap<u32, u32> = BTreeMap::new();
         if let (true, Some(mac)) = (serving, my_mac) {
             for n in nets.iter().chain(draining.iter()) {
                 let has_subnet = self.cfg.net.index_of(view.me.subnet).and_then(|i| n.subnet_for(i)).is_some();
-                if !has_subnet || !slot_map.contains_key(&n.vni) {
+                let isolated = self.iso_vnis.contains(&n.vni) || in_kernel.contains(&n.vni);
+                if !has_subnet || !slot_map.contains_key(&n.vni) || !isolated {
                     continue;
                 }
                 // Between full passes a device created before is taken as it is (a pass woken by a peer change
@@ -221,7 +271,6 @@ impl Manager for NetworksManager {
             self.devices = devices.iter().map(|(v, i)| (*v, (*i, mac))).collect();
         }
 
-        let local = Local { me: view.me, cfg: &self.cfg.net, backend: &self.cfg.backend, mtu: self.cfg.mtu };
         let input = PlanInput {
             nets: &nets,
             draining: &draining,
@@ -233,6 +282,9 @@ impl Manager for NetworksManager {
         };
         let mut p = plan(&local, input);
         warnings.append(&mut p.warnings);
+        for (name, why) in too_big {
+            p.statuses.insert(name, NetworkNodeStatus { reason: Some(why), ..Default::default() });
+        }
 
         // Node file removals before the kernel's: a deleted network stops taking pods at once. Additions come
         // after the kernel and the isolation table are in place, so no pod ever runs on a network half-built.
@@ -266,10 +318,12 @@ impl Manager for NetworksManager {
             }
         }
 
-        // The isolation firewall, then the node file with every network it accepted.
-        let every: Vec<TenantNetwork> = nets.iter().chain(draining.iter()).cloned().collect();
-        let node_ips: Vec<std::net::IpAddr> = peers.iter().map(|l| l.node_ip).chain([view.me.node_ip]).collect();
-        match self.sync_isolation(&p.served, &every, &node_ips, view.full, &mut warnings).await {
+        // The isolation firewall for what is programmed now (normally what the first step applied already),
+        // then the node file with every network it accepted.
+        let served_nets: Vec<TenantNetwork> =
+            every.iter().filter(|n| p.served.iter().any(|s| s.name == n.name)).cloned().collect();
+        let served_slots: BTreeMap<u32, u8> = p.served.iter().map(|s| (s.vni, s.slot)).collect();
+        match self.sync_isolation(&served_nets, &served_slots, &every, &node_ips, view.full, &mut warnings).await {
             Some(accepted) => {
                 let offered: Vec<NodeNetwork> =
                     p.node_networks.iter().filter(|n| accepted.contains(&n.name)).cloned().collect();
@@ -392,7 +446,7 @@ impl NetworksManager {
             .into_iter()
             .collect();
         let mut file = self.node_file.lock().unwrap_or_else(|e| e.into_inner());
-        let r = file.set_pending(pending.clone()).and_then(|()| file.set_networks(nets));
+        let r = file.set_offer(nets, pending);
         drop(file);
         match r {
             Ok(()) => self.offered = names,
@@ -404,14 +458,15 @@ impl NetworksManager {
     /// could not be applied (then nothing new is offered to the CNI).
     async fn sync_isolation(
         &mut self,
-        served: &[Served],
+        served_nets: &[TenantNetwork],
+        slots: &BTreeMap<u32, u8>,
         admitted: &[TenantNetwork],
         node_ips: &[std::net::IpAddr],
         full: bool,
         warnings: &mut Vec<String>,
     ) -> Option<BTreeSet<String>> {
         use weft_policy::isolation::{isolation, TABLE};
-        if served.is_empty() {
+        if served_nets.is_empty() {
             // No tenant network here: the default datapath as it always was, without the table.
             if self.iso_text.is_some() || !self.iso_checked {
                 if let Err(e) = self.dp.delete_nft("inet", TABLE).await {
@@ -421,14 +476,12 @@ impl NetworksManager {
                 self.iso_text = None;
                 self.iso_checked = true;
             }
+            self.iso_vnis.clear();
             return Some(BTreeSet::new());
         }
         // One builder of the table's input for the agent (netfw's, in crate::firewall).
-        let served_nets: Vec<TenantNetwork> =
-            admitted.iter().filter(|n| served.iter().any(|s| s.name == n.name)).cloned().collect();
-        let slots: BTreeMap<u32, u8> = served.iter().map(|s| (s.vni, s.slot)).collect();
         let (c4, c6) = (self.cfg.net.cluster_cidr, self.cfg.net.cluster_cidr6);
-        let iso = isolation(&crate::firewall::isolation_input(&served_nets, &slots, admitted, node_ips, c4, c6));
+        let iso = isolation(&crate::firewall::isolation_input(served_nets, slots, admitted, node_ips, c4, c6));
         warnings.extend(iso.refused.iter().map(|e| format!("isolation: {e}")));
         let text = iso.table.render();
         let counters = if full { self.dp.nft_counters("inet", TABLE).await.unwrap_or_default() } else { vec![] };
@@ -439,6 +492,7 @@ impl NetworksManager {
             }
             if let Err(e) = self.dp.apply_nft("inet", TABLE, &text).await {
                 warnings.push(format!("applying inet {TABLE}: {e}"));
+                // nft applies a table atomically: the previous one (and `iso_vnis`) still holds.
                 self.iso_text = None;
                 return None;
             }
@@ -452,7 +506,9 @@ impl NetworksManager {
                 .collect();
             self.metrics.set_isolation_drops(&per_net);
         }
-        Some(iso.table.counters.iter().filter_map(|c| c.network.clone()).collect())
+        let accepted: BTreeSet<String> = iso.table.counters.iter().filter_map(|c| c.network.clone()).collect();
+        self.iso_vnis = served_nets.iter().filter(|n| accepted.contains(&n.name)).map(|n| n.vni).collect();
+        Some(accepted)
     }
 
     /// Writes each network's status on this node to the store when it changed; removes ours for networks gone.
@@ -543,13 +599,16 @@ mod tests {
         }
     }
 
-    fn objects(nets: &[(&str, u32)]) -> Listed<Object> {
+    /// Network objects created in the order given.
+    fn objects(nets: &[(&str, u32)]) -> Listed<ObjectEntry> {
         let m = nets
             .iter()
-            .map(|(n, vni)| {
-                let v =
+            .enumerate()
+            .map(|(i, (n, vni))| {
+                let value =
                     serde_json::json!({"name": n, "cidr": "10.50.0.0/16", "vni": vni, "namespaces": {"names": [n]}});
-                (n.to_string(), (n.to_string(), v))
+                let created = weft_store::Created(i as i64, n.to_string());
+                (n.to_string(), ObjectEntry { key: n.to_string(), created, value })
             })
             .collect();
         Some(Arc::new(m))
@@ -571,7 +630,7 @@ mod tests {
             Rig { dir, fake, store, underlay }
         }
 
-        fn manager(&self, nets: Listed<Object>) -> (NetworksManager, watch::Sender<Listed<Object>>) {
+        fn manager(&self, nets: Listed<ObjectEntry>) -> (NetworksManager, watch::Sender<Listed<ObjectEntry>>) {
             let cfg: NetworkConfig = serde_json::from_str(r#"{"clusterCidr":"10.244.0.0/16"}"#).unwrap();
             let nf_path = self.dir.path().join("node.json");
             let previous = NodeFile::load(&nf_path).ok();
@@ -635,6 +694,12 @@ mod tests {
         let (mut m, _tx) = rig.manager(objects(&[("blue", 100), ("red", 200)]));
         pass(&mut m).await;
         assert_eq!(rig.slots(), [(100, 1), (200, 2)].into());
+        assert_eq!(rig.fake.flushed_zones(), [1, 2], "new slots start with an empty conntrack zone");
+        // The isolation table held both networks before their devices existed (the node's first networks).
+        for dev in ["wn100", "wn200"] {
+            let t = rig.fake.nft_when_created(dev, "inet", "weft-net").unwrap_or_default();
+            assert!(t.contains(&format!("\"{dev}\"")), "{dev} created before its isolation:\n{t}");
+        }
         assert_eq!(rig.offered(), ["blue", "red"]);
         assert!(rig.fake.nft_table("inet", "weft-net").is_some(), "isolation table applied");
         let statuses = rig.store.objects(ObjectKind::NetworkStatus).await.unwrap().items;
@@ -647,6 +712,7 @@ mod tests {
         rig.fake.take_applied();
         pass(&mut m).await;
         assert_eq!(rig.slots(), [(100, 1), (200, 2), (300, 3)].into());
+        assert_eq!(rig.fake.flushed_zones(), [1, 2, 3], "a restart flushes only the new network's zone");
         assert!(
             !rig.fake.applied().iter().any(|o| matches!(o, Op::DelRule(_) | Op::DelTableRoute(_))),
             "a restart removed state: {:?}",
@@ -673,5 +739,15 @@ mod tests {
         assert!(rig.fake.link("wn200").is_none());
         assert!(!rig.fake.networks_state().routes.keys().any(|(t, _)| *t == 0x5700_00c8));
         assert!(rig.fake.link("wn100").is_some());
+
+        // red's slot 2 is free: a new network gets it, and its zone is flushed first (red's connections gone).
+        tx.send_replace(objects(&[("aaa", 300), ("blue", 100), ("teal", 400)]));
+        pass(&mut m).await;
+        assert_eq!(rig.slots(), [(100, 1), (300, 3), (400, 2)].into());
+        assert_eq!(rig.fake.flushed_zones(), [1, 2, 3, 2]);
+        let t = rig.fake.nft_when_created("wn400", "inet", "weft-net").unwrap_or_default();
+        assert!(t.contains("\"wn400\"") && t.contains("\"wn100\""), "wn400 created before its isolation:\n{t}");
+        pass(&mut m).await;
+        assert_eq!(rig.fake.flushed_zones(), [1, 2, 3, 2], "only once");
     }
 }

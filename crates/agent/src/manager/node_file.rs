@@ -50,23 +50,18 @@ impl NodeFileWriter {
         &self.networks
     }
 
-    /// Sets the namespaces the plugin must refuse for now (their network is not offered here) and writes the
-    /// file if they changed.
-    pub fn set_pending(&mut self, pending: Vec<String>) -> Result<(), weft_types::node_file::NodeFileError> {
-        if self.pending == pending {
+    /// Sets both the networks and the pending namespaces in one write (a namespace moving between them is never
+    /// in neither, nor counted twice against the size cap); on failure nothing changes.
+    pub fn set_offer(
+        &mut self,
+        networks: Vec<NodeNetwork>,
+        pending: Vec<String>,
+    ) -> Result<(), weft_types::node_file::NodeFileError> {
+        if self.networks == networks && self.pending == pending {
             return Ok(());
         }
-        self.pending = pending;
-        self.write()
-    }
-
-    /// Sets the tenant networks and writes the file if it changed.
-    pub fn set_networks(&mut self, networks: Vec<NodeNetwork>) -> Result<(), weft_types::node_file::NodeFileError> {
-        if self.networks == networks {
-            return Ok(());
-        }
-        self.networks = networks;
-        self.write()
+        let old = (std::mem::replace(&mut self.networks, networks), std::mem::replace(&mut self.pending, pending));
+        self.write().inspect_err(|_| (self.networks, self.pending) = old)
     }
 }
 

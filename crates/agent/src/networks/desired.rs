@@ -110,7 +110,7 @@ pub fn capacity(subnet: Ipv4Net) -> u32 {
 }
 
 /// Why this node cannot serve `n`, or its subnets.
-fn serves<'a>(
+pub fn serves<'a>(
     local: &Local<'_>,
     n: &TenantNetwork,
     mut peers: impl Iterator<Item = &'a Lease>,

@@ -2,11 +2,13 @@
 //!
 //! - [`desired`]: store networks + namespaces + leases → kernel state, node-file entries, statuses (pure);
 //! - [`slots`]: the node-local fwmark slot of each network, recovered from the kernel on restart (pure);
+//! - [`budget`]: which admitted networks fit in the node file the plugin can read (pure);
 //! - here: reading store objects (one bad object skipped and named, the rest used), counting the addresses
 //!   local pods hold in a network's CNI pool, and the file that remembers which networks have kernel state
 //!   (so a network deleted while the agent was down still drains).
 //!
 //! The manager that runs them on the supervisor's loop is `crate::manager::networks`.
+pub mod budget;
 pub mod desired;
 pub mod slots;
 
@@ -15,7 +17,7 @@ use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use weft_store::{Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
+use weft_store::{Object, ObjectEntry, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
 use weft_types::tenant::{admit_networks_in, TenantNetwork};
 use weft_types::NetworkConfig;
 
@@ -41,14 +43,40 @@ pub fn same(a: &Object, b: &Object) -> bool {
     a.1 == b.1
 }
 
-/// Store networks → the admitted ones (sorted by name) and one message per refused object, naming its key.
+/// Follows one kind of store object with its creation order (networks: the oldest wins a conflict).
+pub struct Entries(pub Arc<dyn Store>, pub ObjectKind);
+
+impl Source<ObjectEntry> for Entries {
+    fn list(&self) -> BoxFuture<'_, Result<Snapshot<ObjectEntry>, StoreError>> {
+        self.0.object_entries(self.1)
+    }
+    fn watch(&self, after: Revision) -> BoxFuture<'_, Result<WatchStream<ObjectEntry>, StoreError>> {
+        self.0.watch_object_entries(self.1, after)
+    }
+    fn key(&self, o: &ObjectEntry) -> String {
+        o.key.clone()
+    }
+    fn what(&self) -> &'static str {
+        self.1.as_str()
+    }
+}
+
+pub fn same_entry(a: &ObjectEntry, b: &ObjectEntry) -> bool {
+    a.value == b.value && a.created == b.created
+}
+
+/// Store networks → the admitted ones, **oldest first** (the store's creation order, then key), and one
+/// message per refused object, naming its key. Of two networks claiming one VNI or one namespace the older
+/// keeps it, so a newer object cannot take a running network's VNI or namespaces by its name.
 pub fn parse_networks<'a>(
-    objects: impl IntoIterator<Item = &'a Object>,
+    objects: impl IntoIterator<Item = &'a ObjectEntry>,
     default: &NetworkConfig,
 ) -> (Vec<TenantNetwork>, Vec<String>) {
     let mut errors = Vec::new();
     let mut parsed = Vec::new();
-    for (key, v) in objects {
+    let mut objects: Vec<&ObjectEntry> = objects.into_iter().collect();
+    objects.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
+    for ObjectEntry { key, value: v, .. } in objects {
         match serde_json::from_value::<TenantNetwork>(v.clone()) {
             Ok(n) if n.name != *key => errors.push(format!("network {key}: names itself {:?}", n.name)),
             Ok(n) => parsed.push(n),

@@ -60,6 +60,12 @@ pub fn assign(current: &BTreeMap<u32, u8>, wanted: &BTreeSet<u32>) -> (BTreeMap<
     (out, missing)
 }
 
+/// The (VNI, slot) pairs of `next` that `current` did not have: slots given to a network now, whose conntrack
+/// zone may still hold entries of the network that had the slot before.
+pub fn newly_assigned(current: &BTreeMap<u32, u8>, next: &BTreeMap<u32, u8>) -> Vec<(u32, u8)> {
+    next.iter().filter(|(v, s)| current.get(v) != Some(s)).map(|(v, s)| (*v, *s)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,9 +101,11 @@ mod tests {
     fn never_remapped_while_running_released_when_gone() {
         let (m, _) = assign(&BTreeMap::new(), &[10, 20, 30].into());
         assert_eq!(m, [(10, 1), (20, 2), (30, 3)].into());
-        // 10 goes away: 20 and 30 keep theirs; a new network reuses the freed slot 1.
-        let (m, _) = assign(&m, &[20, 30, 40].into());
-        assert_eq!(m, [(20, 2), (30, 3), (40, 1)].into());
+        // 10 goes away: 20 and 30 keep theirs; a new network reuses the freed slot 1, and only it is new.
+        let (m2, _) = assign(&m, &[20, 30, 40].into());
+        assert_eq!(m2, [(20, 2), (30, 3), (40, 1)].into());
+        assert_eq!(newly_assigned(&m, &m2), [(40, 1)]);
+        assert!(newly_assigned(&m2, &m2).is_empty(), "a network keeping its slot is never flushed");
     }
 
     #[test]

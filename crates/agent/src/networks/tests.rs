@@ -129,7 +129,8 @@ fn overlap_with_the_default_cluster_cidr_also_drops_the_node_rule() {
 }
 
 #[test]
-fn a_namespace_claimed_twice_goes_to_the_first_by_name_and_is_reported() {
+fn a_namespace_claimed_twice_goes_to_the_oldest_and_is_reported() {
+    // Admission order (oldest first): blue, then red.
     let mut blue = net("blue", "10.50.0.0/16", 100, &["shared"]);
     blue.namespaces.match_labels.insert("tenant".into(), "blue".into());
     let red = net("red", "10.70.0.0/16", 200, &["shared", "r"]);
@@ -224,7 +225,8 @@ fn bad_store_objects_are_skipped_by_key_and_the_rest_admitted() {
         ("dflt".into(), serde_json::json!({"name":"dflt","cidr":"10.54.0.0/16","vni":1})),
         ("inside".into(), serde_json::json!({"name":"inside","cidr":"10.244.128.0/17","vni":103})),
     ];
-    let (ok, errs) = parse_networks(objs.iter(), &cfg());
+    let entries: Vec<weft_store::ObjectEntry> = objs.into_iter().map(weft_store::ObjectEntry::by_key).collect();
+    let (ok, errs) = parse_networks(entries.iter(), &cfg());
     assert_eq!(ok.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["blue"]);
     assert_eq!(errs.len(), 6, "{errs:?}");
     for key in ["garbage", "liar", "evil", "copy", "dflt", "inside"] {
@@ -261,4 +263,51 @@ fn known_networks_round_trip_and_bad_entries_are_dropped() {
     std::fs::write(dir.join("networks.json"), br#"[{"name":"x","cidr":"127.0.0.0/16","vni":5}]"#).unwrap();
     assert!(load_known(&dir).is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The takeover attack of the security review: `blue` runs (VNI 100, namespace `team-a`); later someone creates
+/// `aaa` (sorts first by name) with blue's VNI, and `aab` naming blue's namespace. Decided by name, as before,
+/// `aaa` took the VNI and `aab` the namespace from the running network. By the store's creation order, blue
+/// keeps both, whatever the order the store lists them in, and the newer objects are refused or lose.
+#[test]
+fn the_oldest_network_keeps_its_vni_and_namespaces_whatever_the_names() {
+    let entry = |key: &str, created: i64, v: serde_json::Value| weft_store::ObjectEntry {
+        key: key.into(),
+        created: weft_store::Created(created, key.into()),
+        value: v,
+    };
+    let objs = [
+        entry("aaa", 7, serde_json::json!({"name":"aaa","cidr":"10.60.0.0/16","vni":100,"namespaces":{"names":["x"]}})),
+        entry(
+            "aab",
+            9,
+            serde_json::json!({"name":"aab","cidr":"10.61.0.0/16","vni":300,"namespaces":{"names":["team-a"]}}),
+        ),
+        entry(
+            "blue",
+            3,
+            serde_json::json!({"name":"blue","cidr":"10.50.0.0/16","vni":100,"namespaces":{"names":["team-a"]}}),
+        ),
+    ];
+    let (ok, errs) = parse_networks(objs.iter(), &cfg());
+    assert_eq!(ok.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["blue", "aab"], "oldest first");
+    assert!(errs.iter().any(|e| e.contains("aaa") && e.contains("already used by blue")), "{errs:?}");
+    let (by_net, conflicts) = resolve_namespaces(&ok, &BTreeMap::new());
+    assert_eq!(by_net["blue"], ["team-a"]);
+    assert!(by_net["aab"].is_empty());
+    assert_eq!(conflicts, [("team-a".to_string(), "aab".to_string(), "blue".to_string())]);
+    // The listing order does not matter, only the creation order; equal creation falls back to the key.
+    let mut rev = objs.clone();
+    rev.reverse();
+    assert_eq!(parse_networks(rev.iter(), &cfg()).0, ok);
+    let same_age: Vec<_> = objs
+        .iter()
+        .cloned()
+        .map(|mut e| {
+            e.created.0 = 0;
+            e
+        })
+        .collect();
+    let (ok, _) = parse_networks(same_age.iter(), &cfg());
+    assert_eq!(ok[0].name, "aaa", "a tie is broken by key");
 }

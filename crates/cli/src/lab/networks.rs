@@ -104,7 +104,12 @@ pub fn network_object(net: &TenantNetwork) -> Result<serde_json::Value> {
 /// Every network in the lab's store. A malformed object is reported and skipped (hostile input; the agents
 /// skip it too). A kube lab whose API has no Network kind yet and where the lab made no network has none.
 pub fn list(lab: &LabState) -> Result<Vec<TenantNetwork>> {
-    let items = store_of(lab).with_store(|store| async move { Ok(store.objects(ObjectKind::Network).await?.items) });
+    // Oldest first, the order the agents admit them in (the older of two conflicting networks wins).
+    let items = store_of(lab).with_store(|store| async move {
+        let mut e = store.object_entries(ObjectKind::Network).await?.items;
+        e.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
+        Ok(e.into_iter().map(weft_store::ObjectEntry::into_object).collect::<Vec<_>>())
+    });
     let items = match items {
         Ok(i) => i,
         Err(_) if lab.store == "kube" && lab.networks.is_empty() => return Ok(vec![]),
@@ -152,8 +157,8 @@ fn remove(lab: &LabState, name: &str) -> Result<()> {
     })
 }
 
-/// The network pods of namespace `ns` (with `labels`) get, by the agents' rule: the first admitted network by
-/// name that selects it, else the default network (None).
+/// The network pods of namespace `ns` (with `labels`) get, by the agents' rule: the oldest admitted network
+/// that selects it (`nets` as [`list`] returns them, oldest first), else the default network (None).
 pub fn network_for(nets: &[TenantNetwork], ns: &str, labels: &Labels) -> Option<TenantNetwork> {
     let (ok, _) = admit_networks(nets.iter().cloned(), DEFAULT_VNI);
     network_of(&ok, ns, labels).cloned()
@@ -517,14 +522,15 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_is_on_the_first_admitted_network_that_selects_it() {
+    fn a_namespace_is_on_the_oldest_admitted_network_that_selects_it() {
         let blue = parse_up_flag("blue:10.50.0.0/16:100:a", false).unwrap();
         let mut red = parse_up_flag("red:10.50.0.0/16:101", false).unwrap();
         red.namespaces.match_labels.insert("tenant".into(), "red".into());
         let clash = parse_up_flag("aaa:10.70.0.0/16:100:a", false).unwrap();
+        // Oldest first, as `list` returns them: `aaa` came last, so blue keeps VNI 100 and namespace a.
         let nets = [blue, red, clash];
         let labels: Labels = [("tenant".to_string(), "red".to_string())].into();
-        assert_eq!(network_for(&nets, "a", &Labels::new()).map(|n| n.name), Some("aaa".into()));
+        assert_eq!(network_for(&nets, "a", &Labels::new()).map(|n| n.name), Some("blue".into()));
         assert_eq!(network_for(&nets, "b", &labels).map(|n| n.name), Some("red".into()));
         assert_eq!(network_for(&nets, "b", &Labels::new()), None);
         assert_eq!(free_vni(&nets), 102);

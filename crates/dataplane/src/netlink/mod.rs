@@ -18,6 +18,7 @@
 //! counts as applied (the goal, absence, is reached). `read_state` returns only weft's entries: permanent
 //! neighbours and FDB entries with a destination on the VXLAN device, nexthops and main-table routes with
 //! protocol [`RTPROT_WEFT`](crate::RTPROT_WEFT).
+pub mod conntrack;
 mod link;
 pub mod parse;
 pub mod socket;
@@ -253,5 +254,20 @@ impl Dataplane for NetlinkDataplane {
     async fn nft_fingerprint(&self, family: &str, table: &str) -> Result<Option<u64>, DataplaneError> {
         let (family, table) = (family.to_string(), table.to_string());
         self.blocking(move |i| crate::nft::fingerprint(&i.ns, &family, &table)).await
+    }
+
+    async fn flush_conntrack_zone(&self, zone: u16) -> Result<usize, DataplaneError> {
+        if zone == 0 {
+            return Err(DataplaneError::Other("refusing to flush conntrack zone 0 (every untenanted flow)".into()));
+        }
+        let fail = move |e: NlError| DataplaneError::Netlink(format!("flushing conntrack zone {zone}: {e}"));
+        self.blocking(move |i| {
+            run_in(&i.ns, || {
+                let mut sock = NlSocket::open_protocol(netlink_sys::protocols::NETLINK_NETFILTER)?;
+                conntrack::flush_zone(&mut sock, zone)
+            })?
+            .map_err(fail)
+        })
+        .await
     }
 }

@@ -93,7 +93,12 @@ pub struct NlSocket {
 impl NlSocket {
     /// Opens a socket in the calling thread's network namespace (it stays bound to it afterwards).
     pub fn open() -> Result<Self, NlError> {
-        let mut sock = Socket::new(NETLINK_ROUTE).map_err(io("socket"))?;
+        Self::open_protocol(NETLINK_ROUTE)
+    }
+
+    /// [`NlSocket::open`] for another netlink family (`NETLINK_NETFILTER` for conntrack).
+    pub fn open_protocol(protocol: isize) -> Result<Self, NlError> {
+        let mut sock = Socket::new(protocol).map_err(io("socket"))?;
         sock.bind_auto().map_err(io("bind"))?;
         sock.connect(&SocketAddr::new(0, 0)).map_err(io("connect"))?;
         // Best effort: short acks, error strings, and kernel-side dump filters (we filter again anyway).

@@ -210,3 +210,44 @@ async fn the_fake_serves_a_status_subresource_as_a_crd_does() {
     let out = std::process::Command::new("curl").args(["-sS", &nodes_status]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"code\":404"), "no other subresource is served");
 }
+
+/// The creation order of Networks (tenant-network conflicts go to the oldest): `metadata.creationTimestamp`,
+/// set by the API server and kept by every update, then the name; the same through a list and a watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_entries_carry_the_creation_order() {
+    let k = Kit::start().await;
+    let c = k.server.cluster();
+    let s = k.store().await;
+    let secs = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // Timestamps have a resolution of one second: the newer object is created in a later second than the older.
+    let next_second = |t0: u64| async move {
+        while secs() <= t0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let t0 = secs();
+    c.apply(object_of(&tenant("zzz-old", "10.50.0.0/16", 100))).unwrap();
+    next_second(t0).await;
+    let snap = s.object_entries(ObjectKind::Network).await.unwrap();
+    let mut w = s.watch_object_entries(ObjectKind::Network, snap.revision).await.unwrap();
+    c.apply(object_of(&tenant("aaa-new", "10.50.0.0/16", 100))).unwrap();
+    let WatchEvent::Put(new) = next(&mut w).await else { panic!("expected a put") };
+    assert_eq!((new.key.as_str(), &new.value), ("aaa-new", &v(&tenant("aaa-new", "10.50.0.0/16", 100))));
+    let items = s.object_entries(ObjectKind::Network).await.unwrap().items;
+    assert_eq!(items.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["aaa-new", "zzz-old"], "key order");
+    assert!(items[1].created < items[0].created, "zzz-old is older: {items:?}");
+    assert_eq!(new.created, items[0].created, "the watch and the list agree");
+    assert_eq!(new.created.1, "aaa-new", "ties are broken by name");
+    // An update (kubectl apply) keeps the age; a status write is no change at all.
+    next_second(secs()).await;
+    let mut edited = tenant("zzz-old", "10.50.0.0/16", 100);
+    edited.namespaces.names.push("more".into());
+    c.apply(object_of(&edited)).unwrap();
+    let WatchEvent::Put(upd) = next(&mut w).await else { panic!("expected a put") };
+    assert_eq!((upd.key.as_str(), &upd.created), ("zzz-old", &items[1].created));
+    s.put_object(ObjectKind::NetworkStatus, "zzz-old/n1", &v(&status(1, None))).await.unwrap();
+    quiet(&mut w, Duration::from_millis(300)).await;
+    // Other kinds have no creation order here (the trait's default: by key).
+    let ns = s.object_entries(ObjectKind::Namespace).await.unwrap().items;
+    assert!(ns.iter().all(|e| e.created == weft_store::Created(0, e.key.clone())), "{ns:?}");
+}

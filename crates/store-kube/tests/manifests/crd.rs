@@ -156,6 +156,10 @@ fn the_schema_has_exactly_the_fields_of_the_rust_types() {
     assert_eq!(keys(&spec["properties"]), want, "spec vs TenantNetwork");
     let ns = serde_json::to_value(&full_network().namespaces).unwrap();
     assert_eq!(keys(&spec["properties"]["namespaces"]["properties"]), keys(&ns), "namespaces vs NamespaceSelector");
+    // The API server refuses what every agent would refuse (the node file's size bounds).
+    let sel = &spec["properties"]["namespaces"]["properties"];
+    assert_eq!(sel["names"]["maxItems"], json!(weft_types::tenant::MAX_NAMES));
+    assert_eq!(sel["matchLabels"]["maxProperties"], json!(weft_types::tenant::MAX_LABELS));
     let node = &s["properties"]["status"]["properties"]["nodes"]["additionalProperties"];
     assert_eq!(keys(&node["properties"]), keys(&serde_json::to_value(full_status()).unwrap()), "vs NetworkNodeStatus");
     // The serde defaults and the schema defaults agree (the API server fills them in).

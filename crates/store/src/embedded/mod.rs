@@ -10,7 +10,7 @@ mod tx;
 mod watch;
 
 use crate::clock::{Clock, SystemClock};
-use crate::{LeaseEntry, Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
+use crate::{LeaseEntry, Object, ObjectEntry, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
 use async_trait::async_trait;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -176,5 +176,17 @@ impl Store for EmbeddedStore {
 
     async fn watch_objects(&self, kind: ObjectKind, after: Revision) -> Result<WatchStream<Object>, StoreError> {
         Ok(watch::objects(self.inner.clone(), kind, after))
+    }
+
+    async fn object_entries(&self, kind: ObjectKind) -> Result<Snapshot<ObjectEntry>, StoreError> {
+        self.run(move |c, _| tx::object_entries(c, kind.as_str())).await
+    }
+
+    async fn watch_object_entries(
+        &self,
+        kind: ObjectKind,
+        after: Revision,
+    ) -> Result<WatchStream<ObjectEntry>, StoreError> {
+        Ok(watch::object_entries(self.inner.clone(), kind, after))
     }
 }

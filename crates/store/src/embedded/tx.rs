@@ -9,7 +9,7 @@
 //! learn the lease is gone.
 use super::schema::is_busy;
 use crate::alloc::{self, Plan};
-use crate::{Created, LeaseEntry, Object, Revision, Snapshot, StoreError};
+use crate::{Created, LeaseEntry, Object, ObjectEntry, Revision, Snapshot, StoreError};
 use ipnet::Ipv4Net;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::HashSet;
@@ -287,27 +287,33 @@ pub fn delete_object(conn: &mut Connection, ctx: Ctx, kind: &str, key: &str) -> 
 }
 
 pub fn objects(conn: &mut Connection, kind: &str) -> Result<Snapshot<Object>, StoreError> {
+    let snap = object_entries(conn, kind)?;
+    Ok(Snapshot { items: snap.items.into_iter().map(ObjectEntry::into_object).collect(), revision: snap.revision })
+}
+
+/// Objects with their creation order: the rowid, which an upsert keeps and a new row gets above every live one.
+pub fn object_entries(conn: &mut Connection, kind: &str) -> Result<Snapshot<ObjectEntry>, StoreError> {
     let tx = conn.transaction()?;
     let items = tx
-        .prepare("SELECT key, value FROM objects WHERE kind = ?1 ORDER BY key")?
-        .query_map([kind], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .prepare("SELECT rowid, key, value FROM objects WHERE kind = ?1 ORDER BY key")?
+        .query_map([kind], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
         .filter_map(|row| match row {
             Err(e) => Some(Err(StoreError::from(e))),
-            Ok((k, v)) => match serde_json::from_str(&v) {
-                Ok(v) => Some(Ok((k, v))),
+            Ok((rowid, k, v)) => match serde_json::from_str(&v) {
+                Ok(value) => Some(Ok(ObjectEntry { created: Created(rowid, k.clone()), key: k, value })),
                 Err(e) => {
                     tracing::warn!(kind, key = %k, error = %e, "skipping an undecodable object row");
                     None
                 }
             },
         })
-        .collect::<Result<Vec<Object>, StoreError>>()?;
+        .collect::<Result<Vec<ObjectEntry>, StoreError>>()?;
     let revision = head(&tx)?;
     Ok(Snapshot { items, revision })
 }
 
-/// One logged change: key, the value after it (None for a delete), and for leases the row's current rowid and
-/// subnet if it still exists.
+/// One logged change: key, the value after it (None for a delete), and the row's current rowid (and for leases
+/// its subnet; empty for objects) if it still exists.
 pub type Change = (String, Option<String>, Option<(i64, String)>);
 
 /// What a watcher gets from one poll.
@@ -332,8 +338,9 @@ pub fn changes(conn: &mut Connection, kind: &str, after: Revision, limit: usize)
     let mut rows = Vec::new();
     let mut last = after;
     let mut stmt = tx.prepare(
-        "SELECT c.rev, c.key, c.value, l.rowid, l.subnet FROM changelog c
+        "SELECT c.rev, c.key, c.value, COALESCE(l.rowid, o.rowid), COALESCE(l.subnet, '') FROM changelog c
          LEFT JOIN leases l ON c.kind = 'leases' AND l.node = c.key
+         LEFT JOIN objects o ON c.kind <> 'leases' AND o.kind = c.kind AND o.key = c.key
          WHERE c.kind = ?1 AND c.rev > ?2 AND c.rev <= ?3 ORDER BY c.rev LIMIT ?4",
     )?;
     let mut q = stmt.query(params![kind, after as i64, h as i64, limit as i64])?;

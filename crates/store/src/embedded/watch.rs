@@ -9,7 +9,7 @@
 //! A watcher whose revision was trimmed from the log gets `Reset` and the stream ends; the consumer relists.
 use super::tx::{self, Change, Changes};
 use super::Inner;
-use crate::{LeaseEntry, Object, ObjectKind, Revision, StoreError, WatchEvent, WatchStream};
+use crate::{Created, LeaseEntry, Object, ObjectEntry, ObjectKind, Revision, StoreError, WatchEvent, WatchStream};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use weft_types::Lease;
@@ -41,6 +41,10 @@ pub(super) fn lease_entries(inner: Arc<Inner>, after: Revision) -> WatchStream<L
 
 pub(super) fn objects(inner: Arc<Inner>, kind: ObjectKind, after: Revision) -> WatchStream<Object> {
     stream(Poller::new(inner, kind.as_str(), after, false, decode_object))
+}
+
+pub(super) fn object_entries(inner: Arc<Inner>, kind: ObjectKind, after: Revision) -> WatchStream<ObjectEntry> {
+    stream(Poller::new(inner, kind.as_str(), after, false, decode_object_entry))
 }
 
 fn decode_lease((node, value, _): Change) -> Result<WatchEvent<Lease>, StoreError> {
@@ -77,6 +81,18 @@ fn decode_object((key, value, _): Change) -> Result<WatchEvent<Object>, StoreErr
                 Ok(WatchEvent::Delete(key))
             }
         },
+    }
+}
+
+fn decode_object_entry((key, value, row): Change) -> Result<WatchEvent<ObjectEntry>, StoreError> {
+    match (decode_object((key, value, None))?, row) {
+        (WatchEvent::Put((key, value)), Some((rowid, _))) => {
+            Ok(WatchEvent::Put(ObjectEntry { created: Created(rowid, key.clone()), key, value }))
+        }
+        // Put of a row deleted since: its delete follows in the log.
+        (WatchEvent::Put((key, _)), None) => Ok(WatchEvent::Delete(key)),
+        (WatchEvent::Delete(key), _) => Ok(WatchEvent::Delete(key)),
+        (WatchEvent::Reset, _) => Ok(WatchEvent::Reset),
     }
 }
 

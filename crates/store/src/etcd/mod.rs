@@ -16,7 +16,7 @@ mod watch;
 
 pub use security::{EtcdSecurity, EtcdSecurityFiles};
 
-use crate::{LeaseEntry, Object, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
+use crate::{LeaseEntry, Object, ObjectEntry, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
 use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use keys::Keys;
@@ -268,6 +268,15 @@ impl Store for EtcdStore {
     }
 
     async fn objects(&self, kind: ObjectKind) -> Result<Snapshot<Object>, StoreError> {
+        let snap = self.object_entries(kind).await?;
+        Ok(Snapshot { items: snap.items.into_iter().map(ObjectEntry::into_object).collect(), revision: snap.revision })
+    }
+
+    async fn watch_objects(&self, kind: ObjectKind, after: Revision) -> Result<WatchStream<Object>, StoreError> {
+        watch::objects(&self.inner, kind, after).await
+    }
+
+    async fn object_entries(&self, kind: ObjectKind) -> Result<Snapshot<ObjectEntry>, StoreError> {
         let dir = self.inner.keys.objects(kind);
         let d = dir.clone();
         let resp =
@@ -277,17 +286,21 @@ impl Store for EtcdStore {
             .iter()
             .filter_map(|kv| keys::strip(&dir, kv.key()).map(|k| (k, kv)))
             .filter_map(|(k, kv)| match serde_json::from_slice(kv.value()) {
-                Ok(v) => Some((k.to_string(), v)),
+                Ok(value) => Some(ObjectEntry { key: k.to_string(), created: watch::created(k, kv), value }),
                 Err(e) => {
                     tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "skipping an undecodable object");
                     None
                 }
             })
-            .collect::<Vec<Object>>();
+            .collect::<Vec<ObjectEntry>>();
         Ok(Snapshot { items, revision: header_rev(resp.header()) })
     }
 
-    async fn watch_objects(&self, kind: ObjectKind, after: Revision) -> Result<WatchStream<Object>, StoreError> {
-        watch::objects(&self.inner, kind, after).await
+    async fn watch_object_entries(
+        &self,
+        kind: ObjectKind,
+        after: Revision,
+    ) -> Result<WatchStream<ObjectEntry>, StoreError> {
+        watch::object_entries(&self.inner, kind, after).await
     }
 }

@@ -10,8 +10,9 @@
 //! the consumer watches again from its snapshot revision once the store answers; replaying from there is
 //! harmless because consumers are level-triggered.
 use super::{keys, parse, Inner};
-use crate::{LeaseEntry, Object, ObjectKind, Revision, StoreError, WatchEvent, WatchStream};
+use crate::{Created, LeaseEntry, Object, ObjectEntry, ObjectKind, Revision, StoreError, WatchEvent, WatchStream};
 use etcd_client::{Event, EventType, WatchOptions, WatchRequestSender, WatchResponseStream};
+use futures::StreamExt;
 use std::collections::VecDeque;
 use weft_types::Lease;
 
@@ -64,14 +65,36 @@ fn key_of(ev: &Event) -> String {
 }
 
 pub(super) async fn objects(s: &Inner, kind: ObjectKind, after: Revision) -> Result<WatchStream<Object>, StoreError> {
+    let entries = object_entries(s, kind, after).await?;
+    Ok(Box::pin(entries.map(|ev| {
+        ev.map(|ev| match ev {
+            WatchEvent::Put(e) => WatchEvent::Put(e.into_object()),
+            WatchEvent::Delete(k) => WatchEvent::Delete(k),
+            WatchEvent::Reset => WatchEvent::Reset,
+        })
+    })))
+}
+
+/// Creation order of an object: etcd's `create_revision` (kept by every update, new after a delete).
+pub(super) fn created(key: &str, kv: &etcd_client::KeyValue) -> Created {
+    Created(kv.create_revision(), key.to_string())
+}
+
+pub(super) async fn object_entries(
+    s: &Inner,
+    kind: ObjectKind,
+    after: Revision,
+) -> Result<WatchStream<ObjectEntry>, StoreError> {
     let dir = s.keys.objects(kind);
     let d = dir.clone();
-    let decode: Decode<Object> = Box::new(move |ev: &Event| {
+    let decode: Decode<ObjectEntry> = Box::new(move |ev: &Event| {
         let kv = ev.kv().ok_or_else(|| StoreError::Corrupt("watch event without key".into()))?;
         let key = keys::strip(&d, kv.key()).ok_or_else(|| StoreError::Corrupt("watch event outside prefix".into()))?;
         match ev.event_type() {
             EventType::Put => match serde_json::from_slice(kv.value()) {
-                Ok(v) => Ok(WatchEvent::Put((key.to_string(), v))),
+                Ok(value) => {
+                    Ok(WatchEvent::Put(ObjectEntry { key: key.to_string(), created: created(key, kv), value }))
+                }
                 // Whatever the key held before is no longer what the store says: drop it, keep the rest.
                 Err(e) => {
                     tracing::warn!(key = %key_of(ev), error = %e, "undecodable object in a watch event; dropping it");

@@ -53,6 +53,7 @@ contract!(
     networks_round_trip_as_tenant_networks,
     network_watches_see_create_update_delete,
     undecodable_network_rows_are_skipped_by_key,
+    object_entries_carry_the_creation_order,
 );
 
 use bad_rows::*;

@@ -99,3 +99,46 @@ pub async fn undecodable_network_rows_are_skipped_by_key(h: Harness) {
     s.put_object(ObjectKind::NetworkStatus, "blue/n2", &v(&status(0))).await.unwrap();
     assert_eq!(next(&mut sw).await, WatchEvent::Put(("blue/n2".into(), v(&status(0)))));
 }
+
+/// Tenant-network conflicts go to the oldest object (a newer one must not take a running network's VNI or
+/// namespaces by a name that sorts first), so the store gives each object its creation order: the same through
+/// a list and a watch, kept by an update, renewed only by a delete and a new create; in key order it says
+/// nothing about age.
+pub async fn object_entries_carry_the_creation_order(h: Harness) {
+    let s = h.store().await;
+    let net = |name: &str, vni: u32| v(&json!({"name": name, "cidr": "10.50.0.0/16", "vni": vni}));
+    s.put_object(ObjectKind::Network, "zzz-old", &net("zzz-old", 100)).await.unwrap();
+    s.put_object(ObjectKind::Network, "mmm", &net("mmm", 200)).await.unwrap();
+    let snap = s.object_entries(ObjectKind::Network).await.unwrap();
+    let mut w = s.watch_object_entries(ObjectKind::Network, snap.revision).await.unwrap();
+    s.put_object(ObjectKind::Network, "aaa-new", &net("aaa-new", 100)).await.unwrap();
+    let WatchEvent::Put(new) = next(&mut w).await else { panic!("expected a put") };
+    assert_eq!((new.key.as_str(), &new.value), ("aaa-new", &net("aaa-new", 100)));
+
+    let snap = h.store().await.object_entries(ObjectKind::Network).await.unwrap();
+    let keys: Vec<&str> = snap.items.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["aaa-new", "mmm", "zzz-old"], "listed in key order, as objects()");
+    let created = |k: &str| snap.items.iter().find(|e| e.key == k).unwrap().created.clone();
+    assert!(created("zzz-old") < created("mmm") && created("mmm") < created("aaa-new"), "{:?}", snap.items);
+    assert_eq!(new.created, created("aaa-new"), "the watch and the list agree");
+    let objects = s.objects(ObjectKind::Network).await.unwrap().items;
+    assert_eq!(objects, snap.items.iter().cloned().map(|e| e.into_object()).collect::<Vec<_>>());
+
+    // An update keeps the age (a running network edited stays the oldest); a re-create is the youngest.
+    s.put_object(ObjectKind::Network, "zzz-old", &net("zzz-old", 101)).await.unwrap();
+    let WatchEvent::Put(upd) = next(&mut w).await else { panic!("expected a put") };
+    assert_eq!((upd.key.as_str(), upd.created.clone()), ("zzz-old", created("zzz-old")));
+    s.delete_object(ObjectKind::Network, "mmm").await.unwrap();
+    assert_eq!(next(&mut w).await, WatchEvent::Delete("mmm".into()));
+    s.put_object(ObjectKind::Network, "mmm", &net("mmm", 200)).await.unwrap();
+    let WatchEvent::Put(again) = next(&mut w).await else { panic!("expected a put") };
+    assert!(again.created > created("aaa-new"), "re-created: {again:?}");
+    let after = s.object_entries(ObjectKind::Network).await.unwrap().items;
+    let order = |items: &[weft_store::ObjectEntry]| {
+        let mut v: Vec<_> = items.iter().map(|e| (e.created.clone(), e.key.clone())).collect();
+        v.sort();
+        v.into_iter().map(|(_, k)| k).collect::<Vec<_>>()
+    };
+    assert_eq!(order(&after), ["zzz-old", "aaa-new", "mmm"]);
+    quiet(&mut w, Duration::from_millis(300)).await;
+}
