@@ -74,6 +74,8 @@ pub struct NetworksManager {
     /// The isolation table as last applied; None when none is installed (or not known yet).
     iso_text: Option<String>,
     iso_checked: bool,
+    /// The kernel's isolation table right after our last apply (drift inside the table, see `nft_drifted`).
+    iso_fingerprint: Option<u64>,
     /// VNIs the applied isolation table isolates (a network gets its device only once it is in there).
     iso_vnis: BTreeSet<u32>,
 }
@@ -113,6 +115,7 @@ impl NetworksManager {
             devices: BTreeMap::new(),
             offered,
             iso_text: None,
+            iso_fingerprint: None,
             iso_checked: false,
             iso_vnis: BTreeSet::new(),
         }
@@ -474,6 +477,7 @@ impl NetworksManager {
                     return None;
                 }
                 self.iso_text = None;
+                self.iso_fingerprint = None;
                 self.iso_checked = true;
             }
             self.iso_vnis.clear();
@@ -485,11 +489,9 @@ impl NetworksManager {
         warnings.extend(iso.refused.iter().map(|e| format!("isolation: {e}")));
         let text = iso.table.render();
         let counters = if full { self.dp.nft_counters("inet", TABLE).await.unwrap_or_default() } else { vec![] };
-        let missing = full && counters.is_empty();
-        if self.iso_text.as_deref() != Some(text.as_str()) || missing {
-            if missing && self.iso_text.as_deref() == Some(text.as_str()) {
-                tracing::warn!("inet {TABLE} was removed behind our back; re-applying");
-            }
+        // Missing, or a rule or element edited inside it since our last apply (logged and counted there).
+        let stale = full && super::nft_drifted(&*self.dp, "inet", TABLE, self.iso_fingerprint, &self.metrics).await;
+        if self.iso_text.as_deref() != Some(text.as_str()) || stale {
             if let Err(e) = self.dp.apply_nft("inet", TABLE, &text).await {
                 warnings.push(format!("applying inet {TABLE}: {e}"));
                 // nft applies a table atomically: the previous one (and `iso_vnis`) still holds.
@@ -498,6 +500,7 @@ impl NetworksManager {
             }
             self.iso_text = Some(text);
             self.iso_checked = true;
+            self.iso_fingerprint = self.dp.nft_fingerprint("inet", TABLE).await.ok().flatten();
         }
         if full {
             let per_net: Vec<(String, u64)> = counters
@@ -749,5 +752,13 @@ mod tests {
         assert!(t.contains("\"wn400\"") && t.contains("\"wn100\""), "wn400 created before its isolation:\n{t}");
         pass(&mut m).await;
         assert_eq!(rig.fake.flushed_zones(), [1, 2, 3, 2], "only once");
+
+        // A rule deleted by hand inside the isolation table (the table still there) is back after a full pass.
+        let intact = rig.fake.nft_table("inet", "weft-net").unwrap();
+        let victim = intact.lines().find(|l| l.contains("drop")).expect("a drop rule").to_string();
+        rig.fake.edit_nft_behind_back("inet", "weft-net", |t| *t = t.replacen(&victim, "", 1));
+        pass(&mut m).await;
+        assert_eq!(rig.fake.nft_table("inet", "weft-net").unwrap(), intact, "an edited isolation table stays edited");
+        assert!(m.metrics.encode().contains("weft_nft_tables_repaired_total{table=\"inet weft-net\"} 1"));
     }
 }
