@@ -352,6 +352,14 @@ impl Store for KubeStore {
             Ok(Some(cur)) if cur.subnet == lease.subnet => cur,
             _ => return Err(lost()),
         };
+        // A weft-allocated subnet is this node's only while its claim names it: peers refuse it otherwise, so
+        // a claim that went (deleted by hand) is a lost lease, and acquiring again claims the subnet anew.
+        if matches!(node::pod_cidrs(&n), Ok((None, _))) {
+            let claim = self.kube.system::<Claim>().get_cached(&alloc::claim_name(lease.subnet)).await?;
+            if claim.as_ref().and_then(alloc::held).is_none_or(|h| h.holder != lease.node || h.subnet != lease.subnet) {
+                return Err(lost());
+            }
+        }
         // Nodes do not expire, so a renewal writes only when there is news: changed attributes, or a
         // renewed-at older than REFRESH. Each write is a Node event for every agent in the cluster.
         let now = node::now_ms();

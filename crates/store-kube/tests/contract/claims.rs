@@ -186,6 +186,9 @@ async fn an_honest_cluster_is_unaffected() {
     k.server.cluster().remove("Lease", Some("weft-system"), &gone).unwrap();
     let entries = watcher.lease_entries().await.unwrap().items;
     assert!(entry(&entries, holder).lease.is_err());
+    // Its agent learns it at the next renewal (peers refuse its lease now), and acquires again.
+    let renewed = k.store().await.renew(&leases[1], crate::LONG).await;
+    assert!(matches!(renewed, Err(weft_store::StoreError::LeaseLost(ref n)) if n == holder), "{renewed:?}");
     let again = k.store().await.acquire(&own(holder, 9)).await.unwrap();
     let entries = watcher.lease_entries().await.unwrap().items;
     assert_eq!(entry(&entries, holder).lease.as_ref(), Ok(&again));
