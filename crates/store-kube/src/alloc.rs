@@ -19,6 +19,11 @@
 //! Mixing the two ways is refused: while any other Node has a podCIDR, a Node without one waits for its own
 //! (`Unavailable`, retried by the agent) instead of taking a subnet the controller manager may hand out.
 //!
+//! The claim is also what every agent checks a Node's annotated subnet against (`crate::claimed`): the
+//! admission policy in deploy/weft.yaml lets an agent create claims only naming its own Node, so a claim is the
+//! API server's word on who owns a subnet, where an annotation is only the node's own. [`Claims::backs`] is
+//! that check: the claim exists, names the Node (and its uid), and is the node's oldest claim.
+//!
 //! Choosing the subnet is `weft_store::alloc::plan`, shared with the other stores: own claim, then hint, then
 //! a free one from a random offset (so racing agents mostly try different subnets).
 use crate::calls::Kube;
