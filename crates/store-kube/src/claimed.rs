@@ -60,7 +60,9 @@ impl NodeView {
         }
     }
 
-    /// The Node as a lease entry for admission (see `node::entry_of`), its lease refused unless its claim backs it.
+    /// The Node as a lease entry for admission: keyed by Node name, ordered by creationTimestamp then name, and
+    /// `Err` (refused and reported by the consumer) when weft's annotations are malformed or, for a weft-allocated
+    /// subnet, its claim does not back it. None: no lease.
     pub fn entry(&self, claims: &Claims) -> Option<LeaseEntry> {
         let lease = match self.lease.clone()? {
             Ok(l) if self.needs_claim => claims.backs(&self.name, self.uid.as_deref(), l.subnet).map(|()| l),
@@ -281,6 +283,16 @@ mod tests {
         // No weft annotations: no entry at all.
         let plain = NodeView::of(&serde_json::from_value(json!({"metadata": {"name": "plain"}})).unwrap());
         assert!(plain.entry(&claims).is_none());
+    }
+
+    #[test]
+    fn garbage_annotations_are_an_undecodable_entry_in_creation_order() {
+        let n = json!({"metadata": {"name": "n", "creationTimestamp": "2024-01-01T00:00:10Z", "annotations": {
+            node::NODE_IP: "10.0.0.1", node::SUBNET: "10.244.1.0/24", node::BACKEND_DATA: "{garbage"}}});
+        let e = NodeView::of(&serde_json::from_value(n).unwrap()).entry(&Claims::default()).unwrap();
+        assert_eq!((e.key.as_str(), e.key_node.as_deref()), ("n", Some("n")));
+        assert_eq!(e.created, Created(1_704_067_210, "n".into()));
+        assert!(e.lease.unwrap_err().contains(node::BACKEND_DATA));
     }
 
     #[test]

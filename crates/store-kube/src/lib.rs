@@ -24,7 +24,8 @@
 //! is published for information only); a node must exist as a Node before it can acquire (the kubelet
 //! registers it); objects cannot be written through the store, except each node's network status; a watch of
 //! network statuses must start from a revision this store instance listed them at (else it gets `Reset` at once:
-//! a MODIFIED Network does not say which node entries it held before).
+//! a MODIFIED Network does not say which node entries it held before), and so must a lease watch (other than from 0):
+//! it resumes from the Nodes and claims that list judged with.
 //!
 //! Errors: an unreachable API server (or 429/5xx) is `StoreError::Unavailable` naming the URL; a 403 is
 //! `StoreError::Other` naming the verb and resource RBAC must grant; misconfiguration (podCIDR outside the
