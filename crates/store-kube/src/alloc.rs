@@ -19,6 +19,11 @@
 //! Mixing the two ways is refused: while any other Node has a podCIDR, a Node without one waits for its own
 //! (`Unavailable`, retried by the agent) instead of taking a subnet the controller manager may hand out.
 //!
+//! The claim is also what every agent checks a Node's annotated subnet against (`crate::claimed`): the
+//! admission policy in deploy/weft.yaml lets an agent create claims only naming its own Node, so a claim is the
+//! API server's word on who owns a subnet, where an annotation is only the node's own. [`Claims::backs`] is
+//! that check: the claim exists, names the Node (and its uid), and is the node's oldest claim.
+//!
 //! Choosing the subnet is `weft_store::alloc::plan`, shared with the other stores: own claim, then hint, then
 //! a free one from a random offset (so racing agents mostly try different subnets).
 use crate::calls::Kube;
@@ -27,7 +32,7 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::coordination::v1::{Lease as Claim, LeaseSpec};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use weft_store::alloc::{plan, Plan};
 use weft_store::StoreError;
 use weft_types::NetworkConfig;
@@ -40,20 +45,32 @@ pub fn claim_name(s: Ipv4Net) -> String {
     format!("subnet-{}-{}", s.network().to_string().replace('.', "-"), s.prefix_len())
 }
 
-struct Held {
-    name: String,
-    subnet: Ipv4Net,
-    holder: String,
-    rv: Option<String>,
+/// A weft claim as read from the API (any Lease in weft-system with [`CLAIM_LABEL`], a subnet annotation and a
+/// holder). (Serialize only so that watches can fingerprint what they last saw.)
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Held {
+    pub name: String,
+    pub subnet: Ipv4Net,
+    pub holder: String,
+    /// The uid of the holder Node, from the claim's ownerReference to it (None if it names none).
+    pub holder_uid: Option<String>,
+    /// creationTimestamp in seconds (0 if absent): of a node's claims, only the oldest counts.
+    pub created: i64,
+    pub rv: Option<String>,
 }
 
-fn held(c: &Claim) -> Option<Held> {
+pub(crate) fn held(c: &Claim) -> Option<Held> {
     let m = &c.metadata;
     m.labels.as_ref()?.get(CLAIM_LABEL)?;
+    let holder = c.spec.as_ref()?.holder_identity.clone()?;
+    let holder_uid =
+        m.owner_references.iter().flatten().find(|o| o.kind == "Node" && o.name == holder).map(|o| o.uid.clone());
     Some(Held {
         name: m.name.clone()?,
         subnet: m.annotations.as_ref()?.get(SUBNET)?.parse().ok()?,
-        holder: c.spec.as_ref()?.holder_identity.clone()?,
+        holder,
+        holder_uid,
+        created: m.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
         rv: m.resource_version.clone(),
     })
 }
@@ -80,6 +97,73 @@ fn new_claim(subnet: Ipv4Net, n: &Node) -> Claim {
 
 async fn claims(kube: &Kube) -> Result<Vec<Held>, StoreError> {
     Ok(kube.system::<Claim>().list().await?.items.iter().filter_map(held).collect())
+}
+
+/// The claims a store view knows, by claim name, and each holder's oldest claim: a node may hold one subnet,
+/// so a second claim (a rogue agent taking free subnets) backs nothing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Claims {
+    by_name: BTreeMap<String, Held>,
+    oldest: HashMap<String, String>,
+}
+
+impl Claims {
+    pub fn new(items: impl IntoIterator<Item = Held>) -> Self {
+        let mut c = Claims { by_name: items.into_iter().map(|h| (h.name.clone(), h)).collect(), ..Claims::default() };
+        c.index();
+        c
+    }
+
+    fn index(&mut self) {
+        self.oldest.clear();
+        for h in self.by_name.values() {
+            let older = |cur: &String| {
+                let c = &self.by_name[cur];
+                (h.created, &h.name) < (c.created, &c.name)
+            };
+            if self.oldest.get(&h.holder).is_none_or(older) {
+                self.oldest.insert(h.holder.clone(), h.name.clone());
+            }
+        }
+    }
+
+    /// Sets (Some) or removes (None) the claim `name`; true if that changed anything.
+    pub fn set(&mut self, name: &str, h: Option<Held>) -> bool {
+        let changed = match h {
+            Some(h) => self.by_name.insert(name.to_string(), h.clone()).as_ref() != Some(&h),
+            None => self.by_name.remove(name).is_some(),
+        };
+        if changed {
+            self.index();
+        }
+        changed
+    }
+
+    /// Ok if the claim on `subnet` backs Node `node` (uid `uid`): it exists, is for that subnet, names the
+    /// node as holder (and its uid, when the claim carries one), and is the node's oldest claim. Err says why not.
+    pub fn backs(&self, node: &str, uid: Option<&str>, subnet: Ipv4Net) -> Result<(), String> {
+        let name = claim_name(subnet);
+        let at = format!("{}/{name}", crate::calls::SYSTEM_NAMESPACE);
+        let not = |why: String| Err(format!("Node {node}: weft.dev/subnet {subnet} is not backed by its claim: {why}"));
+        let Some(h) = self.by_name.get(&name) else { return not(format!("there is no claim {at}")) };
+        if h.subnet != subnet {
+            return not(format!("claim {at} is for {}", h.subnet));
+        }
+        if h.holder != node {
+            return not(format!("claim {at} is held by {:?}", h.holder));
+        }
+        if let (Some(want), Some(have)) = (h.holder_uid.as_deref(), uid) {
+            if want != have {
+                return not(format!("claim {at} belongs to Node uid {want}, this Node's uid is {have}"));
+            }
+        }
+        match self.oldest.get(node) {
+            Some(first) if *first != name => {
+                not(format!("{node} holds more than one claim and only its oldest, {first}, counts"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Claims a subnet for `me` (its own claim if it has one, else the hint, else a free one) and returns it.

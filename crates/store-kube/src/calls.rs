@@ -54,7 +54,8 @@ const fn system(group: &'static str, resource: &'static str, verb: &'static str)
 /// Every call the Kubernetes store makes. Nodes: read all (peers, taken subnets), patch (own annotations).
 /// Pods, Namespaces, NetworkPolicies: list and watch for the policy model. Networks (weft.dev): list and watch;
 /// the one write is a merge patch of the status subresource (each agent's `status.nodes.<node>`). ConfigMap: the network config.
-/// coordination Leases: per-subnet claims, the compare-and-swap of weft's own allocation. RBAC grants each write
+/// coordination Leases: per-subnet claims, the compare-and-swap of weft's own allocation, read (list, watch,
+/// get) by every agent to check that a Node's weft-allocated subnet is its own. RBAC grants each write
 /// on every object of its kind; the admission policy keeps it to the agent's own Node and claims.
 pub const API_CALLS: &[ApiCall] = &[
     cluster("", "nodes", "get"),
@@ -72,7 +73,9 @@ pub const API_CALLS: &[ApiCall] = &[
     cluster("weft.dev", "networks/status", "patch"),
     system("", "configmaps", "get"),
     system("", "configmaps", "create"),
+    system("coordination.k8s.io", "leases", "get"),
     system("coordination.k8s.io", "leases", "list"),
+    system("coordination.k8s.io", "leases", "watch"),
     system("coordination.k8s.io", "leases", "create"),
     system("coordination.k8s.io", "leases", "delete"),
 ];

@@ -10,7 +10,7 @@
 //! | network config             | ConfigMap `weft-system/weft-config`, key `network.json`; init creates it if absent (create is atomic: first writer wins) |
 //! | a node's lease             | its Node: subnet from `spec.podCIDR(s)`, else weft's own claim; node IP, backend data, times as `weft.dev/*` annotations ([`node`]) |
 //! | own allocation             | one `coordination.k8s.io` Lease per subnet in `weft-system`, created atomically ([`alloc`]) |
-//! | leases / watch_leases      | list / watch Nodes; Nodes without weft annotations are not leases             |
+//! | leases / watch_leases      | list / watch Nodes (and claims); Nodes without weft annotations are not leases; a weft-allocated subnet counts only with its Node's claim |
 //! | release                    | remove the weft annotations, delete the node's claims                         |
 //! | expiry                     | none: Nodes do not expire. A lease ends on release or Node deletion           |
 //! | renew                      | check the Node still has the lease; write only if attributes changed or `renewed-at` is older than [`store::REFRESH`] (5 min) |
@@ -24,7 +24,8 @@
 //! is published for information only); a node must exist as a Node before it can acquire (the kubelet
 //! registers it); objects cannot be written through the store, except each node's network status; a watch of
 //! network statuses must start from a revision this store instance listed them at (else it gets `Reset` at once:
-//! a MODIFIED Network does not say which node entries it held before).
+//! a MODIFIED Network does not say which node entries it held before), and so must a lease watch (other than from 0):
+//! it resumes from the Nodes and claims that list judged with.
 //!
 //! Errors: an unreachable API server (or 429/5xx) is `StoreError::Unavailable` naming the URL; a 403 is
 //! `StoreError::Other` naming the verb and resource RBAC must grant; misconfiguration (podCIDR outside the
@@ -32,13 +33,15 @@
 //!
 //! # Layout
 //! - [`calls`]: the only place API calls are made, and [`API_CALLS`], the list RBAC must grant.
-//! - [`store`]: [`KubeStore`], the trait methods. [`alloc`]: own allocation. [`node`], [`objects`]: pure
+//! - [`store`]: [`KubeStore`], the trait methods. [`alloc`]: own allocation; `claimed`: Nodes' leases checked
+//!   against their claims, and the merged Node + claim watch. [`node`], [`objects`]: pure
 //!   conversions; [`network`]: the Network CRD type and its conversions. [`watch`]: watch event mapping. [`rv`]: resourceVersions. [`url`]: store URLs.
 //! - [`fake`]: a fake API server for tests and the lab (and the `weft-fake-apiserver` binary).
 #![forbid(unsafe_code)]
 
 pub mod alloc;
 pub mod calls;
+mod claimed;
 pub mod error;
 pub mod fake;
 pub mod network;

@@ -120,25 +120,6 @@ pub fn lease_of(node: &Node) -> Result<Option<Lease>, String> {
     Ok(Some(Lease { node: n, subnet, subnet6, node_ip, backend_data, expires_at_ms }))
 }
 
-/// The Node as a lease entry for admission: keyed by Node name, ordered by creationTimestamp then name, and
-/// `Err` (skipped and reported by the consumer) when weft's annotations are malformed. None: no lease.
-pub fn entry_of(node: &Node) -> Option<weft_store::LeaseEntry> {
-    let n = name(node);
-    let created = node.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
-    let lease = match lease_of(node) {
-        Ok(None) => return None,
-        Ok(Some(l)) => Ok(l),
-        Err(e) => Err(e),
-    };
-    Some(weft_store::LeaseEntry {
-        key: n.clone(),
-        key_subnet: None,
-        key_node: Some(n.clone()),
-        created: weft_store::Created(created, n),
-        lease,
-    })
-}
-
 /// The merge patch that publishes `lease` (renewed at `now_ms`) on its Node.
 pub fn publish_patch(lease: &Lease, source: Source, now_ms: u64) -> Value {
     json!({"metadata": {"annotations": {
@@ -230,16 +211,5 @@ mod tests {
             json!({"type": "vxlan", "vtepMac": "02:00:00:00:00:09"}),
             "agents of the previous version read vtepMac"
         );
-    }
-
-    #[test]
-    fn garbage_annotations_are_an_undecodable_entry_in_creation_order() {
-        let n = node(json!({"metadata": {"name": "n", "creationTimestamp": "2024-01-01T00:00:10Z",
-            "annotations": {NODE_IP: "10.0.0.1", SUBNET: "10.244.1.0/24", BACKEND_DATA: "{garbage"}}}));
-        let e = entry_of(&n).unwrap();
-        assert_eq!((e.key.as_str(), e.key_node.as_deref()), ("n", Some("n")));
-        assert_eq!(e.created, weft_store::Created(1_704_067_210, "n".into()));
-        assert!(e.lease.unwrap_err().contains(BACKEND_DATA));
-        assert!(entry_of(&node(json!({"metadata": {"name": "plain"}}))).is_none());
     }
 }

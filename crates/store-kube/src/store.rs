@@ -1,7 +1,8 @@
 //! [`KubeStore`]: the [`Store`] trait on the Kubernetes API. The mapping is in the crate docs; this file is
 //! the trait's methods, each a few API calls through [`Calls`](crate::calls).
 use crate::alloc;
-use crate::calls::{Kube, Object, SYSTEM_NAMESPACE};
+use crate::calls::{Calls, Kube, Object, SYSTEM_NAMESPACE};
+use crate::claimed;
 use crate::error::KubeError;
 use crate::network::{self, Network};
 use crate::node::{self, Source};
@@ -10,12 +11,14 @@ use crate::rv::RvMap;
 use crate::url::KubeUrl;
 use crate::watch::{self, Convert, Seed};
 use async_trait::async_trait;
+use futures::StreamExt;
 use ipnet::Ipv4Net;
+use k8s_openapi::api::coordination::v1::Lease as Claim;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weft_store::{
     LeaseEntry, Object as StoreObject, ObjectEntry, ObjectKind, Revision, Snapshot, Store, StoreError, WatchEvent,
@@ -35,12 +38,16 @@ const READ_ONLY: &str = "read-only in Kubernetes mode: the API server is the sou
 /// How many network-status snapshots a store remembers to seed watches from (a consumer watches right after
 /// it lists, so the last few suffice).
 const STATUS_SEEDS: usize = 8;
+/// Same for lease lists (each remembers every Node's lease and every claim, so fewer).
+const LEASE_SEEDS: usize = 4;
 
 pub struct KubeStore {
     kube: Kube,
     rv: RvMap,
     /// The last network-status lists' revisions and what they showed (see `watch_network_statuses`).
     status_seeds: Mutex<VecDeque<(Revision, Seed)>>,
+    /// The last lease lists' revisions and the Nodes and claims they were judged with (see `watch_entries`).
+    lease_seeds: Mutex<VecDeque<(Revision, Arc<claimed::View>)>>,
 }
 
 impl KubeStore {
@@ -72,7 +79,7 @@ impl KubeStore {
     /// A store on an existing client; `api_url` is only for error messages.
     pub fn from_client(client: kube::Client, api_url: &str) -> Self {
         let kube = Kube { client, url: api_url.trim_end_matches('/').into(), op_timeout: Duration::from_secs(10) };
-        Self { kube, rv: RvMap::default(), status_seeds: Mutex::default() }
+        Self { kube, rv: RvMap::default(), status_seeds: Mutex::default(), lease_seeds: Mutex::default() }
     }
 
     /// Every Network, and the revision of the list. A missing CRD is reported as such.
@@ -130,6 +137,43 @@ impl KubeStore {
         }
     }
 
+    /// Every Node's lease entry, each weft-allocated subnet judged against its claim; the view is remembered so
+    /// that a watch from this revision starts from it.
+    async fn entries(&self) -> Result<Snapshot<LeaseEntry>, StoreError> {
+        let (view, rv) = claimed::list(&self.kube).await?;
+        let revision = self.rv.to_revision(rv.as_deref().unwrap_or("0"));
+        let items = view.entries();
+        let mut seeds = self.lease_seeds.lock().unwrap_or_else(|p| p.into_inner());
+        seeds.retain(|(r, _)| *r != revision);
+        seeds.push_back((revision, Arc::new(view)));
+        while seeds.len() > LEASE_SEEDS {
+            seeds.pop_front();
+        }
+        Ok(Snapshot { items, revision })
+    }
+
+    /// A watch of lease entries from `after`: from nothing (0), or from the view this store listed at `after`
+    /// (the Nodes and claims it judged with). Any other revision gets `Reset` at once, and the consumer relists.
+    async fn watch_entries(&self, after: Revision) -> Result<WatchStream<LeaseEntry>, StoreError> {
+        let view = if after == 0 {
+            let claims = self.kube.system::<Claim>().list().await?;
+            Some(claimed::View {
+                claims: alloc::Claims::new(claims.items.iter().filter_map(alloc::held)),
+                claims_rv: claims.metadata.resource_version.unwrap_or_default(),
+                ..claimed::View::default()
+            })
+        } else {
+            let seeds = self.lease_seeds.lock().unwrap_or_else(|p| p.into_inner());
+            seeds.iter().find(|(r, _)| *r == after).map(|(_, v)| (**v).clone())
+        };
+        let Some(view) = view else { return Ok(Box::pin(futures::stream::iter([Ok(WatchEvent::Reset)]))) };
+        let nodes = Convert::One(Box::new(|n: &Node| (node::name(n), Some(claimed::NodeView::of(n)))));
+        let nodes = self.watch_kind(after, nodes, Seed::new()).await?;
+        let claims = Convert::One(Box::new(|c: &Claim| (c.metadata.name.clone().unwrap_or_default(), alloc::held(c))));
+        let claims = self.watch_calls(self.kube.system::<Claim>(), view.claims_rv.clone(), claims, Seed::new()).await?;
+        Ok(claimed::merge(self.kube.clone(), view, nodes, claims))
+    }
+
     async fn node(&self, name: &str) -> Result<Option<Node>, StoreError> {
         Ok(self.kube.cluster::<Node>().get(name).await?)
     }
@@ -148,8 +192,16 @@ impl KubeStore {
         convert: Convert<K, T>,
         seed: Seed,
     ) -> Result<WatchStream<T>, StoreError> {
-        let rv = self.rv.to_resource_version(after);
-        let calls = self.kube.cluster::<K>();
+        self.watch_calls(self.kube.cluster::<K>(), self.rv.to_resource_version(after), convert, seed).await
+    }
+
+    async fn watch_calls<K: Object, T: serde::Serialize + Send + 'static>(
+        &self,
+        calls: Calls<K>,
+        rv: String,
+        convert: Convert<K, T>,
+        seed: Seed,
+    ) -> Result<WatchStream<T>, StoreError> {
         match calls.watch(&rv).await {
             Ok(first) => Ok(watch::spawn(calls, rv, first, convert, seed)),
             // Some servers refuse a too-old resourceVersion up front instead of in the stream.
@@ -301,6 +353,14 @@ impl Store for KubeStore {
             Ok(Some(cur)) if cur.subnet == lease.subnet => cur,
             _ => return Err(lost()),
         };
+        // A weft-allocated subnet is this node's only while its claim names it: peers refuse it otherwise, so
+        // a claim that went (deleted by hand) is a lost lease, and acquiring again claims the subnet anew.
+        if matches!(node::pod_cidrs(&n), Ok((None, _))) {
+            let claim = self.kube.system::<Claim>().get_cached(&alloc::claim_name(lease.subnet)).await?;
+            if claim.as_ref().and_then(alloc::held).is_none_or(|h| h.holder != lease.node || h.subnet != lease.subnet) {
+                return Err(lost());
+            }
+        }
         // Nodes do not expire, so a renewal writes only when there is news: changed attributes, or a
         // renewed-at older than REFRESH. Each write is a Node event for every agent in the cluster.
         let now = node::now_ms();
@@ -333,41 +393,59 @@ impl Store for KubeStore {
     }
 
     async fn leases(&self) -> Result<Snapshot<Lease>, StoreError> {
-        let list = self.kube.cluster::<Node>().list().await?;
+        let snap = self.entries().await?;
         let mut items = Vec::new();
-        for n in &list.items {
-            match node::lease_of(n) {
-                Ok(Some(l)) => items.push(l),
-                Ok(None) => {}
-                // One malformed Node must not hide every other peer.
-                Err(e) => tracing::warn!(error = %e, "skipping a Node whose weft annotations are malformed"),
+        for e in snap.items {
+            match e.lease {
+                Ok(l) => items.push(l),
+                // One malformed or unbacked Node must not hide every other peer.
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a Node whose weft lease is malformed or not backed by its claim")
+                }
             }
         }
-        let revision = self.rv.to_revision(list.metadata.resource_version.as_deref().unwrap_or("0"));
-        Ok(Snapshot { items, revision })
+        Ok(Snapshot { items, revision: snap.revision })
     }
 
     async fn watch_leases(&self, after: Revision) -> Result<WatchStream<Lease>, StoreError> {
-        let convert = Convert::One(Box::new(|n: &Node| {
-            let lease = node::lease_of(n).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "ignoring a Node whose weft annotations are malformed");
-                None
-            });
-            (node::name(n), lease)
-        }));
-        self.watch_kind(after, convert, Seed::new()).await
+        // A lease watch shows good leases only: a refused entry is a Delete, if the consumer had the lease.
+        let mut had: std::collections::HashSet<String> = match after {
+            0 => Default::default(),
+            _ => {
+                let seeds = self.lease_seeds.lock().unwrap_or_else(|p| p.into_inner());
+                let view = seeds.iter().find(|(r, _)| *r == after).map(|(_, v)| v.clone());
+                view.map(|v| v.entries().into_iter().filter(|e| e.lease.is_ok()).map(|e| e.key).collect())
+                    .unwrap_or_default()
+            }
+        };
+        let entries = self.watch_entries(after).await?;
+        let leases = entries.filter_map(move |ev| {
+            let out = match ev {
+                Ok(WatchEvent::Put(e)) => match e.lease {
+                    Ok(l) => {
+                        had.insert(e.key);
+                        Some(Ok(WatchEvent::Put(l)))
+                    }
+                    Err(why) => {
+                        tracing::warn!(error = %why, "ignoring a Node whose weft lease is malformed or not backed by its claim");
+                        had.remove(&e.key).then_some(Ok(WatchEvent::Delete(e.key)))
+                    }
+                },
+                Ok(WatchEvent::Delete(k)) => had.remove(&k).then_some(Ok(WatchEvent::Delete(k))),
+                Ok(WatchEvent::Reset) => Some(Ok(WatchEvent::Reset)),
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(out)
+        });
+        Ok(Box::pin(leases))
     }
 
     async fn lease_entries(&self) -> Result<Snapshot<LeaseEntry>, StoreError> {
-        let list = self.kube.cluster::<Node>().list().await?;
-        let items = list.items.iter().filter_map(node::entry_of).collect();
-        let revision = self.rv.to_revision(list.metadata.resource_version.as_deref().unwrap_or("0"));
-        Ok(Snapshot { items, revision })
+        self.entries().await
     }
 
     async fn watch_lease_entries(&self, after: Revision) -> Result<WatchStream<LeaseEntry>, StoreError> {
-        let convert = Convert::One(Box::new(|n: &Node| (node::name(n), node::entry_of(n))));
-        self.watch_kind(after, convert, Seed::new()).await
+        self.watch_entries(after).await
     }
 
     /// Only a node's network status is written through the store; everything else is read-only here.

@@ -18,6 +18,8 @@ struct Agent {
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), weft_agent::AgentError>>,
     dir: std::path::PathBuf,
+    /// The agent's HTTP endpoint (/status, /metrics).
+    addr: std::net::SocketAddr,
 }
 
 async fn start(api: &FakeApiServer, dir: &std::path::Path, i: u8, extra: &[&str]) -> Agent {
@@ -38,10 +40,11 @@ async fn start(api: &FakeApiServer, dir: &std::path::Path, i: u8, extra: &[&str]
     let cfg = <AgentConfig as clap::Parser>::parse_from(args);
     let store = Arc::new(KubeStore::connect(&api.store_url()).await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
     let deps = Deps { store, dataplane: fake.clone(), listener, shutdown: rx };
     let task = tokio::spawn(weft_agent::run(cfg, deps));
-    Agent { fake, stop, task, dir: node_dir }
+    Agent { fake, stop, task, dir: node_dir, addr }
 }
 
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -52,6 +55,16 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// GET `path` from an agent's HTTP endpoint: the body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }
 
 fn annotations(api: &FakeApiServer, node: &str) -> serde_json::Value {
@@ -197,5 +210,54 @@ async fn agents_serve_networks_from_the_crd_and_report_their_status() {
     for r in [a, b] {
         r.stop.send(true).unwrap();
         r.task.await.unwrap().unwrap();
+    }
+}
+
+/// Weft's own allocation: a rogue Node older than its victim annotates the victim's subnet (what a compromised
+/// agent may write on its own Node). Without its claim behind it, a third node's agent refuses it and reports
+/// it, and keeps routing the subnet to the victim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_rogue_node_annotating_a_victims_subnet_is_refused_by_agents() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+    let opts = FakeOptions { bookmark_interval: Duration::from_millis(200), ..FakeOptions::default() };
+    let api = FakeApiServer::start("127.0.0.1:0".parse().unwrap(), opts).await.unwrap();
+    let c = api.cluster();
+    c.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "weft-system"}})).unwrap();
+    // n0 is the rogue: registered first (and first by name, should the timestamps share a second).
+    c.add_node("n0", &[]);
+    c.add_node("n2", &[]);
+    c.add_node("n3", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("network.json"), r#"{"clusterCidr":"10.244.0.0/16","subnetLen":24}"#).unwrap();
+    let victim = start(&api, dir.path(), 2, &[]).await;
+    let third = start(&api, dir.path(), 3, &[]).await;
+    for r in [&victim, &third] {
+        let f = r.fake.clone();
+        eventually("one peer programmed", move || f.state().routes.len() == 1).await;
+    }
+    let subnet = weft_types::NodeFile::load(&victim.dir.join("node.json")).unwrap().subnet;
+
+    let nodes = resources::by_plural("", "v1", "nodes").unwrap();
+    let data = json!({"type": "vxlan", "vtepMac": "02:00:00:00:00:66"}).to_string();
+    let rogue = json!({"metadata": {"annotations": {"weft.dev/node-ip": "172.30.9.1", "weft.dev/subnet":
+        subnet.to_string(), "weft.dev/subnet-source": "weft", "weft.dev/backend-data": data}}});
+    c.patch(nodes, None, "n0", weft_store_kube::fake::PatchKind::Merge, &rogue).unwrap();
+
+    let addr = third.addr;
+    eventually("the rogue lease reported", move || {
+        let st: serde_json::Value = serde_json::from_str(&http_get(addr, "/status")).unwrap_or_default();
+        st["rejectedPeers"].as_array().is_some_and(|r| {
+            r.iter().any(|p| p["key"] == "n0" && p["reason"].as_str().unwrap_or_default().contains("held by \"n2\""))
+        })
+    })
+    .await;
+    assert!(http_get(addr, "/metrics").lines().any(|l| l == "weft_peers_rejected 1"), "{}", http_get(addr, "/metrics"));
+    let st = third.fake.state();
+    assert_eq!(st.routes.keys().map(|r| r.to_string()).collect::<Vec<_>>(), vec![subnet.to_string()]);
+    let dsts: Vec<String> = st.fdbs.keys().map(|(_, _, ip)| ip.to_string()).collect();
+    assert_eq!(dsts, vec!["172.30.2.1".to_string()], "the victim's subnet still goes to the victim");
+    for a in [victim, third] {
+        a.stop.send(true).unwrap();
+        a.task.await.unwrap().unwrap();
     }
 }

@@ -6,6 +6,7 @@
 //! semantics the fake implements (see `weft_store_kube::fake`), not against kube-apiserver itself.
 //!
 //! Run: `cargo test -p weft-store-kube --test contract`.
+mod claims;
 mod errors;
 mod leases;
 mod networks;

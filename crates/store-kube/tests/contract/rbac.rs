@@ -24,8 +24,15 @@ async fn the_store_calls_exactly_what_api_calls_declares() {
     s.release("b").await.unwrap();
     let snap = s.leases().await.unwrap();
     let mut w = s.watch_leases(snap.revision).await.unwrap();
+    // A Node annotating a subnet without a claim: the watch looks the claim up (a get) before refusing it.
+    k.nodes(&["r"]);
+    let nodes = weft_store_kube::fake::resources::by_plural("", "v1", "nodes").unwrap();
+    let rogue = serde_json::json!({"metadata": {"annotations": {
+        "weft.dev/node-ip": "192.0.2.99", "weft.dev/subnet": "10.99.0.0/30"}}});
+    k.server.cluster().patch(nodes, None, "r", weft_store_kube::fake::PatchKind::Merge, &rogue).unwrap();
+    // Events of one watch come in order: c's lease comes after r was judged.
     s.acquire(&req("c")).await.unwrap();
-    next(&mut w).await;
+    assert_eq!(next(&mut w).await, weft_store::WatchEvent::Put(s.leases().await.unwrap().items[0].clone()));
     // The controller manager's podCIDR path (a cluster uses one way or the other: this comes last).
     k.server.cluster().add_node("pc", &["10.9.0.4/30"]);
     s.acquire(&req("pc")).await.unwrap();
