@@ -22,6 +22,22 @@ struct Agent {
     addr: std::net::SocketAddr,
 }
 
+/// The fake API server with weft's namespace and `nodes` registered (in that order, as a kubelet would, without
+/// podCIDRs), plus a directory holding the agents' network config. Agent logs show on failure only.
+async fn cluster(nodes: &[&str]) -> (FakeApiServer, tempfile::TempDir) {
+    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+    let opts = FakeOptions { bookmark_interval: Duration::from_millis(200), ..FakeOptions::default() };
+    let api = FakeApiServer::start("127.0.0.1:0".parse().unwrap(), opts).await.unwrap();
+    let c = api.cluster();
+    c.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "weft-system"}})).unwrap();
+    for n in nodes {
+        c.add_node(n, &[]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("network.json"), r#"{"clusterCidr":"10.244.0.0/16","subnetLen":24}"#).unwrap();
+    (api, dir)
+}
+
 async fn start(api: &FakeApiServer, dir: &std::path::Path, i: u8, extra: &[&str]) -> Agent {
     let fake = Arc::new(FakeDataplane::new());
     fake.add_link("eth0", 1500, vec![format!("172.30.{i}.1/24").parse().unwrap()]);
@@ -74,17 +90,8 @@ fn annotations(api: &FakeApiServer, node: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_on_the_kubernetes_api() {
-    // Agent logs show on failure only.
-    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
-    let opts = FakeOptions { bookmark_interval: Duration::from_millis(200), ..FakeOptions::default() };
-    let api = FakeApiServer::start("127.0.0.1:0".parse().unwrap(), opts).await.unwrap();
+    let (api, dir) = cluster(&["n1", "n2", "n3"]).await;
     let c = api.cluster();
-    c.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "weft-system"}})).unwrap();
-    c.add_node("n1", &[]);
-    c.add_node("n2", &[]);
-    c.add_node("n3", &[]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("network.json"), r#"{"clusterCidr":"10.244.0.0/16","subnetLen":24}"#).unwrap();
 
     let a = start(&api, dir.path(), 1, &[]).await;
     let b = start(&api, dir.path(), 2, &[]).await;
@@ -158,15 +165,8 @@ fn network_status(api: &FakeApiServer, net: &str) -> serde_json::Value {
 /// blinds nobody, and a deleted Network leaves the node files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_serve_networks_from_the_crd_and_report_their_status() {
-    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
-    let opts = FakeOptions { bookmark_interval: Duration::from_millis(200), ..FakeOptions::default() };
-    let api = FakeApiServer::start("127.0.0.1:0".parse().unwrap(), opts).await.unwrap();
+    let (api, dir) = cluster(&["n1", "n2"]).await;
     let c = api.cluster();
-    c.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "weft-system"}})).unwrap();
-    c.add_node("n1", &[]);
-    c.add_node("n2", &[]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("network.json"), r#"{"clusterCidr":"10.244.0.0/16","subnetLen":24}"#).unwrap();
     let blue: weft_types::TenantNetwork = serde_json::from_value(
         json!({"name": "blue", "cidr": "10.50.0.0/16", "vni": 100, "namespaces": {"names": ["team-a"]}}),
     )
@@ -218,17 +218,9 @@ async fn agents_serve_networks_from_the_crd_and_report_their_status() {
 /// it, and keeps routing the subnet to the victim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_rogue_node_annotating_a_victims_subnet_is_refused_by_agents() {
-    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
-    let opts = FakeOptions { bookmark_interval: Duration::from_millis(200), ..FakeOptions::default() };
-    let api = FakeApiServer::start("127.0.0.1:0".parse().unwrap(), opts).await.unwrap();
-    let c = api.cluster();
-    c.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "weft-system"}})).unwrap();
     // n0 is the rogue: registered first (and first by name, should the timestamps share a second).
-    c.add_node("n0", &[]);
-    c.add_node("n2", &[]);
-    c.add_node("n3", &[]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("network.json"), r#"{"clusterCidr":"10.244.0.0/16","subnetLen":24}"#).unwrap();
+    let (api, dir) = cluster(&["n0", "n2", "n3"]).await;
+    let c = api.cluster();
     let victim = start(&api, dir.path(), 2, &[]).await;
     let third = start(&api, dir.path(), 3, &[]).await;
     for r in [&victim, &third] {
