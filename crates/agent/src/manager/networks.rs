@@ -589,18 +589,9 @@ mod tests {
     use crate::manager::{Peers, View};
     use weft_dataplane::fake::FakeDataplane;
     use weft_dataplane::UnderlayInfo;
-    use weft_types::{BackendData, Lease, NodeFile};
+    use weft_types::{Lease, NodeFile};
 
-    fn lease(node: &str, i: u8) -> Lease {
-        Lease {
-            node: node.into(),
-            subnet: format!("10.244.{i}.0/24").parse().unwrap(),
-            subnet6: None,
-            node_ip: format!("192.168.0.{i}").parse().unwrap(),
-            backend_data: BackendData::Vxlan { vtep_mac: format!("02:00:00:00:00:{i:02x}") },
-            expires_at_ms: 0,
-        }
-    }
+    use crate::networks::tests::lease;
 
     /// Network objects created in the order given.
     fn objects(nets: &[(&str, u32)]) -> Listed<ObjectEntry> {

@@ -148,4 +148,4 @@ pub fn store_known(state_dir: &Path, nets: &[TenantNetwork]) -> std::io::Result<
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -10,7 +10,8 @@ fn cfg() -> NetworkConfig {
     serde_json::from_str(r#"{"clusterCidr":"10.244.0.0/16"}"#).unwrap()
 }
 
-fn lease(node: &str, i: u8) -> Lease {
+/// A VXLAN lease of node `node` with index `i` (subnet 10.244.i.0/24, underlay 192.168.0.i).
+pub(crate) fn lease(node: &str, i: u8) -> Lease {
     Lease {
         node: node.into(),
         subnet: format!("10.244.{i}.0/24").parse().unwrap(),
