@@ -94,32 +94,17 @@ impl Probes {
 
     /// One `weft-probe matrix` per source in parallel: (source, target) → passed.
     fn l4(&mut self, jobs: &[(usize, Vec<String>)], timeout_ms: u64) -> BTreeMap<(usize, String), bool> {
-        let children: Vec<(usize, Child)> = jobs
-            .iter()
-            .map(|(i, targets)| {
-                let base = self.udp_base;
-                self.udp_base = if self.udp_base > 29_000 { 10_000 } else { self.udp_base + targets.len() as u16 };
-                let c = Command::new("ip")
-                    .args(["netns", "exec", &self.pods[*i].netns, probe_bin(), "matrix"])
-                    .args(["--timeout-ms", &timeout_ms.to_string(), "--udp-src-base", &base.to_string()])
-                    .args(targets)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("weft-probe matrix");
-                (*i, c)
-            })
-            .collect();
-        let mut out = BTreeMap::new();
-        for (i, c) in children {
-            let o = c.wait_with_output().expect("weft-probe matrix");
-            assert!(o.status.success(), "weft-probe matrix: {}", String::from_utf8_lossy(&o.stderr));
-            let v: Value = serde_json::from_slice(&o.stdout).expect("matrix JSON");
-            for (t, ok) in v.as_object().expect("object") {
-                out.insert((i, t.clone()), ok.as_bool().unwrap_or(false));
-            }
+        let mut bases = Vec::with_capacity(jobs.len());
+        for (_, targets) in jobs {
+            bases.push(self.udp_base);
+            self.udp_base = if self.udp_base > 29_000 { 10_000 } else { self.udp_base + targets.len() as u16 };
         }
-        out
+        let jobs = jobs
+            .iter()
+            .zip(bases)
+            .map(|((i, targets), base)| (*i, self.pods[*i].netns.as_str(), base, targets.as_slice()))
+            .collect();
+        weft_e2e::probe_matrix(probe_bin(), timeout_ms, jobs)
     }
 
     fn same_net(&self, i: usize, j: usize) -> bool {

@@ -8,10 +8,8 @@
 //! weft-probe), so no probe rides on the conntrack entry of an earlier, allowed one.
 use crate::harness::{probe_bin, PolicyLab, SERVICES};
 use crate::model::Family;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, Stdio};
 
 const PROBE_TIMEOUT_MS: u64 = 300;
 const RETRY_TIMEOUT_MS: u64 = 1500;
@@ -31,35 +29,20 @@ fn target(ip: IpAddr, (port, proto): (u16, &str)) -> String {
 impl PolicyLab {
     /// Every source's probes, in parallel.
     fn run_probes(&mut self, jobs: &[Job], timeout_ms: u64) -> Cells {
-        let children: Vec<_> = jobs
-            .iter()
-            .map(|(label, netns, targets)| {
-                let base = self.udp_port;
-                self.udp_port += targets.len() as u16;
-                if self.udp_port > UDP_PORTS.1 {
-                    self.udp_port = UDP_PORTS.0;
-                }
-                let child = Command::new("ip")
-                    .args(["netns", "exec", netns, probe_bin(), "matrix", "--timeout-ms", &timeout_ms.to_string()])
-                    .args(["--udp-src-base", &base.to_string()])
-                    .args(targets)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("weft-probe matrix");
-                (label, child)
-            })
-            .collect();
-        let mut out = BTreeMap::new();
-        for (label, child) in children {
-            let o = child.wait_with_output().expect("weft-probe matrix");
-            assert!(o.status.success(), "weft-probe matrix from {label}: {}", String::from_utf8_lossy(&o.stderr));
-            let v: Value = serde_json::from_slice(&o.stdout).expect("matrix JSON");
-            for (target, ok) in v.as_object().expect("object") {
-                out.insert((label.clone(), target.clone()), ok.as_bool().expect("bool"));
+        let mut bases = Vec::with_capacity(jobs.len());
+        for (_, _, targets) in jobs {
+            bases.push(self.udp_port);
+            self.udp_port += targets.len() as u16;
+            if self.udp_port > UDP_PORTS.1 {
+                self.udp_port = UDP_PORTS.0;
             }
         }
-        out
+        let jobs = jobs
+            .iter()
+            .zip(bases)
+            .map(|((label, netns, targets), base)| (label.clone(), netns.as_str(), base, targets.as_slice()))
+            .collect();
+        weft_e2e::probe_matrix(probe_bin(), timeout_ms, jobs)
     }
 
     /// Probes the full matrix (pods × pods × services × address families, plus every node to its own pods) and

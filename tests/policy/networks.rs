@@ -229,35 +229,20 @@ impl TenantLab {
 
     /// Runs `weft-probe matrix` from each source to its targets, in parallel: (source index, target) → allowed.
     fn probe(&mut self, jobs: &[(usize, Vec<String>)], timeout_ms: u64) -> BTreeMap<(usize, String), bool> {
-        let children: Vec<_> = jobs
-            .iter()
-            .map(|(src, targets)| {
-                let base = self.udp_port;
-                self.udp_port += targets.len() as u16;
-                if self.udp_port > UDP_PORTS.1 {
-                    self.udp_port = UDP_PORTS.0;
-                }
-                let child = Command::new("ip")
-                    .args(["netns", "exec", &self.pods[*src].netns.name, probe_bin(), "matrix"])
-                    .args(["--timeout-ms", &timeout_ms.to_string(), "--udp-src-base", &base.to_string()])
-                    .args(targets)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("weft-probe matrix");
-                (*src, child)
-            })
-            .collect();
-        let mut out = BTreeMap::new();
-        for (src, child) in children {
-            let o = child.wait_with_output().expect("weft-probe matrix");
-            assert!(o.status.success(), "weft-probe matrix: {}", String::from_utf8_lossy(&o.stderr));
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("matrix JSON");
-            for (t, ok) in v.as_object().expect("object") {
-                out.insert((src, t.clone()), ok.as_bool().expect("bool"));
+        let mut bases = Vec::with_capacity(jobs.len());
+        for (_, targets) in jobs {
+            bases.push(self.udp_port);
+            self.udp_port += targets.len() as u16;
+            if self.udp_port > UDP_PORTS.1 {
+                self.udp_port = UDP_PORTS.0;
             }
         }
-        out
+        let jobs = jobs
+            .iter()
+            .zip(bases)
+            .map(|((src, targets), base)| (*src, self.pods[*src].netns.name.as_str(), base, targets.as_slice()))
+            .collect();
+        weft_e2e::probe_matrix(probe_bin(), timeout_ms, jobs)
     }
 
     /// Probes every ordered pair of pods of `net` on every service and compares with `world`; explain (on the

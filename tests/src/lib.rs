@@ -346,6 +346,39 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// One `weft-probe matrix` (the binary at `probe`) per job, all in parallel, each from its namespace to its
+/// targets with UDP source ports from its base: (job key, target) → reached. Panics if a probe fails.
+pub fn probe_matrix<K: Ord + Clone>(
+    probe: &str,
+    timeout_ms: u64,
+    jobs: Vec<(K, &str, u16, &[String])>,
+) -> std::collections::BTreeMap<(K, String), bool> {
+    let children: Vec<(K, Child)> = jobs
+        .into_iter()
+        .map(|(key, netns, udp_base, targets)| {
+            let child = Command::new("ip")
+                .args(["netns", "exec", netns, probe, "matrix"])
+                .args(["--timeout-ms", &timeout_ms.to_string(), "--udp-src-base", &udp_base.to_string()])
+                .args(targets)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("weft-probe matrix");
+            (key, child)
+        })
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    for (key, child) in children {
+        let o = child.wait_with_output().expect("weft-probe matrix");
+        assert!(o.status.success(), "weft-probe matrix: {}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("matrix JSON");
+        for (target, ok) in v.as_object().expect("object") {
+            out.insert((key.clone(), target.clone()), ok.as_bool().expect("bool"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
