@@ -17,6 +17,20 @@ const RETRY_TIMEOUT_MS: u64 = 1500;
 /// lifetime in practice (20 000 ports, at most 72 per source and round).
 pub const UDP_PORTS: (u16, u16) = (10_000, 30_000);
 
+/// The UDP source-port base of each of `lens` probe jobs (one port per target), from `next` on, wrapping inside
+/// UDP_PORTS, so no probe reuses a recent probe's ports (and its conntrack entry).
+pub fn udp_bases(next: &mut u16, lens: impl Iterator<Item = usize>) -> Vec<u16> {
+    lens.map(|n| {
+        let base = *next;
+        *next += n as u16;
+        if *next > UDP_PORTS.1 {
+            *next = UDP_PORTS.0;
+        }
+        base
+    })
+    .collect()
+}
+
 /// (source label, source netns, targets).
 type Job = (String, String, Vec<String>);
 /// (source label, target) → allowed.
@@ -29,14 +43,7 @@ fn target(ip: IpAddr, (port, proto): (u16, &str)) -> String {
 impl PolicyLab {
     /// Every source's probes, in parallel.
     fn run_probes(&mut self, jobs: &[Job], timeout_ms: u64) -> Cells {
-        let mut bases = Vec::with_capacity(jobs.len());
-        for (_, _, targets) in jobs {
-            bases.push(self.udp_port);
-            self.udp_port += targets.len() as u16;
-            if self.udp_port > UDP_PORTS.1 {
-                self.udp_port = UDP_PORTS.0;
-            }
-        }
+        let bases = udp_bases(&mut self.udp_port, jobs.iter().map(|j| j.2.len()));
         let jobs = jobs
             .iter()
             .zip(bases)

@@ -8,7 +8,7 @@
 //! of `scenarios.rs`) inside network `blue`, against the reference model; and that a policy of `blue` selecting
 //! pod 10.244.0.2 leaves `red`'s pod with the same address alone, and the other way round.
 use crate::harness::{probe_bin, NAMESPACES, PODS, SERVICES};
-use crate::matrix::UDP_PORTS;
+use crate::matrix::{udp_bases, UDP_PORTS};
 use crate::model::{Family, Labels, Pod, World};
 use crate::scenarios::{self, Group, Step};
 use std::collections::BTreeMap;
@@ -229,14 +229,7 @@ impl TenantLab {
 
     /// Runs `weft-probe matrix` from each source to its targets, in parallel: (source index, target) → allowed.
     fn probe(&mut self, jobs: &[(usize, Vec<String>)], timeout_ms: u64) -> BTreeMap<(usize, String), bool> {
-        let mut bases = Vec::with_capacity(jobs.len());
-        for (_, targets) in jobs {
-            bases.push(self.udp_port);
-            self.udp_port += targets.len() as u16;
-            if self.udp_port > UDP_PORTS.1 {
-                self.udp_port = UDP_PORTS.0;
-            }
-        }
+        let bases = udp_bases(&mut self.udp_port, jobs.iter().map(|j| j.1.len()));
         let jobs = jobs
             .iter()
             .zip(bases)
