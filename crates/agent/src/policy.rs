@@ -124,6 +124,12 @@ pub fn model_networks<'a>(
     // The networks manager's own admission and namespace resolution, so both always agree on which namespace
     // is on which network.
     let (admitted, mut errors) = crate::networks::parse_networks(networks, cfg);
+    if cfg.backend.kind != BackendKind::Vxlan {
+        if !admitted.is_empty() {
+            errors.push("networks: tenant networks need the vxlan backend; every pod is on the default network".into());
+        }
+        return (Vec::new(), errors);
+    }
     let mut namespaces: BTreeMap<String, BTreeMap<String, String>> =
         model.pods.iter().map(|p| (p.namespace.clone(), BTreeMap::new())).collect();
     for ns in &model.namespaces {
@@ -131,12 +137,6 @@ pub fn model_networks<'a>(
     }
     // The networks manager's node-file budget too: a network it refuses serves no pod.
     let (admitted, _) = crate::networks::budget::fit(admitted, &namespaces);
-    if cfg.backend.kind != BackendKind::Vxlan {
-        if !admitted.is_empty() {
-            errors.push("networks: tenant networks need the vxlan backend; every pod is on the default network".into());
-        }
-        return (Vec::new(), errors);
-    }
     let (mut by_net, _conflicts) = crate::networks::desired::resolve_namespaces(&admitted, &namespaces);
     let out = admitted
         .iter()
