@@ -3,7 +3,8 @@
 //! WireGuard UDP and never a pod's payload, and an agent restart keeps a TCP connection. Modules under
 //! `wireguard_lab/`: key rotation under traffic, and everything else on this backend (NetworkPolicy,
 //! dual-stack and MTU, masquerade, drift repair, node removal, the store outage, kube mode, a spoofed peer), and
-//! two agents on an IPv6 underlay (built by the test: the lab's underlays are IPv4) with their MTU.
+//! two agents on an IPv6 underlay (built by the test: the lab's underlays are IPv4) with their MTU, and `wg show`
+//! on the agent's read-only UAPI socket.
 //! (`#[path]` because a bare `mod kit;` in a test crate root would load tests/kit.rs.)
 #[path = "wireguard_lab/drills.rs"]
 mod drills;
@@ -17,6 +18,8 @@ mod kit;
 mod rotation;
 #[path = "wireguard_lab/spoof.rs"]
 mod spoof;
+#[path = "wireguard_lab/wg_show.rs"]
+mod wg_show;
 
 use kit::{contains, iperf_server, ns_exec, Capture, Lab, Pod, WG_PORT};
 use serde_json::Value;

@@ -39,6 +39,9 @@ impl AgentNode {
             .arg(&self.dir)
             .arg("--cni-data-dir")
             .arg(self.dir.join("ipam"))
+            // Not the host's /var/run/wireguard: agents of parallel tests would share it.
+            .arg("--wireguard-uapi-dir")
+            .arg(self.dir.join("wireguard"))
             .args(["--listen", "127.0.0.1:9473", "--resync-interval", "1s", "--lease-ttl", "20s", "--no-policy"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone().unwrap()))

@@ -75,7 +75,13 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         .ok_or_else(|| AgentError::Config("no --node-ip and no default route to take it from".into()))?;
     let net = network_config(&cfg, store.as_ref(), &status, &mut shutdown).await?;
     let local = LocalNode { name: node.clone(), node_ip, underlay: dp.underlay(node_ip).await? };
-    let setup = Setup { config: &net.backend, local: &local, device: &cfg.vxlan_device, state_dir: &cfg.state_dir };
+    let setup = Setup {
+        config: &net.backend,
+        local: &local,
+        device: &cfg.vxlan_device,
+        state_dir: &cfg.state_dir,
+        uapi_dir: cfg.uapi_dir(),
+    };
     let mut backend = backend::build(&setup)?;
     let mtu = net.mtu.unwrap_or(local.underlay.mtu.saturating_sub(backend.mtu_overhead(node_ip.is_ipv6())));
     {

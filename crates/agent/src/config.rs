@@ -56,6 +56,10 @@ pub struct AgentConfig {
     /// VXLAN device name.
     #[arg(long, default_value = "weft.1")]
     pub vxlan_device: String,
+    /// `wireguard` backend: serve the read-only cross-platform UAPI socket `<dir>/<device>.sock` here, so `wg show`
+    /// (which looks in /var/run/wireguard) lists the peers; `off` serves none. The lab gives each node its own.
+    #[arg(long, env = "WEFT_WIREGUARD_UAPI_DIR", default_value = "/var/run/wireguard")]
+    pub wireguard_uapi_dir: String,
     /// Metrics (/metrics), health (/healthz, /readyz) and status (/status) listener. Loopback by default: /status
     /// names every node IP, VTEP MAC and policy. On another address the agent's firewall still drops pods' packets
     /// to this port (crates/agent/src/firewall.rs).
@@ -96,6 +100,12 @@ impl std::str::FromStr for Secret {
 }
 
 impl AgentConfig {
+    /// `--wireguard-uapi-dir`, `None` when `off` (or empty).
+    pub fn uapi_dir(&self) -> Option<&std::path::Path> {
+        let d = self.wireguard_uapi_dir.as_str();
+        (!d.is_empty() && d != "off").then(|| std::path::Path::new(d))
+    }
+
     /// The etcd TLS files and credentials the flags name.
     pub fn etcd_security(&self) -> weft_store::EtcdSecurityFiles {
         weft_store::EtcdSecurityFiles {

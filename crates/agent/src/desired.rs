@@ -95,7 +95,13 @@ mod tests {
 
     /// The configured backend, its device created on a fake kernel (VXLAN: ifindex 3).
     fn backend(c: &NetworkConfig, l: &LocalNode) -> Box<dyn Backend> {
-        let setup = Setup { config: &c.backend, local: l, device: "weft.1", state_dir: std::path::Path::new("/x") };
+        let setup = Setup {
+            config: &c.backend,
+            local: l,
+            device: "weft.1",
+            state_dir: std::path::Path::new("/x"),
+            uapi_dir: None,
+        };
         let mut b = build(&setup).unwrap();
         let fake = weft_dataplane::fake::FakeDataplane::new();
         fake.add_link("eth0", 1500, vec![]);

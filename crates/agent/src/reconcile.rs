@@ -110,8 +110,13 @@ mod tests {
             UnderlayInfo { ifindex, name: "eth0".into(), mtu: 1500, network: "172.30.1.1/24".parse().unwrap() };
         let local = LocalNode { name: "n1".into(), node_ip: "172.30.1.1".parse().unwrap(), underlay };
         let c = cfg();
-        let setup =
-            Setup { config: &c.backend, local: &local, device: "weft.1", state_dir: std::path::Path::new("/x") };
+        let setup = Setup {
+            config: &c.backend,
+            local: &local,
+            device: "weft.1",
+            state_dir: std::path::Path::new("/x"),
+            uapi_dir: None,
+        };
         let mut backend = build(&setup).unwrap();
         backend.set_subnets("10.244.1.0/24".parse().unwrap(), None);
         Reconciler::new(fake, c, local, backend)

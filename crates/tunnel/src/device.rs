@@ -122,6 +122,12 @@ impl Tunnel {
         let (socks, listen_port) = udp::bind_group(config.listen_port, queues, config.offload)
             .map_err(|source| TunnelError::Udp { port: config.listen_port, source })?;
 
+        // Before any thread: a socket we cannot have fails the start with nothing running yet.
+        let uapi = match &config.uapi {
+            Some(path) => Some((path.clone(), crate::uapi::bind(path).map_err(TunnelError::Uapi)?)),
+            None => None,
+        };
+
         let control = Control {
             key: config.private_key.clone(),
             previous: None,
@@ -164,10 +170,9 @@ impl Tunnel {
                 .spawn(move || timers(&s, &c))
                 .map_err(TunnelError::Thread)?,
         );
-        if let Some(path) = &config.uapi {
+        if let Some((path, listener)) = uapi {
             let (s, c) = (shared.clone(), control.clone());
-            let listener = crate::uapi::bind(path).map_err(TunnelError::Uapi)?;
-            tunnel.uapi = Some(path.clone());
+            tunnel.uapi = Some(path);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("wg-{}-uapi", config.ifname))

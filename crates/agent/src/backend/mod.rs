@@ -169,6 +169,8 @@ pub struct Setup<'a> {
     pub device: &'a str,
     /// Where a backend may keep files of its own (keys).
     pub state_dir: &'a Path,
+    /// Where a backend may serve a control socket for standard tools (`wg show`); `None`: serve none.
+    pub uapi_dir: Option<&'a Path>,
 }
 
 type Build = fn(&Setup<'_>) -> Result<Box<dyn Backend>, BackendError>;
@@ -214,7 +216,13 @@ mod tests {
     fn built(kind: BackendKind) -> Result<Box<dyn Backend>, BackendError> {
         let config = BackendConfig { kind, ..BackendConfig::default() };
         let local = local();
-        build(&Setup { config: &config, local: &local, device: "weft.1", state_dir: Path::new("/nonexistent") })
+        build(&Setup {
+            config: &config,
+            local: &local,
+            device: "weft.1",
+            state_dir: Path::new("/nonexistent"),
+            uapi_dir: None,
+        })
     }
 
     #[test]

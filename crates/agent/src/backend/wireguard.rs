@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use weft_dataplane::{Dataplane, Nexthop, OverlayState, Route, RouteTarget};
-use weft_tunnel::{keys, PeerConfig, PublicKey, Tunnel, TunnelConfig, OVERHEAD_V4, OVERHEAD_V6};
+use weft_tunnel::{keys, PeerConfig, PublicKey, Tunnel, TunnelConfig, TunnelError, OVERHEAD_V4, OVERHEAD_V6};
 use weft_types::{BackendData, Lease};
 
 pub mod rotate;
@@ -31,6 +31,8 @@ pub mod rotate;
 pub struct Wireguard {
     ifname: String,
     state_dir: PathBuf,
+    /// The read-only UAPI socket for `wg show` (`<uapi dir>/<device>.sock`), if asked for.
+    uapi: Option<PathBuf>,
     port: u16,
     mtu: u32,
     tunnel: Option<Tunnel>,
@@ -49,6 +51,7 @@ pub fn build(s: &Setup<'_>) -> Result<Box<dyn Backend>, BackendError> {
     Ok(Box::new(Wireguard {
         ifname: s.device.to_string(),
         state_dir: s.state_dir.to_path_buf(),
+        uapi: s.uapi_dir.map(|d| d.join(format!("{}.sock", s.device))),
         port: s.config.port,
         mtu: s.local.underlay.mtu.saturating_sub(overhead),
         tunnel: None,
@@ -86,10 +89,19 @@ impl Wireguard {
         let key =
             keys::load_or_create(&self.state_dir).map_err(|e| err(format!("key in {:?}: {e}", self.state_dir)))?;
         let mut cfg = TunnelConfig::new(self.ifname.clone(), key, self.port, self.mtu);
-        // The UAPI socket path is not per network namespace: several agents on one host (the lab) would take
-        // each other's. Configuration comes from the store only, status from `weftctl status`.
-        cfg.uapi = None;
-        let tunnel = Tunnel::start(cfg).map_err(|e| err(e.to_string()))?;
+        // Read-only: configuration comes from the store alone, whatever a `wg set` asks.
+        cfg.uapi = self.uapi.clone();
+        let tunnel = match Tunnel::start(cfg.clone()) {
+            // `wg show` is a convenience; pod traffic must not wait for it (e.g. the path is another
+            // process's, which the socket answering tells us).
+            Err(TunnelError::Uapi(e)) => {
+                tracing::warn!(socket = ?cfg.uapi, "no `wg show` socket: {e}");
+                cfg.uapi = None;
+                Tunnel::start(cfg)
+            }
+            other => other,
+        }
+        .map_err(|e| err(e.to_string()))?;
         tracing::info!(device = %self.ifname, port = tunnel.listen_port(), public_key = %tunnel.public_key(), "WireGuard device up");
         if let Err(e) = rotate::write_public_key(&self.state_dir, &tunnel.public_key()) {
             tracing::warn!("{e}");

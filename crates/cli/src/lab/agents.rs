@@ -51,6 +51,8 @@ pub fn start_agent(lab: &LabState, node: &NodeState, lease_ttl: &str) -> Result<
     c.arg("--network-config").arg(lab.dir().join("network.json"));
     c.arg("--node-file").arg(node.dir.join("node.json"));
     c.arg("--state-dir").arg(&node.dir);
+    // /var/run/wireguard is one directory for every node of the lab: each node serves `wg show` from its own.
+    c.arg("--wireguard-uapi-dir").arg(node.dir.join("wireguard"));
     c.args(["--lease-ttl", lease_ttl, "--resync-interval", "2s", "--listen", "127.0.0.1:9473"]);
     // The plugin's IPAM directory (`dataDir` in pods.rs): the agent counts tenant pools there (status, drain).
     // By environment, so an agent without the flag starts too.
