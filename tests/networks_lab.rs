@@ -430,3 +430,90 @@ fn policy_truth_table_inside_a_tenant_network() {
     };
     truth::run("teal:10.80.0.0/16:200", |s| (s.host_gw || s.group == scenarios::Group::Egress) && !default_cidr(s));
 }
+
+/// Relabelling a namespace out of its tenant network under running pods (what anyone allowed to label
+/// namespaces can do) neither lets those pods escape their NetworkPolicy nor carries them onto the default
+/// network: they keep their old network's veth and address, so the table (compiled by namespace) knows them
+/// nowhere and drops their forwarded traffic both ways, policy or not (fail closed, `drop_unready`). The agent
+/// names each in its status (`STRANDED`). New pods of the namespace land on its new network and work; so does a
+/// re-created one.
+#[test]
+fn a_namespace_relabelled_out_of_its_network_strands_its_pods_closed_not_open() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up("nm", &["--nodes", "2", "--pods-per-node", "1"]);
+    lab.ok(&["lab", "network", "create", "blue", "--cidr", "10.60.0.0/16", "--selector", "net=blue"]);
+    lab.ok(&["lab", "ns-add", "x", "--label", "net=blue"]);
+    lab.ok(&["lab", "pod-add", "--node", "node1", "--pod", "x/a"]);
+    lab.ok(&["lab", "pod-add", "--node", "node2", "--pod", "x/b"]);
+    let (a, b, d) = (lab.pod("x/a"), lab.pod("x/b"), lab.pod("default/node2-pod1"));
+    assert!(a.ip.starts_with("10.60.") && b.ip.starts_with("10.60."), "{a:?} {b:?}");
+    let ping = |from: &kit::Pod, to: &str| ns_exec(&from.netns, &["ping", "-c", "1", "-W", "1", to]).status.success();
+    assert!(wait_until(Duration::from_secs(30), || ping(&b, &a.ip)), "x/b cannot reach x/a inside blue");
+    let policy = std::env::temp_dir().join(format!("weft-strand-{}.yaml", unique()));
+    std::fs::write(
+        &policy,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\n\
+         spec:\n  podSelector: {}\n  policyTypes: [Ingress]\n",
+    )
+    .unwrap();
+    lab.ok(&["policy", "apply", "-f", policy.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&policy);
+    lab.ok(&["policy", "wait"]);
+    assert!(!ping(&b, &a.ip) && !ping(&b, &a.ip), "deny-all ingress in x does not hold inside blue");
+
+    // The relabel: x is now on the default network (no network selects it any more).
+    let unready = |node: usize| {
+        let out = ns_exec(&lab.node_ns(node), &["nft", "-j", "list", "counter", "inet", "weft-policy", "drop_unready"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["nftables"].as_array().into_iter().flatten().find_map(|o| o["counter"]["packets"].as_u64()).unwrap_or(0)
+    };
+    lab.ok(&["lab", "label", "ns", "x", "net-"]);
+    lab.ok(&["policy", "wait"]);
+    let status = |node: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(lab.dir().join(node).join("status.json")).unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let stranded = |node: &str| status(node)["policy"]["stranded"].as_array().cloned().unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(20), || stranded("node1").len() == 1 && stranded("node2").len() == 1),
+        "each node names its stranded pod: {:?} {:?}",
+        stranded("node1"),
+        stranded("node2")
+    );
+    let s1 = stranded("node1")[0].as_str().unwrap().to_string();
+    assert!(
+        s1.starts_with(&format!("x/a {}: address from network \"blue\"", a.ip)) && s1.contains("\"default\""),
+        "{s1}"
+    );
+    let said = lab.ok(&["status", "--state-dir", lab.dir().join("node1").to_str().unwrap()]);
+    assert!(said.contains("STRANDED  pod x/a"), "weftctl status:\n{said}");
+    // x/b's packets to x/a are dropped where they enter the forward path, on node2 (x/a's answers on node1).
+    let before = unready(0) + unready(1);
+    for round in 0..3 {
+        assert!(!ping(&b, &a.ip), "round {round}: x/b reached x/a: the relabel escaped the deny policy");
+        assert!(!ping(&a, &d.ip), "round {round}: x/a (blue) reached the default network");
+        assert!(!ping(&d, &a.ip), "round {round}: the default network reached x/a (blue)");
+    }
+    assert!(unready(0) + unready(1) >= before + 3, "the stranded pods' drops are counted as drop_unready");
+    // Without any policy: still cut off (stranded, not merely denied).
+    lab.ok(&["policy", "delete", "x/deny"]);
+    lab.ok(&["policy", "wait"]);
+    assert!(!ping(&b, &a.ip) && !ping(&a, &b.ip), "stranded pods talk once the policy is gone");
+
+    // New pods of x are on the default network and work; re-creating x/a fixes it.
+    lab.ok(&["lab", "pod-add", "--node", "node1", "--pod", "x/c"]);
+    let c = lab.pod("x/c");
+    assert!(c.ip.starts_with("10.244.") && c.network.is_none(), "{c:?}");
+    assert!(wait_until(Duration::from_secs(30), || ping(&c, &d.ip)), "x/c on the default network cannot reach it");
+    lab.ok(&["lab", "pod-del", "x/a"]);
+    lab.ok(&["lab", "pod-add", "--node", "node1", "--pod", "x/a"]);
+    let a2 = lab.pod("x/a");
+    assert!(a2.ip.starts_with("10.244."), "{a2:?}");
+    assert!(
+        wait_until(Duration::from_secs(30), || ping(&a2, &d.ip)),
+        "re-created x/a cannot reach the default network"
+    );
+    assert!(wait_until(Duration::from_secs(20), || stranded("node1").is_empty()), "{:?}", stranded("node1"));
+}

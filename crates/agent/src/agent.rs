@@ -143,6 +143,7 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         metrics: metrics.clone(),
         resync: cfg.resync_interval,
         state_dir: cfg.state_dir.clone(),
+        cni_data_dir: cfg.cni_data_dir.clone(),
     });
     let subnets = (my_lease.subnet, my_lease.subnet6);
     // Tenant networks follow their own store objects; a change kicks the shared loop.

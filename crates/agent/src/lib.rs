@@ -10,6 +10,7 @@
 //! - [`reconcile`]: desired vs actual → apply only the diff; teardown on uninstall.
 //! - [`firewall`]: the `inet weft` nftables table (masquerade, VXLAN port protection, checksum workaround).
 //! - [`networks`]: tenant networks (pure desired state, fwmark slots, store objects, CNI pools).
+//! - [`stranded`]: local pods whose namespace left the network their address is from (named, fail closed).
 //! - [`manager`]: the shared event loop and its managers (node file, overlay, networks, firewall, policy).
 //! - [`agent`]: start-up order and wiring.
 //! - [`status`], [`metrics`], [`http`]: what the agent tells operators.
@@ -30,6 +31,7 @@ pub mod peers;
 pub mod policy;
 pub mod reconcile;
 pub mod status;
+pub mod stranded;
 
 pub use agent::{run, AgentError, Deps};
 pub use config::AgentConfig;

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     /// Packets dropped by policy, by direction and (for per-policy counters) policy; read from nft counters.
     pub policy_dropped: Family<Vec<(String, String)>, Gauge>,
+    /// Local pods cut off because their namespace left the network they were created on (`stranded`).
+    pub policy_stranded_pods: Gauge,
     pub vxlan_rejected: Gauge,
     /// VXLAN packets from a known node whose inner source is not one of that node's (`vxlan_spoofed_inner`).
     pub vxlan_spoofed_inner: Gauge,
@@ -63,6 +65,7 @@ impl Default for Metrics {
             lease_renew_failures: Counter::default(),
             reconcile_seconds: Histogram::new(exponential_buckets(0.0005, 4.0, 10)),
             policy_dropped: Family::default(),
+            policy_stranded_pods: Gauge::default(),
             vxlan_rejected: Gauge::default(),
             vxlan_spoofed_inner: Gauge::default(),
             spoofed_dropped: Gauge::default(),
@@ -125,6 +128,11 @@ impl Default for Metrics {
             "policy_dropped_packets",
             "Packets dropped by NetworkPolicy (labels: direction, policy; policy=\"\" for all policies)",
             m.policy_dropped.clone(),
+        );
+        registry.register(
+            "policy_stranded_pods",
+            "Local pods whose namespace is now on another network than their address; dropped until re-created",
+            m.policy_stranded_pods.clone(),
         );
         registry.register(
             "vxlan_rejected_packets",

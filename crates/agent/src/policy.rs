@@ -74,6 +74,8 @@ pub struct PolicyEngine {
     pub resync: Duration,
     /// Where status.json goes (written after every policy change, so waiters see it at once).
     pub state_dir: std::path::PathBuf,
+    /// The CNI plugin's IPAM `dataDir`: which network each local pod's address came from (`stranded`).
+    pub cni_data_dir: std::path::PathBuf,
 }
 
 /// Builds the model from the store's objects; objects that do not parse are skipped and reported.
@@ -225,6 +227,7 @@ impl PolicyEngine {
         let mut last: Option<Ruleset> = None;
         let mut passes: u32 = 0;
         let mut last_errors: Vec<String> = Vec::new();
+        let mut last_stranded: Vec<String> = Vec::new();
         let mut last_good = std::collections::BTreeMap::new();
         // The table as we left it (see FINGERPRINT_AFTER_CHANGE_MAX); None: not taken since the last change.
         let mut fingerprint: Option<u64> = None;
@@ -307,6 +310,12 @@ impl PolicyEngine {
                 };
             }
             let local: Vec<&Pod> = model.pods.iter().filter(|p| p.node == self.node).collect();
+            let stranded = crate::stranded::stranded(&model, &self.node, &self.cni_data_dir);
+            for s in stranded.iter().filter(|s| !last_stranded.contains(*s)) {
+                tracing::warn!(pod = %s, "pod cut off: its namespace is on another network now");
+            }
+            self.metrics.policy_stranded_pods.set(stranded.len() as i64);
+            last_stranded.clone_from(&stranded);
             let mut applied: Vec<String> =
                 pols.iter().map(|(k, (_, v))| format!("{k}@{}", weft_types::digest::digest(v))).collect();
             applied.sort();
@@ -342,6 +351,7 @@ impl PolicyEngine {
                             last_apply_us: elapsed.as_micros() as u64,
                             applied_at_ms: now_ms(),
                             errors,
+                            stranded,
                             last_error: None,
                         };
                     }

@@ -40,6 +40,9 @@ pub fn show(state_dir: &Path, json: bool) -> Result<()> {
         pol["elements"],
         pol["lastMode"].as_str().unwrap_or("-")
     );
+    for s in pol["stranded"].as_array().into_iter().flatten() {
+        println!("STRANDED  pod {}", s.as_str().unwrap_or("?"));
+    }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(["peer", "node IP", "subnet", "VTEP MAC", "path"]);

@@ -108,9 +108,12 @@ pub fn parse_namespaces<'a>(
     (out, errors)
 }
 
+/// Prefix of a tenant network's pool directory in the CNI's `dataDir` (crates/cni/src/tenant.rs, same name).
+pub const POOL_PREFIX: &str = "net-";
+
 /// The CNI's pool directory of a network (`<dataDir>/net-<name>/`, one reservation file per address).
 pub fn pool_dir(cni_data_dir: &Path, network: &str) -> PathBuf {
-    cni_data_dir.join(format!("net-{network}"))
+    cni_data_dir.join(format!("{POOL_PREFIX}{network}"))
 }
 
 /// Addresses held in a pool: (IPv4, all). A missing directory holds none. Reservation files are named by
