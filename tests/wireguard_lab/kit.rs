@@ -25,11 +25,17 @@ pub struct Pod {
 impl Lab {
     /// `weftctl lab up --backend wireguard --lease-ttl 4s EXTRA`; every pod pair must connect.
     pub fn up(extra: &[&str]) -> Lab {
+        Lab::up_env(extra, &[])
+    }
+
+    /// [`Lab::up`] with `env` set for `weftctl`, and so for the agents it starts (e.g. `WEFT_*` agent settings).
+    pub fn up_env(extra: &[&str], env: &[(&str, &str)]) -> Lab {
         let name = format!("w{}", unique());
         let lab = Lab { name: name.clone() };
         let out = Command::new(bin("weftctl"))
             .args(["lab", "up", "--name", &name, "--lease-ttl", "4s", "--backend", "wireguard"])
             .args(extra)
+            .envs(env.iter().copied())
             .output()
             .expect("weftctl");
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -81,6 +81,7 @@ pub async fn run(cfg: AgentConfig, deps: Deps) -> Result<(), AgentError> {
         device: &cfg.vxlan_device,
         state_dir: &cfg.state_dir,
         uapi_dir: cfg.uapi_dir(),
+        key_rotation: cfg.wireguard_rotate_every,
     };
     let mut backend = backend::build(&setup)?;
     let mtu = net.mtu.unwrap_or(local.underlay.mtu.saturating_sub(backend.mtu_overhead(node_ip.is_ipv6())));

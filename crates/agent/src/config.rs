@@ -60,6 +60,10 @@ pub struct AgentConfig {
     /// (which looks in /var/run/wireguard) lists the peers; `off` serves none. The lab gives each node its own.
     #[arg(long, env = "WEFT_WIREGUARD_UAPI_DIR", default_value = "/var/run/wireguard")]
     pub wireguard_uapi_dir: String,
+    /// `wireguard` backend: rotate this node's key pair once it is this old (its file's age; e.g. `24h`, at
+    /// least 10s), as `weftctl wireguard rotate-key` does, without dropping connections. Default: on request only.
+    #[arg(long, env = "WEFT_WIREGUARD_ROTATE_EVERY", value_parser = parse_rotation)]
+    pub wireguard_rotate_every: Option<Duration>,
     /// Metrics (/metrics), health (/healthz, /readyz) and status (/status) listener. Loopback by default: /status
     /// names every node IP, VTEP MAC and policy. On another address the agent's firewall still drops pods' packets
     /// to this port (crates/agent/src/firewall.rs).
@@ -119,7 +123,16 @@ impl AgentConfig {
     }
 }
 
-/// Parses `250ms`, `10s`, `5m` or a bare number of seconds.
+/// A key rotation interval: a duration of at least 10 s (a shorter one would keep every peer re-handshaking).
+fn parse_rotation(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(10) {
+        return Err(format!("{s}: a key rotation interval must be at least 10s"));
+    }
+    Ok(d)
+}
+
+/// Parses `250ms`, `10s`, `5m`, `24h`, `7d` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
         (n, 0.001)
@@ -127,6 +140,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         (n, 1.0)
     } else if let Some(n) = s.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else if let Some(n) = s.strip_suffix('d') {
+        (n, 86_400.0)
     } else {
         (s, 1.0)
     };
@@ -134,7 +151,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if v < 0.0 || !v.is_finite() {
         return Err(format!("invalid duration {s:?}"));
     }
-    Ok(Duration::from_secs_f64(v * mul))
+    Duration::try_from_secs_f64(v * mul).map_err(|_| format!("duration {s:?} out of range"))
 }
 
 /// The address the kernel would use to reach the outside world: connect() on a UDP socket sends nothing, it
@@ -157,6 +174,24 @@ mod tests {
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        // Out of range is an error, not a panic.
+        assert!(parse_duration("1e30d").is_err());
+    }
+
+    #[test]
+    fn key_rotation_interval_is_off_by_default_and_at_least_10s() {
+        let c = AgentConfig::try_parse_from(["weftd"]).unwrap();
+        assert_eq!(c.wireguard_rotate_every, None);
+        let c = AgentConfig::try_parse_from(["weftd", "--wireguard-rotate-every", "24h"]).unwrap();
+        assert_eq!(c.wireguard_rotate_every, Some(Duration::from_secs(86_400)));
+        for bad in ["5s", "0", "x"] {
+            assert!(AgentConfig::try_parse_from(["weftd", "--wireguard-rotate-every", bad]).is_err(), "{bad}");
+        }
+        assert_eq!(c.uapi_dir(), Some(std::path::Path::new("/var/run/wireguard")));
+        let off = AgentConfig::try_parse_from(["weftd", "--wireguard-uapi-dir", "off"]).unwrap();
+        assert_eq!(off.uapi_dir(), None);
     }
 
     #[test]

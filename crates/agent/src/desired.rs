@@ -101,6 +101,7 @@ mod tests {
             device: "weft.1",
             state_dir: std::path::Path::new("/x"),
             uapi_dir: None,
+            key_rotation: None,
         };
         let mut b = build(&setup).unwrap();
         let fake = weft_dataplane::fake::FakeDataplane::new();

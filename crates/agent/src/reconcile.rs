@@ -116,6 +116,7 @@ mod tests {
             device: "weft.1",
             state_dir: std::path::Path::new("/x"),
             uapi_dir: None,
+            key_rotation: None,
         };
         let mut backend = build(&setup).unwrap();
         backend.set_subnets("10.244.1.0/24".parse().unwrap(), None);

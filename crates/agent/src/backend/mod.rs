@@ -171,6 +171,8 @@ pub struct Setup<'a> {
     pub state_dir: &'a Path,
     /// Where a backend may serve a control socket for standard tools (`wg show`); `None`: serve none.
     pub uapi_dir: Option<&'a Path>,
+    /// A backend with a key pair rotates it once it is this old; `None`: on request only.
+    pub key_rotation: Option<std::time::Duration>,
 }
 
 type Build = fn(&Setup<'_>) -> Result<Box<dyn Backend>, BackendError>;
@@ -222,6 +224,7 @@ mod tests {
             device: "weft.1",
             state_dir: Path::new("/nonexistent"),
             uapi_dir: None,
+            key_rotation: None,
         })
     }
 

@@ -15,7 +15,8 @@
 //! request file in the state dir names the public key to retire; the pass that sees it stores a new key, hands it
 //! to the tunnel, and returns the new public key as this node's lease data, which the lease keeper publishes at
 //! once. Established connections keep their sessions meanwhile (the tunnel keeps the old ones until the new
-//! key has shaken hands with each peer, and answers handshakes for the old key until then).
+//! key has shaken hands with each peer, and answers handshakes for the old key until then). With
+//! `--wireguard-rotate-every`, the agent asks itself the same way once its key file is that old.
 use super::{Backend, BackendError, DeviceDrops, LocalNode, Peer, PeerError, PeerPath, PeerStats, Setup};
 use async_trait::async_trait;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -41,6 +42,8 @@ pub struct Wireguard {
     /// Public key → node name, for per-peer stats (the tunnel knows peers by key only).
     names: BTreeMap<PublicKey, String>,
     rotations: rotate::Rotations,
+    /// Rotate the key once its file is this old (`--wireguard-rotate-every`).
+    rotate_every: Option<std::time::Duration>,
 }
 
 pub fn build(s: &Setup<'_>) -> Result<Box<dyn Backend>, BackendError> {
@@ -58,6 +61,7 @@ pub fn build(s: &Setup<'_>) -> Result<Box<dyn Backend>, BackendError> {
         ifindex: None,
         names: BTreeMap::new(),
         rotations: rotate::Rotations::default(),
+        rotate_every: s.key_rotation,
     }))
 }
 
@@ -147,6 +151,9 @@ impl Backend for Wireguard {
             self.start()?;
         }
         let t = self.tunnel.as_ref().expect("started above");
+        if let Some(every) = self.rotate_every {
+            rotate::schedule(&self.state_dir, &t.public_key(), every, std::time::SystemTime::now());
+        }
         rotate::serve_request(&self.state_dir, t, &mut self.rotations);
         Ok(BackendData::Wireguard { public_key: t.public_key().to_base64(), port: t.listen_port() })
     }

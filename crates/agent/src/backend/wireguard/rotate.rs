@@ -179,6 +179,28 @@ pub fn serve_request(dir: &Path, tunnel: &Tunnel, rotations: &mut Rotations) {
     tracing::info!(old = %old, new = %new_public, "WireGuard key rotated; publishing the new public key in the lease");
 }
 
+/// Scheduled rotation: once the key file is `every` old (its modification time: a rotation stores a new file,
+/// a restart keeps it, so the schedule survives restarts), writes the same request `weftctl` would, for the
+/// running key, unless one is pending. Serving it is then [`serve_request`]'s, with its one-at-a-time rule.
+pub fn schedule(dir: &Path, running: &PublicKey, every: Duration, now: std::time::SystemTime) {
+    if due(dir, every, now) {
+        match request(dir, running) {
+            Ok(()) => tracing::info!(key = %running, every = ?every, "WireGuard key is due for rotation"),
+            Err(e) => tracing::warn!("scheduling the WireGuard key rotation: {e}"),
+        }
+    }
+}
+
+/// Whether the key file in `dir` is at least `every` old and no request is pending.
+fn due(dir: &Path, every: Duration, now: std::time::SystemTime) -> bool {
+    if dir.join(REQUEST_FILE).exists() {
+        return false;
+    }
+    let Ok(written) = fs::metadata(dir.join(keys::KEY_FILE)).and_then(|m| m.modified()) else { return false };
+    // A file from the future (clock set back) is not due: wait until the clock passes it.
+    now.duration_since(written).is_ok_and(|age| age >= every)
+}
+
 /// Stores `new` as the node's key (atomically, 0600) and overwrites the old key file's contents once it is
 /// no longer linked, so the old private key does not linger in the freed blocks or pages (best effort: a
 /// copy-on-write or journalled-data filesystem may keep old blocks anyway).
@@ -199,6 +221,30 @@ fn store_replacing(dir: &Path, new: &PrivateKey) -> Result<(), RotateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scheduled_rotation_asks_once_the_key_file_is_old_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let every = Duration::from_secs(3600);
+        let now = std::time::SystemTime::now();
+        assert!(!due(d, every, now), "no key file: nothing to rotate");
+        let key = PrivateKey::generate();
+        keys::store(d, &key).unwrap();
+        let file = fs::File::options().write(true).open(d.join(keys::KEY_FILE)).unwrap();
+        file.set_modified(now - Duration::from_secs(60)).unwrap();
+        assert!(!due(d, every, now), "a minute old");
+        file.set_modified(now - Duration::from_secs(3600)).unwrap();
+        assert!(due(d, every, now), "an hour old");
+        // The request names the running key, as weftctl's does; while it is pending nothing more is asked.
+        schedule(d, &key.public_key(), every, now);
+        assert_eq!(judge(read_bounded(&d.join(REQUEST_FILE)), &key.public_key()), Ask::Rotate);
+        assert!(!due(d, every, now));
+        fs::remove_file(d.join(REQUEST_FILE)).unwrap();
+        // A key file from the future (the clock was set back) is not due.
+        file.set_modified(now + Duration::from_secs(7200)).unwrap();
+        assert!(!due(d, every, now));
+    }
 
     #[test]
     fn a_request_rotates_only_the_key_it_names() {
