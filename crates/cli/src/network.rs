@@ -127,6 +127,7 @@ fn names_network(e: &TenantError, name: &str) -> bool {
         | TenantError::Cidr { net, .. }
         | TenantError::SubnetLen { net, .. }
         | TenantError::VniTaken { net, .. }
+        | TenantError::UnmasqueradedOverlap { net, .. }
         | TenantError::OverlapsDefault { net, .. }
         | TenantError::Selector { net, .. }
         | TenantError::TooLarge { net, .. } => net == name,

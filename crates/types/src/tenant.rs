@@ -99,6 +99,11 @@ pub enum TenantError {
     OverlapsDefault { net: String, default: String },
     #[error("network {net}: VNI {vni} is already used by {other}")]
     VniTaken { net: String, vni: u32, other: String },
+    #[error(
+        "network {net}: masquerade is off, and its CIDRs overlap those of {other}, whose masquerade is off too \
+         (their pods' connections to the outside would share reply addresses)"
+    )]
+    UnmasqueradedOverlap { net: String, other: String },
     #[error("network {net}: namespaces: {why}")]
     Selector { net: String, why: String },
     #[error("network {net}: the object is {bytes} bytes, more than {max}")]
@@ -363,9 +368,29 @@ pub fn admit_networks(
             errs.push(TenantError::VniTaken { net: n.name.clone(), vni: n.vni, other: o.name.clone() });
             continue;
         }
+        // Without masquerade a pod's connection to the outside keeps the pod's address, and its replies are
+        // found in conntrack's zone 0 (see docs/networks.md): two overlapping networks would share those reply
+        // tuples, so a pod of one could take the other's (a clash drops the newer connection), and the outside
+        // cannot route replies to two networks with one address anyway. The older network keeps its setting.
+        if !n.masquerade {
+            if let Some(o) = ok.iter().find(|o| !o.masquerade && overlaps(o, &n)) {
+                errs.push(TenantError::UnmasqueradedOverlap { net: n.name.clone(), other: o.name.clone() });
+                continue;
+            }
+        }
         ok.push(n);
     }
     (ok, errs)
+}
+
+/// Whether two networks have an address in common (IPv4, or IPv6 when both have IPv6 CIDRs).
+fn overlaps(a: &TenantNetwork, b: &TenantNetwork) -> bool {
+    let v4 = a.cidr.contains(&b.cidr.network()) || b.cidr.contains(&a.cidr.network());
+    let v6 = match (a.cidr6, b.cidr6) {
+        (Some(x), Some(y)) => x.contains(&y.network()) || y.contains(&x.network()),
+        _ => false,
+    };
+    v4 || v6
 }
 
 /// [`admit_networks`] against the cluster's default network: also refuses a network whose CIDRs overlap the
@@ -487,6 +512,44 @@ mod tests {
         assert_eq!(network_of(&ok, "a", &BTreeMap::new()).map(|n| n.name.as_str()), Some("red"));
         let (ok, _) = admit_networks([net("aaa", "10.70.0.0/16", 8), net("red", "10.60.0.0/16", 7)], 1);
         assert_eq!(network_of(&ok, "a", &BTreeMap::new()).map(|n| n.name.as_str()), Some("aaa"));
+    }
+
+    /// Two overlapping networks may both run without masquerade only if they do not overlap; an older network
+    /// keeps its setting, a masqueraded one may overlap anything.
+    #[test]
+    fn overlapping_networks_without_masquerade_are_refused_the_newer_one() {
+        let plain = |name: &str, cidr: &str, vni: u32| {
+            let mut n = net(name, cidr, vni);
+            n.masquerade = false;
+            n.namespaces.names = vec![name.to_string()];
+            n
+        };
+        let (ok, errs) = admit_networks(
+            [
+                plain("blue", "10.60.0.0/16", 100),
+                plain("green", "10.60.128.0/17", 101),
+                plain("teal", "10.61.0.0/16", 102),
+                {
+                    let mut red = net("red", "10.60.0.0/16", 103);
+                    red.namespaces.names = vec!["red".into()];
+                    red
+                },
+            ],
+            1,
+        );
+        assert_eq!(ok.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["blue", "teal", "red"], "{errs:?}");
+        assert_eq!(errs.len(), 1);
+        assert!(
+            matches!(&errs[0], TenantError::UnmasqueradedOverlap { net, other } if net == "green" && other == "blue")
+        );
+        assert!(errs[0].to_string().contains("masquerade is off"), "{}", errs[0]);
+        // IPv6 counts too.
+        let mut a = plain("a6", "10.70.0.0/16", 110);
+        a.cidr6 = Some("fd00:70::/48".parse().unwrap());
+        let mut b = plain("b6", "10.71.0.0/16", 111);
+        b.cidr6 = Some("fd00:70:0:1::/64".parse().unwrap());
+        let (ok, errs) = admit_networks([a, b], 1);
+        assert_eq!((ok.len(), errs.len()), (1, 1), "{errs:?}");
     }
 
     /// Each of these used to be admitted, and every agent wrote its names into the node file: a few such objects
