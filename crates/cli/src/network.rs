@@ -16,7 +16,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use std::collections::BTreeMap;
 use weft_store::{Object, ObjectKind, Store, StoreError};
-use weft_types::tenant::{admit_networks, NamespaceSelector, NetworkNodeStatus, TenantError, TenantNetwork};
+use weft_types::tenant::{
+    admit_networks, creation_conflict, NamespaceSelector, NetworkNodeStatus, TenantError, TenantNetwork,
+};
 use weft_types::NetworkConfig;
 
 /// What `network create` was given, before any check.
@@ -105,8 +107,11 @@ pub fn admit_new(net: &TenantNetwork, existing: &[TenantNetwork], default_vni: u
     if let Some(o) = existing.iter().find(|o| o.vni == net.vni) {
         bail!(TenantError::VniTaken { net: net.name.clone(), vni: net.vni, other: o.name.clone() });
     }
-    let (_, errs) = admit_networks(existing.iter().cloned().chain([net.clone()]), default_vni);
+    let (admitted, errs) = admit_networks(existing.iter().cloned().chain([net.clone()]), default_vni);
     if let Some(e) = errs.into_iter().find(|e| names_network(e, &net.name)) {
+        bail!(e);
+    }
+    if let Some(e) = creation_conflict(&admitted, net) {
         bail!(e);
     }
     for ns in &net.namespaces.names {

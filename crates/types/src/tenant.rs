@@ -368,19 +368,24 @@ pub fn admit_networks(
             errs.push(TenantError::VniTaken { net: n.name.clone(), vni: n.vni, other: o.name.clone() });
             continue;
         }
-        // Without masquerade a pod's connection to the outside keeps the pod's address, and its replies are
-        // found in conntrack's zone 0 (see docs/networks.md): two overlapping networks would share those reply
-        // tuples, so a pod of one could take the other's (a clash drops the newer connection), and the outside
-        // cannot route replies to two networks with one address anyway. The older network keeps its setting.
-        if !n.masquerade {
-            if let Some(o) = ok.iter().find(|o| !o.masquerade && overlaps(o, &n)) {
-                errs.push(TenantError::UnmasqueradedOverlap { net: n.name.clone(), other: o.name.clone() });
-                continue;
-            }
-        }
         ok.push(n);
     }
     (ok, errs)
+}
+
+/// What creating `new` beside the admitted networks `existing` must be refused for, beyond what the agents
+/// refuse: two overlapping networks that both turn masquerade off. Without masquerade a pod's connection to the
+/// outside keeps the pod's address and its replies are found in conntrack's zone 0 (docs/networks.md), so the
+/// two networks would share reply tuples (a clash drops the newer connection; a reply is never delivered to the
+/// other network), and the outside cannot route one address to two networks anyway. Checked when a network is
+/// created (`weftctl network create`, the lab), not by the agents: refusing at admission would cut off a
+/// network that already runs (after an upgrade, or when the older one is edited).
+pub fn creation_conflict(existing: &[TenantNetwork], new: &TenantNetwork) -> Option<TenantError> {
+    if new.masquerade {
+        return None;
+    }
+    let o = existing.iter().find(|o| o.name != new.name && !o.masquerade && overlaps(o, new))?;
+    Some(TenantError::UnmasqueradedOverlap { net: new.name.clone(), other: o.name.clone() })
 }
 
 /// Whether two networks have an address in common (IPv4, or IPv6 when both have IPv6 CIDRs).
@@ -514,42 +519,33 @@ mod tests {
         assert_eq!(network_of(&ok, "a", &BTreeMap::new()).map(|n| n.name.as_str()), Some("aaa"));
     }
 
-    /// Two overlapping networks may both run without masquerade only if they do not overlap; an older network
-    /// keeps its setting, a masqueraded one may overlap anything.
+    /// Two overlapping networks may not both turn masquerade off when one is created; a masqueraded one may
+    /// overlap anything. The agents still admit such a pair (it may already run): only creation refuses it.
     #[test]
-    fn overlapping_networks_without_masquerade_are_refused_the_newer_one() {
+    fn creating_an_overlapping_network_without_masquerade_is_refused() {
         let plain = |name: &str, cidr: &str, vni: u32| {
             let mut n = net(name, cidr, vni);
             n.masquerade = false;
-            n.namespaces.names = vec![name.to_string()];
             n
         };
-        let (ok, errs) = admit_networks(
-            [
-                plain("blue", "10.60.0.0/16", 100),
-                plain("green", "10.60.128.0/17", 101),
-                plain("teal", "10.61.0.0/16", 102),
-                {
-                    let mut red = net("red", "10.60.0.0/16", 103);
-                    red.namespaces.names = vec!["red".into()];
-                    red
-                },
-            ],
-            1,
-        );
-        assert_eq!(ok.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["blue", "teal", "red"], "{errs:?}");
-        assert_eq!(errs.len(), 1);
-        assert!(
-            matches!(&errs[0], TenantError::UnmasqueradedOverlap { net, other } if net == "green" && other == "blue")
-        );
-        assert!(errs[0].to_string().contains("masquerade is off"), "{}", errs[0]);
+        let blue = plain("blue", "10.60.0.0/16", 100);
+        let red = net("red", "10.60.0.0/16", 103);
+        let existing = [blue.clone(), red.clone()];
+        let e = creation_conflict(&existing, &plain("green", "10.60.128.0/17", 101)).expect("refused");
+        assert!(matches!(&e, TenantError::UnmasqueradedOverlap { net, other } if net == "green" && other == "blue"));
+        assert!(e.to_string().contains("masquerade is off"), "{e}");
+        assert_eq!(creation_conflict(&existing, &plain("teal", "10.61.0.0/16", 102)), None, "no overlap");
+        assert_eq!(creation_conflict(&existing, &net("green", "10.60.0.0/16", 101)), None, "masqueraded");
+        assert_eq!(creation_conflict(&[red], &plain("green", "10.60.0.0/16", 101)), None, "the other masquerades");
         // IPv6 counts too.
         let mut a = plain("a6", "10.70.0.0/16", 110);
         a.cidr6 = Some("fd00:70::/48".parse().unwrap());
         let mut b = plain("b6", "10.71.0.0/16", 111);
         b.cidr6 = Some("fd00:70:0:1::/64".parse().unwrap());
+        assert!(creation_conflict(&[a.clone()], &b).is_some());
+        // Agents admit both (refusing would cut a running network off).
         let (ok, errs) = admit_networks([a, b], 1);
-        assert_eq!((ok.len(), errs.len()), (1, 1), "{errs:?}");
+        assert_eq!((ok.len(), errs.len()), (2, 0), "{errs:?}");
     }
 
     /// Each of these used to be admitted, and every agent wrote its names into the node file: a few such objects

@@ -205,6 +205,9 @@ fn add_checked(lab: &mut LabState, nets: &[TenantNetwork], net: &TenantNetwork) 
         let why = errs.iter().map(ToString::to_string).find(|e| e.contains(&format!("network {}:", net.name)));
         bail!("{}", why.unwrap_or_else(|| format!("network {:?} would not be admitted", net.name)));
     }
+    if let Some(e) = weft_types::tenant::creation_conflict(&ok, net) {
+        bail!("{e}");
+    }
     let mut candidates = namespaces_selected(lab, net)?;
     for ns in &net.namespaces.names {
         if !candidates.iter().any(|(n, _)| n == ns) {
