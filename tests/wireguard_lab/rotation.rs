@@ -123,12 +123,17 @@ fn wireguard_lab_scheduled_rotation_rotates_every_node_repeatedly_under_traffic(
     let (client, server, pinger, target) = (&pods[0], &pods[2], &pods[1], &pods[4]);
     let traffic = Traffic::start(client, server, pinger, &target.ip, 40);
     let mut seen: Vec<Vec<String>> = NODES.iter().map(|n| vec![lab.lease_key(n)]).collect();
+    let mut private: Vec<String> = NODES.iter().map(|n| lab.private_key(n)).collect();
     // Two rotations per node: the schedule repeats (a due key is rotated once the previous rotation settled).
     let rotated_twice = wait_until(Duration::from_secs(90), || {
         for (n, keys) in NODES.iter().zip(seen.iter_mut()) {
             let k = lab.lease_key(n);
             if !keys.contains(&k) {
                 keys.push(k);
+            }
+            let p = lab.private_key(n);
+            if !private.contains(&p) {
+                private.push(p);
             }
         }
         seen.iter().all(|k| k.len() >= 3)
@@ -144,10 +149,14 @@ fn wireguard_lab_scheduled_rotation_rotates_every_node_repeatedly_under_traffic(
     assert!(rotated_twice, "not every node rotated twice by itself: {seen:?}\n{}", lab.logs());
     assert!(ok && received_bytes(&json) > 10_000_000, "the TCP stream did not survive the rotations: {json}");
     assert!(sent > 0, "the ping did not run");
+    // A rotation that dropped traffic would lose ~100 pings per second it lasts: six rotations here.
+    assert!(lost * 50 <= sent, "{lost} of {sent} pings lost across the scheduled rotations");
     for n in NODES {
         let log = std::fs::read_to_string(lab.dir().join(n).join("weftd.log")).unwrap_or_default();
         assert!(log.contains("WireGuard key is due for rotation"), "{n} does not say why it rotated");
-        assert!(!log.contains(&lab.private_key(n)), "{n}'s private key is in its log");
+        for p in &private {
+            assert!(!log.contains(p.as_str()), "a private key (current or retired) is in {n}'s log");
+        }
     }
     // The keys keep changing; connectivity must hold across whatever rotation is under way.
     for a in &pods {

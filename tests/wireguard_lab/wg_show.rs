@@ -92,9 +92,23 @@ fn wireguard_lab_wg_show_reads_the_agents_socket_and_cannot_set() {
     assert_eq!(peers(&dump(&ns1, &dir)), want, "wg set changed nothing");
     assert!(reaches(&a.ns, &b.ip, 10), "pods still talk after the refused wg set");
 
+    // A crashed agent leaves its socket file behind; nobody answers on it, and the next agent takes it over.
+    let (ns2, _) = lab.node(1);
+    let dir2 = lab.dir().join("node2/wireguard");
+    lab.ok(&["lab", "restart", "node2", "--kill"]);
+    assert!(dir2.join("weft.1.sock").exists(), "SIGKILL left the socket file");
+    lab.ok(&["lab", "restart", "node2"]);
+    assert!(
+        weft_e2e::wait_until(std::time::Duration::from_secs(20), || {
+            let out = wg(&ns2, &dir2, &["show", "weft.1", "dump"]);
+            out.status.success() && peers(&String::from_utf8_lossy(&out.stdout)).len() == 2
+        }),
+        "node2's restarted agent does not serve `wg show`\n{}",
+        lab.logs()
+    );
+
     // A socket path another process serves (connects are answered): a restarted agent does not take it over and
-    // starts without `wg show` rather than without pod traffic. (The file a crashed agent leaves behind nobody
-    // answers; it is replaced: the restart drills cover that.)
+    // starts without `wg show` rather than without pod traffic.
     lab.ok(&["lab", "restart", "node3", "--kill"]);
     let sock3 = lab.dir().join("node3/wireguard/weft.1.sock");
     let _ = std::fs::remove_file(&sock3);

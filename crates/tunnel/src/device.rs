@@ -90,7 +90,8 @@ pub struct Tunnel {
     ifname: String,
     listen_port: u16,
     persist: bool,
-    uapi: Option<std::path::PathBuf>,
+    /// The UAPI socket's path and the identity of the file we bound there.
+    uapi: Option<(std::path::PathBuf, (u64, u64))>,
 }
 
 impl Tunnel {
@@ -170,9 +171,10 @@ impl Tunnel {
                 .spawn(move || timers(&s, &c))
                 .map_err(TunnelError::Thread)?,
         );
-        if let Some((path, listener)) = uapi {
+        if let Some((path, bound)) = uapi {
             let (s, c) = (shared.clone(), control.clone());
-            tunnel.uapi = Some(path);
+            tunnel.uapi = Some((path, bound.identity()));
+            let listener = bound.listener;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("wg-{}-uapi", config.ifname))
@@ -327,8 +329,8 @@ impl Tunnel {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        if let Some(path) = self.uapi.take() {
-            let _ = std::fs::remove_file(path);
+        if let Some((path, ours)) = self.uapi.take() {
+            crate::uapi::unlink_if_ours(&path, ours);
         }
         if self.persist {
             tracing::debug!(ifname = %self.ifname, "leaving persistent TUN device in place");

@@ -92,6 +92,7 @@ impl Wireguard {
     fn start(&mut self) -> Result<(), BackendError> {
         let key =
             keys::load_or_create(&self.state_dir).map_err(|e| err(format!("key in {:?}: {e}", self.state_dir)))?;
+        self.rotations = rotate::Rotations::resume(&self.state_dir, std::time::Instant::now());
         let mut cfg = TunnelConfig::new(self.ifname.clone(), key, self.port, self.mtu);
         // Read-only: configuration comes from the store alone, whatever a `wg set` asks.
         cfg.uapi = self.uapi.clone();

@@ -69,7 +69,23 @@ impl Rotations {
     fn rotated(&mut self, now: Instant) {
         *self = Rotations { last: Some(now), ..Rotations::default() };
     }
+
+    /// After a restart: the last rotation is as old as the key file (a rotation stores a new one), so one that
+    /// completed just before the restart still settles before the next may start.
+    pub fn resume(dir: &Path, now: Instant) -> Rotations {
+        let age = fs::metadata(dir.join(keys::KEY_FILE))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok());
+        match age.filter(|a| *a < SETTLE_MAX).and_then(|a| now.checked_sub(a)) {
+            Some(at) => Rotations { last: Some(at), ..Rotations::default() },
+            None => Rotations::default(),
+        }
+    }
 }
+
+/// A key file dated this much in the future is taken as due (clock skew within it is not).
+const FUTURE_SLACK: Duration = Duration::from_secs(60);
 
 /// Longest request accepted (a base64 key is 44 bytes plus a newline): the file is input, bound the read.
 const MAX_REQUEST: u64 = 256;
@@ -197,8 +213,12 @@ fn due(dir: &Path, every: Duration, now: std::time::SystemTime) -> bool {
         return false;
     }
     let Ok(written) = fs::metadata(dir.join(keys::KEY_FILE)).and_then(|m| m.modified()) else { return false };
-    // A file from the future (clock set back) is not due: wait until the clock passes it.
-    now.duration_since(written).is_ok_and(|age| age >= every)
+    match now.duration_since(written) {
+        Ok(age) => age >= every,
+        // Dated well in the future (the clock was set back, or the file was touched): its age is unknown, and
+        // waiting for the clock could take years. Rotate; the new file has a sane date.
+        Err(e) => e.duration() > FUTURE_SLACK,
+    }
 }
 
 /// Stores `new` as the node's key (atomically, 0600) and overwrites the old key file's contents once it is
@@ -241,9 +261,17 @@ mod tests {
         assert_eq!(judge(read_bounded(&d.join(REQUEST_FILE)), &key.public_key()), Ask::Rotate);
         assert!(!due(d, every, now));
         fs::remove_file(d.join(REQUEST_FILE)).unwrap();
-        // A key file from the future (the clock was set back) is not due.
-        file.set_modified(now + Duration::from_secs(7200)).unwrap();
+        // A key file a little in the future (clock skew) is not due; one far in the future (the clock was set
+        // back) has an unknown age and is rotated rather than kept for years.
+        file.set_modified(now + Duration::from_secs(30)).unwrap();
         assert!(!due(d, every, now));
+        file.set_modified(now + Duration::from_secs(7200)).unwrap();
+        assert!(due(d, every, now));
+        // After a restart, a rotation made a moment ago still settles first.
+        file.set_modified(std::time::SystemTime::now()).unwrap();
+        assert!(Rotations::resume(d, Instant::now()).last.is_some(), "a fresh key file is a recent rotation");
+        file.set_modified(std::time::SystemTime::now() - SETTLE_MAX).unwrap();
+        assert!(Rotations::resume(d, Instant::now()).last.is_none(), "an old key file is no recent rotation");
     }
 
     #[test]
