@@ -426,5 +426,40 @@ fn lab_vxlan_kube_mode_with_policy() {
         ns_exec(&pods[1].1, &["ping", "-c", "1", "-W", "1", &pods[2].2]).status.success(),
         "egress is not isolated"
     );
+
+    // A pod whose Pod object does not carry its addresses yet (the kubelet has not reported the sandbox): node1's
+    // agent compiles it from the plugin's IPAM record at once instead of holding it in the new-pod
+    // default-deny until the status update, and its policy applies from then on.
+    let out = lab.ctl_global(&[
+        "lab",
+        "pod-add",
+        "--node",
+        "node1",
+        "--pod",
+        "default/late",
+        "--label",
+        "app=late",
+        "--pending",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let late_ip = said.split_whitespace().nth(2).expect("pod-add prints the address").to_string();
+    let reached = wait_until(Duration::from_secs(20), || {
+        ns_exec(&pods[2].1, &["ping", "-c", "1", "-W", "1", &late_ip]).status.success()
+    });
+    assert!(reached, "a pod without addresses in its Pod object stays default-deny: {}", lab.status("node1")["policy"]);
+    assert!(lab.status("node1")["policy"]["fromIpam"].as_u64() >= Some(1), "{}", lab.status("node1")["policy"]);
+    std::fs::write(
+        &file,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-late, namespace: default}\n\
+         spec:\n  podSelector: {matchLabels: {app: late}}\n  policyTypes: [Ingress]\n",
+    )
+    .unwrap();
+    assert!(lab.ctl_global(&["policy", "apply", "-f", file.to_str().unwrap()]).status.success());
+    assert!(lab.ctl_global(&["policy", "wait"]).status.success());
+    assert!(
+        !ns_exec(&pods[2].1, &["ping", "-c", "1", "-W", "1", &late_ip]).status.success(),
+        "the pending pod's policy does not apply"
+    );
     let _ = std::fs::remove_file(file);
 }

@@ -10,6 +10,7 @@
 //! - [`reconcile`]: desired vs actual → apply only the diff; teardown on uninstall.
 //! - [`firewall`]: the `inet weft` nftables table (masquerade, VXLAN port protection, checksum workaround).
 //! - [`networks`]: tenant networks (pure desired state, fwmark slots, store objects, CNI pools).
+//! - [`local_pods`]: this node's pod addresses from the plugin's IPAM records (policy before the kubelet reports).
 //! - [`stranded`]: local pods whose namespace left the network their address is from (named, fail closed).
 //! - [`manager`]: the shared event loop and its managers (node file, overlay, networks, firewall, policy).
 //! - [`agent`]: start-up order and wiring.
@@ -24,6 +25,7 @@ pub mod firewall;
 pub mod follow;
 pub mod http;
 pub mod lease;
+pub mod local_pods;
 pub mod manager;
 pub mod metrics;
 pub mod networks;

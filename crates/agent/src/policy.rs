@@ -36,6 +36,8 @@ use weft_policy::{compile, plan, CompileOptions, Model, Namespace, Pod, Ruleset}
 use weft_store::{Object, ObjectEntry, ObjectKind, Revision, Snapshot, Store, StoreError, WatchStream};
 use weft_types::{BackendKind, NetworkConfig, NetworkIds};
 
+/// How often the plugin's IPAM directories are checked for new or released reservations.
+const IPAM_POLL: Duration = Duration::from_millis(200);
 /// Drop counters are exported every this many periodic passes (once a minute with the default 10 s resync).
 const COUNTER_EVERY: u32 = 6;
 /// Tables up to this size (rules + set elements) are fingerprinted right after each change, so any later edit
@@ -233,6 +235,11 @@ impl PolicyEngine {
         let mut fingerprint: Option<u64> = None;
         let mut tick = tokio::time::interval(self.resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The plugin's reservations are files, not store objects: look at their directories' times often (a
+        // few stat calls), so a new pod's policy is compiled right after its ADD (see local_pods).
+        let mut ipam_tick = tokio::time::interval(IPAM_POLL);
+        ipam_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ipam_stamp = crate::local_pods::stamp(&self.cni_data_dir);
         loop {
             let [a, b, c] = &mut rxs[..] else { unreachable!("three kinds") };
             let periodic = tokio::select! {
@@ -241,6 +248,14 @@ impl PolicyEngine {
                 r = b.changed() => { if r.is_err() { return; } false }
                 r = c.changed() => { if r.is_err() { return; } false }
                 r = d.changed() => { if r.is_err() { return; } false }
+                _ = ipam_tick.tick() => {
+                    let now = crate::local_pods::stamp(&self.cni_data_dir);
+                    if now == ipam_stamp {
+                        continue;
+                    }
+                    ipam_stamp = now;
+                    false
+                }
                 _ = shutdown.wait_for(|v| *v) => return,
             };
             // Coalesce bursts (a namespace of pods created at once) into one compile.
@@ -259,6 +274,8 @@ impl PolicyEngine {
             let (mut model, mut errors) = model_from(pods.values(), nss.values(), pols_used.iter());
             let (networks, net_errors) = model_networks(&model, nets.values(), cfg);
             model.networks = networks;
+            let addrs = crate::local_pods::scan(&self.cni_data_dir);
+            let filled = crate::local_pods::fill(&mut model, &self.node, &addrs);
             errors.extend(net_errors);
             for e in errors.iter().filter(|e| !last_errors.contains(*e)) {
                 tracing::warn!(object = %e, "skipping an invalid object; everything else is enforced");
@@ -310,7 +327,7 @@ impl PolicyEngine {
                 };
             }
             let local: Vec<&Pod> = model.pods.iter().filter(|p| p.node == self.node).collect();
-            let stranded = crate::stranded::stranded(&model, &self.node, &self.cni_data_dir);
+            let stranded = crate::stranded::stranded(&model, &self.node, &addrs);
             for s in stranded.iter().filter(|s| !last_stranded.contains(*s)) {
                 tracing::warn!(pod = %s, "pod cut off: its namespace is on another network now");
             }
@@ -351,6 +368,7 @@ impl PolicyEngine {
                             last_apply_us: elapsed.as_micros() as u64,
                             applied_at_ms: now_ms(),
                             errors,
+                            from_ipam: filled,
                             stranded,
                             last_error: None,
                         };

@@ -139,6 +139,9 @@ pub struct PolicyStatus {
     pub applied_at_ms: u64,
     /// Store objects that could not be parsed (skipped).
     pub errors: Vec<String>,
+    /// Local pods compiled with the addresses the plugin reserved for them, their Pod object not having them yet.
+    #[serde(default)]
+    pub from_ipam: usize,
     /// Local pods whose namespace moved to another network under them (see `stranded`): cut off, fail closed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stranded: Vec<String>,

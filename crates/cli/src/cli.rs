@@ -244,6 +244,10 @@ pub enum LabCmd {
         /// (at most 15 lowercase letters, digits, '-').
         #[arg(long = "port", value_name = "NAME=PORT/PROTO")]
         ports: Vec<String>,
+        /// Register the pod without its addresses, as a Pod object is before the kubelet reports the sandbox:
+        /// the agents then take them from the plugin's IPAM records on the pod's node.
+        #[arg(long)]
+        pending: bool,
     },
     /// Delete a pod (CNI DEL, unregistered).
     PodDel {

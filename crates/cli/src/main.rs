@@ -136,7 +136,7 @@ fn lab_cmd(name: &str, cmd: LabCmd) -> Result<()> {
             let fails = lab::status(name)?;
             std::process::exit(i32::from(fails > 0) * 3);
         }
-        LabCmd::PodAdd { node, namespace, pod, labels, ports } => {
+        LabCmd::PodAdd { node, namespace, pod, labels, ports, pending } => {
             let (ns, pod) = match pod {
                 Some(p) => target::split(namespace.as_deref(), &p).map_err(anyhow::Error::msg)?,
                 None => (namespace, String::new()),
@@ -147,6 +147,7 @@ fn lab_cmd(name: &str, cmd: LabCmd) -> Result<()> {
                 name: (!pod.is_empty()).then_some(pod),
                 labels: labels::parse_set(&labels)?,
                 ports: lab::workloads::ports(&ports)?,
+                pending,
             };
             let p = lab::workloads::add_pod(name, new)?;
             println!("pod {}/{} {} {}", p.namespace, p.name, p.ip.unwrap_or_default(), p.ns);

@@ -123,6 +123,8 @@ pub struct NewPod {
     pub name: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub ports: Vec<serde_json::Value>,
+    /// Registered without addresses (see `lab pod-add --pending`).
+    pub pending: bool,
 }
 
 pub fn add_pod(lab_name: &str, new: NewPod) -> Result<PodState> {
@@ -130,7 +132,7 @@ pub fn add_pod(lab_name: &str, new: NewPod) -> Result<PodState> {
 }
 
 fn add_pod_in(lab: &mut LabState, new: NewPod) -> Result<PodState> {
-    let NewPod { node, namespace, name, labels, ports } = new;
+    let NewPod { node, namespace, name, labels, ports, pending } = new;
     let namespace = namespace.as_str();
     crate::names::namespace(namespace)?;
     let i = lab.nodes.iter().position(|n| n.name == node).with_context(|| format!("no node {node:?}"))?;
@@ -152,7 +154,9 @@ fn add_pod_in(lab: &mut LabState, new: NewPod) -> Result<PodState> {
     };
     let node_state = lab.nodes[i].clone();
     super::pods::add_pod(lab, &node_state, &mut pod)?;
-    if let Err(e) = register(lab, &[(node_state.clone(), pod.clone(), ports)]) {
+    // Pending: the object says nothing of addresses yet, as before the kubelet's status update.
+    let registered = if pending { PodState { ip: None, ip6: None, ..pod.clone() } } else { pod.clone() };
+    if let Err(e) = register(lab, &[(node_state.clone(), registered, ports)]) {
         // Not registered means never admitted by policy: undo the attachment rather than leave a dead pod.
         super::pods::del_pod(lab, &node_state, &pod);
         return Err(e.context(format!("registering pod {namespace}/{pname}")));
