@@ -40,6 +40,9 @@ pub fn show(state_dir: &Path, json: bool) -> Result<()> {
         pol["elements"],
         pol["lastMode"].as_str().unwrap_or("-")
     );
+    if let Some(n) = pol["fromIpam"].as_u64().filter(|&n| n > 0) {
+        println!("          {n} of them compiled from the plugin's records (their Pod objects have no address yet)");
+    }
     for s in pol["stranded"].as_array().into_iter().flatten() {
         println!("STRANDED  pod {}", s.as_str().unwrap_or("?"));
     }
