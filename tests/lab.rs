@@ -463,3 +463,23 @@ fn lab_vxlan_kube_mode_with_policy() {
     );
     let _ = std::fs::remove_file(file);
 }
+
+/// VXLAN over the lab's IPv6-only underlay (`--underlay routed6`): every pair connects and bulk TCP crosses, the
+/// agents take 1500 − 70 = 1430 by themselves, and a host-gw lab there is refused with the reason (the kernel
+/// has no IPv4 route via an IPv6 next hop).
+#[test]
+fn lab_vxlan_on_a_routed_ipv6_underlay() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(&["--backend", "vxlan", "--underlay", "routed6"]);
+    all_pairs_and_bulk(&lab);
+    let st = lab.status("node1");
+    assert!(st["nodeIp"].as_str().is_some_and(|ip| ip.starts_with("fd30:")), "{st}");
+    assert_eq!(st["mtu"], 1430, "{st}");
+    let out = Command::new(bin("weftctl"))
+        .args(["lab", "up", "--name", &format!("h{}", unique()), "--backend", "host-gw", "--underlay", "routed6"])
+        .output()
+        .expect("weftctl");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("host-gw cannot route"));
+}

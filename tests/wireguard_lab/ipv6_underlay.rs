@@ -1,6 +1,6 @@
 //! WireGuard over an IPv6 underlay: the automatic MTU overhead is 80 there (IPv6 40 + UDP 8 + WireGuard data
-//! header and tag 32), where it is 60 over IPv4 (`features.rs`). The lab's underlays are IPv4, so this test
-//! builds its two nodes itself: namespaces on one bridge with IPv6 addresses only (MTU 1450, so no default of
+//! header and tag 32), where it is 60 over IPv4 (`features.rs`). The first test builds its two nodes itself (an
+//! MTU other than the lab's 1500, on one bridge): namespaces on one bridge with IPv6 addresses only (MTU 1450, so no default of
 //! 1500 can pass for a right answer), a `weftd` in each on an embedded store file they share, and a pod on each
 //! made by the real `weft` plugin. The tunnel device and the pods get 1450 − 80 = 1370; a full-size packet with
 //! DF crosses nodes in both pod families and fills the underlay exactly (1450-byte IPv6 datagrams, never a
@@ -169,4 +169,42 @@ fn wireguard_over_an_ipv6_underlay_takes_80_bytes_and_full_size_packets_cross() 
     // Pods go first (their host veths with them), then the agents and node namespaces, then the fabric.
     drop(pods);
     drop(nodes);
+}
+
+/// The same backend in `weftctl lab` on its IPv6-only routed underlay (`--underlay routed6`, node i at
+/// `fd30:0:0:i::1`, MTU 1500), dual-stack pods: every pair connects (`Lab::up`), the agents pick 1500 − 80 =
+/// 1420 by themselves, a full-size DF packet crosses nodes in both pod families and one byte more does not, and
+/// the underlay carries nothing but WireGuard over IPv6 (no IPv4 at all, never the marker).
+#[test]
+fn wireguard_lab_on_a_routed_ipv6_underlay() {
+    if !require_root() {
+        return;
+    }
+    let lab = crate::kit::Lab::up(&["--underlay", "routed6", "--ipv6"]);
+    let (n1, ip1) = lab.node(0);
+    assert!(ip1.starts_with("fd30:"), "node1 is on the IPv6 underlay: {ip1}");
+    assert_eq!(lab.status("node1")["mtu"], 1420, "{}", lab.status("node1"));
+    let pods = lab.pods();
+    let (a, b) = (&pods[0], &pods[4]);
+    assert!(a.node == "node1" && b.node == "node3");
+    assert_eq!(mtu_of(&a.ns, "eth0"), 1420);
+    let b6 = b.ip6.as_deref().expect("dual-stack pod");
+    assert!(ping_df(&a.ns, &b.ip, 1420 - 28), "full-size IPv4 DF ping over the IPv6 underlay");
+    assert!(!ping_df(&a.ns, &b.ip, 1420 - 27), "one byte more than the MTU left the pod");
+    assert!(ping_df(&a.ns, b6, 1420 - 48), "full-size IPv6 DF ping over the IPv6 underlay");
+    let marker = b"weft-wg6-marker-9";
+    let hex: String = marker.iter().map(|c| format!("{c:02x}")).collect();
+    let under = Capture::start(&n1, "eth0", &[]);
+    let ping = ns_exec(&a.ns, &["ping", "-c", "5", "-i", "0.2", "-W", "2", "-p", &hex, &b.ip]);
+    assert!(ping.status.success(), "marker ping: {}", String::from_utf8_lossy(&ping.stdout));
+    let (raw, lines) = under.finish();
+    assert!(!crate::kit::contains(&raw, marker), "the marker crossed the underlay in clear");
+    let wg =
+        lines.iter().filter(|l| l.contains(" IP6 ") && l.contains(&format!(".{PORT} ")) && l.contains("UDP")).count();
+    assert!(wg >= 10, "no WireGuard over IPv6 on the underlay:\n{}", lines.join("\n"));
+    for l in &lines {
+        assert!(!l.contains(" IP "), "IPv4 on the IPv6 underlay: {l}");
+        let other = l.contains(" IP6 ") && !l.contains(&format!(".{PORT} ")) && !l.contains("ICMP6");
+        assert!(!other, "non-WireGuard packet on the underlay: {l}\n{}", lines.join("\n"));
+    }
 }

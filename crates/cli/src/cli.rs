@@ -188,7 +188,8 @@ pub enum LabCmd {
         /// embedded, etcd, or kube (a fake Kubernetes API server).
         #[arg(long, default_value = "embedded")]
         store: String,
-        /// l2 (one segment) or routed (a segment per node); default: routed for vxlan, l2 for host-gw.
+        /// l2 (one segment), routed (a segment per node) or routed6 (the same over IPv6 only; embedded store,
+        /// not host-gw); default: routed for vxlan and wireguard, l2 for host-gw.
         #[arg(long)]
         underlay: Option<String>,
         /// Dual-stack pods (IPv6 pod subnets too).

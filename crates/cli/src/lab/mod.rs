@@ -75,6 +75,16 @@ pub fn up(o: &UpOptions) -> Result<LabState> {
         bail!("lab {:?} is already up: `weftctl lab down --lab {}` first", o.name, o.name);
     }
     let underlay = o.underlay.clone().unwrap_or_else(|| if o.backend == "host-gw" { "l2" } else { "routed" }.into());
+    match underlay.as_str() {
+        "l2" | "routed" => {}
+        "routed6" if o.backend == "host-gw" => {
+            bail!("host-gw cannot route IPv4 pod subnets over an IPv6 underlay; use vxlan or wireguard")
+        }
+        // The stores' lab wiring (etcd's certificates, the fake API server's listener) is IPv4.
+        "routed6" if o.store != "embedded" => bail!("--underlay routed6 runs with --store embedded"),
+        "routed6" => {}
+        other => bail!("--underlay must be l2, routed or routed6, not {other:?}"),
+    }
     let mut p = Progress { t0: Instant::now(), step: 0, total: 6 };
     let prefix = prefix_for(&o.name);
     let dir = lab_dir(&o.name);

@@ -6,6 +6,8 @@
 //!   routes between nodes, its "direct routing" optimisation).
 //! - `routed`: every node on its own /24, the fabric routes between them — nodes share no L2 segment, so VXLAN
 //!   must tunnel. The default for VXLAN, so the lab exercises the tunnel.
+//! - `routed6`: the same with IPv6 only (node i is `fd30:0:0:i::1/64`): the tunnels run over IPv6, with their
+//!   larger overhead (VXLAN 70, WireGuard 80), while the pods keep their IPv4 (and, with `--ipv6`, IPv6).
 //!
 //! All links live inside the lab's namespaces; nothing is added to the host's own network.
 use crate::sh::{in_ns, ip};
@@ -17,6 +19,7 @@ pub const FABRIC_IP_L2: &str = "172.30.0.254";
 pub fn node_addr(underlay: &str, i: usize) -> (String, String) {
     match underlay {
         "l2" => (format!("172.30.0.{i}"), FABRIC_IP_L2.to_string()),
+        "routed6" => (format!("fd30:0:0:{i:x}::1"), format!("fd30:0:0:{i:x}::fe")),
         _ => (format!("172.30.{i}.1"), format!("172.30.{i}.254")),
     }
 }
@@ -24,6 +27,9 @@ pub fn node_addr(underlay: &str, i: usize) -> (String, String) {
 pub fn create_fabric(ns: &str, underlay: &str) -> Result<()> {
     add_ns(ns)?;
     in_ns(ns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    if underlay == "routed6" {
+        in_ns(ns, "sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    }
     if underlay == "l2" {
         ip(ns, &["link", "add", "br0", "type", "bridge"])?;
         ip(ns, &["addr", "add", &format!("{FABRIC_IP_L2}/24"), "dev", "br0"])?;
@@ -48,12 +54,18 @@ pub fn create_node(fabric: &str, ns: &str, i: usize, underlay: &str) -> Result<S
     if underlay == "l2" {
         ip(fabric, &["link", "set", &port, "master", "br0"])?;
         ip(ns, &["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+    } else if underlay == "routed6" {
+        // No duplicate address detection: the addresses are usable at once (agents bind to them), and the lab
+        // hands each out once.
+        ip(fabric, &["-6", "addr", "add", &format!("{gw}/64"), "dev", &port, "nodad"])?;
+        ip(ns, &["-6", "addr", "add", &format!("{addr}/64"), "dev", "eth0", "nodad"])?;
     } else {
         ip(fabric, &["addr", "add", &format!("{gw}/24"), "dev", &port])?;
         ip(ns, &["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
     }
     ip(fabric, &["link", "set", &port, "up"])?;
     ip(ns, &["link", "set", "eth0", "up"])?;
-    ip(ns, &["route", "add", "default", "via", &gw])?;
+    let fam = if underlay == "routed6" { "-6" } else { "-4" };
+    ip(ns, &[fam, "route", "add", "default", "via", &gw])?;
     Ok(addr)
 }
