@@ -444,21 +444,31 @@ fn lab_vxlan_kube_mode_with_policy() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     let late_ip = said.split_whitespace().nth(2).expect("pod-add prints the address").to_string();
+    let t0 = Instant::now();
     let reached = wait_until(Duration::from_secs(20), || {
         ns_exec(&pods[2].1, &["ping", "-c", "1", "-W", "1", &late_ip]).status.success()
     });
     assert!(reached, "a pod without addresses in its Pod object stays default-deny: {}", lab.status("node1")["policy"]);
+    println!("pending pod reachable {:?} after its ADD (no store write since)", t0.elapsed());
     assert!(lab.status("node1")["policy"]["fromIpam"].as_u64() >= Some(1), "{}", lab.status("node1")["policy"]);
     std::fs::write(
         &file,
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-late, namespace: default}\n\
-         spec:\n  podSelector: {matchLabels: {app: late}}\n  policyTypes: [Ingress]\n",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: only-pod1, namespace: default}\n\
+         spec:\n  podSelector: {matchLabels: {app: late}}\n  policyTypes: [Ingress]\n  ingress:\n  - from:\n    \
+         - podSelector: {matchLabels: {app: pod1}}\n",
     )
     .unwrap();
     assert!(lab.ctl_global(&["policy", "apply", "-f", file.to_str().unwrap()]).status.success());
     assert!(lab.ctl_global(&["policy", "wait"]).status.success());
+    // Its policy, not a fall-back to default-deny: node2-pod1 (app=pod1) is let in, node1-pod2 (app=pod2) not.
     assert!(
-        !ns_exec(&pods[2].1, &["ping", "-c", "1", "-W", "1", &late_ip]).status.success(),
+        wait_until(Duration::from_secs(10), || {
+            ns_exec(&pods[2].1, &["ping", "-c", "1", "-W", "1", &late_ip]).status.success()
+        }),
+        "the policy's allowed peer is refused"
+    );
+    assert!(
+        !ns_exec(&pods[1].1, &["ping", "-c", "1", "-W", "1", &late_ip]).status.success(),
         "the pending pod's policy does not apply"
     );
     let _ = std::fs::remove_file(file);

@@ -18,16 +18,38 @@ use weft_policy::{Model, DEFAULT_NETWORK};
 /// A record larger than this is not the plugin's (its records are ~200 bytes): skipped.
 const MAX_RECORD: u64 = 4096;
 
-/// Reserved addresses by pod (`namespace`, `name`), each with the network whose pool holds it.
-pub type Addresses = BTreeMap<(String, String), Vec<(IpAddr, String)>>;
+/// Reserved addresses by pod (`namespace`, `name`).
+pub type Addresses = BTreeMap<(String, String), Vec<Held>>;
+
+/// One reservation: the address, the network whose pool holds it, the sandbox (container id) it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub ip: IpAddr,
+    pub network: String,
+    pub container: String,
+}
 
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Record {
     #[serde(default)]
+    container_id: String,
+    #[serde(default)]
     pod_namespace: String,
     #[serde(default)]
     pod_name: String,
+}
+
+/// The network each namespace of the model is on: the first network listing it, as the compiler decides
+/// (weft_policy::eval); namespaces not listed are on the default network.
+pub fn namespace_networks(model: &Model) -> BTreeMap<&str, &str> {
+    let mut ns_net: BTreeMap<&str, &str> = BTreeMap::new();
+    for n in &model.networks {
+        for ns in &n.namespaces {
+            ns_net.entry(ns.as_str()).or_insert(n.name.as_str());
+        }
+    }
+    ns_net
 }
 
 /// The pools in `data_dir`: (network name, directory).
@@ -70,40 +92,101 @@ pub fn scan(data_dir: &Path) -> Addresses {
             if r.pod_namespace.is_empty() || r.pod_name.is_empty() {
                 continue;
             }
-            out.entry((r.pod_namespace, r.pod_name)).or_default().push((ip, network.clone()));
+            let held = Held { ip, network: network.clone(), container: r.container_id };
+            out.entry((r.pod_namespace, r.pod_name)).or_default().push(held);
         }
     }
     out
 }
 
 /// Gives this node's pods that have no addresses yet (their Pod object not yet updated by the kubelet) the
-/// addresses the plugin reserved for them. Returns how many pods got addresses this way.
+/// addresses the plugin reserved for them, from the pool of their namespace's network only: the compiler puts
+/// a pod's addresses in that network's link group, and an address of another pool (the namespace moved while
+/// the pod was pending) could be a different pod's there when networks overlap. Reservations for more than one
+/// sandbox (a stale one beside the new one) are ambiguous: nothing is filled, the pod waits for its Pod object.
+/// Returns how many pods got addresses this way.
 pub fn fill(model: &mut Model, node: &str, addrs: &Addresses) -> usize {
+    let ns_net: BTreeMap<String, String> =
+        namespace_networks(model).into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
     let mut filled = 0;
     for p in model.pods.iter_mut().filter(|p| p.node == node && p.ips.is_empty()) {
-        if let Some(a) = addrs.get(&(p.namespace.clone(), p.name.clone())) {
-            p.ips = a.iter().map(|(ip, _)| *ip).collect();
-            p.ips.sort();
-            p.ips.dedup();
-            filled += 1;
+        let Some(held) = addrs.get(&(p.namespace.clone(), p.name.clone())) else { continue };
+        let want = ns_net.get(&p.namespace).map_or(DEFAULT_NETWORK, String::as_str);
+        let mine: Vec<&Held> = held.iter().filter(|h| h.network == want).collect();
+        let sandboxes: std::collections::BTreeSet<&str> = mine.iter().map(|h| h.container.as_str()).collect();
+        if sandboxes.len() != 1 {
+            continue;
         }
+        p.ips = mine.iter().map(|h| h.ip).collect();
+        p.ips.sort();
+        p.ips.dedup();
+        filled += 1;
     }
     filled
 }
 
-/// Changes whenever a reservation is made or released in any pool (or a pool appears or goes): the
-/// modification times of the pool directories, whose entries the plugin links and unlinks.
-pub fn stamp(data_dir: &Path) -> u64 {
+/// Watches the pools cheaply: [`Watch::changed`] is a stat of each pool directory (their entries are what the
+/// plugin links and unlinks), listing `data_dir` for its `net-*` pools only when `data_dir` itself changed; the
+/// records are read again only after a change.
+pub struct Watch {
+    data_dir: std::path::PathBuf,
+    top: Option<(i64, i64, u64)>,
+    pools: Vec<(String, std::path::PathBuf)>,
+    stamp: u64,
+    addrs: Addresses,
+}
+
+fn mtime(dir: &Path) -> Option<(i64, i64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let mut h = weft_types::digest::Fnv1a::default();
-    for (name, dir) in pools(data_dir) {
-        let m = std::fs::metadata(&dir).map(|m| (m.mtime(), m.mtime_nsec(), m.ino())).unwrap_or_default();
-        h.update(name.as_bytes());
-        h.update(&m.0.to_le_bytes());
-        h.update(&m.1.to_le_bytes());
-        h.update(&m.2.to_le_bytes());
+    std::fs::metadata(dir).ok().map(|m| (m.mtime(), m.mtime_nsec(), m.ino()))
+}
+
+impl Watch {
+    pub fn new(data_dir: &Path) -> Watch {
+        let mut w =
+            Watch { data_dir: data_dir.to_path_buf(), top: None, pools: vec![], stamp: 0, addrs: Addresses::new() };
+        w.stamp = w.current();
+        w.addrs = scan(data_dir);
+        w
     }
-    h.finish()
+
+    fn current(&mut self) -> u64 {
+        let top = mtime(&self.data_dir);
+        if top != self.top || self.pools.is_empty() {
+            self.top = top;
+            self.pools = pools(&self.data_dir);
+        }
+        let mut h = weft_types::digest::Fnv1a::default();
+        for (name, dir) in &self.pools {
+            let m = mtime(dir).unwrap_or_default();
+            h.update(name.as_bytes());
+            h.update(&m.0.to_le_bytes());
+            h.update(&m.1.to_le_bytes());
+            h.update(&m.2.to_le_bytes());
+        }
+        h.finish()
+    }
+
+    /// Whether a reservation was made or released (or a pool came or went) since the last look; the records
+    /// are read again when so.
+    pub fn changed(&mut self) -> bool {
+        let now = self.current();
+        if now == self.stamp {
+            return false;
+        }
+        self.stamp = now;
+        self.addrs = scan(&self.data_dir);
+        true
+    }
+
+    /// The records as of the last change (`full`: read them all again, as a periodic pass does, in case a
+    /// change fell within one tick of the directory clock).
+    pub fn addresses(&mut self, full: bool) -> &Addresses {
+        if full {
+            self.addrs = scan(&self.data_dir);
+        }
+        &self.addrs
+    }
 }
 
 #[cfg(test)]
@@ -149,35 +232,51 @@ pub(crate) mod tests {
             ..Default::default()
         };
         assert_eq!(fill(&mut model, "n1", &addrs), 1);
-        let ips = |i: usize| model.pods[i].ips.iter().map(ToString::to_string).collect::<Vec<_>>();
-        assert_eq!(ips(0), ["10.244.1.7", "fd00::1:7"]);
-        assert_eq!(ips(1), ["10.60.1.99"]);
-        assert!(ips(2).is_empty() && ips(3).is_empty());
+        let ips = |m: &Model, i: usize| m.pods[i].ips.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(ips(&model, 0), ["10.244.1.7", "fd00::1:7"]);
+        assert_eq!(ips(&model, 1), ["10.60.1.99"]);
+        assert!(ips(&model, 2).is_empty() && ips(&model, 3).is_empty());
+
+        // y/b pending, its namespace on the default network now, its only reservation in blue's pool: not
+        // filled (in the default group the address could be another pod's).
+        let mut m2 = Model { pods: vec![pod("y", "b", "n1", &[])], ..Default::default() };
+        assert_eq!(fill(&mut m2, "n1", &addrs), 0);
+        m2.networks = vec![weft_policy::Network { name: "blue".into(), group: 7, namespaces: vec!["y".into()] }];
+        assert_eq!(fill(&mut m2, "n1", &addrs), 1, "on blue it is filled");
+        assert_eq!(ips(&m2, 0), ["10.60.1.2"]);
+        // Two sandboxes' reservations for one pod (a stale one and a new one): ambiguous, nothing filled.
+        let stale = tempfile::tempdir().unwrap();
+        reserve(stale.path(), DEFAULT_NETWORK, "10.244.1.20", "x", "a");
+        let rec = serde_json::json!({"containerId": "c2", "ifname": "eth0", "podNamespace": "x", "podName": "a"});
+        std::fs::write(stale.path().join("10.244.1.21"), rec.to_string()).unwrap();
+        let mut m3 = Model { pods: vec![pod("x", "a", "n1", &[])], ..Default::default() };
+        assert_eq!(fill(&mut m3, "n1", &scan(stale.path())), 0);
     }
 
     #[test]
-    fn the_stamp_moves_when_a_reservation_comes_or_goes() {
+    fn the_watch_sees_a_reservation_come_or_go_and_rereads_the_records() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let s0 = stamp(d);
-        // Directory times have a coarse clock on some filesystems: wait for a change rather than assume one.
-        let moved = |before: u64, act: &dyn Fn()| {
+        let mut w = Watch::new(d);
+        assert!(!w.changed(), "nothing happened");
+        // Directory times have a coarse clock on some filesystems: act until a change shows rather than assume
+        // one per action.
+        let mut seen = |act: &dyn Fn()| {
             for _ in 0..200 {
                 act();
-                if stamp(d) != before {
+                if w.changed() {
                     return true;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             false
         };
-        assert!(moved(s0, &|| reserve(d, "blue", "10.60.1.2", "y", "b")), "a new pool");
-        let s1 = stamp(d);
-        assert!(moved(s1, &|| {
+        assert!(seen(&|| reserve(d, "blue", "10.60.1.2", "y", "b")), "a new pool");
+        assert!(seen(&|| {
             let _ = std::fs::remove_file(d.join("net-blue/10.60.1.3"));
             reserve(d, "blue", "10.60.1.3", "y", "c");
         }));
-        let s2 = stamp(d);
-        assert_eq!(stamp(d), s2, "nothing changed, same stamp");
+        assert!(!w.changed(), "nothing changed since");
+        assert!(w.addresses(false).contains_key(&("y".to_string(), "c".to_string())), "records read again");
     }
 }

@@ -239,7 +239,7 @@ impl PolicyEngine {
         // few stat calls), so a new pod's policy is compiled right after its ADD (see local_pods).
         let mut ipam_tick = tokio::time::interval(IPAM_POLL);
         ipam_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ipam_stamp = crate::local_pods::stamp(&self.cni_data_dir);
+        let mut ipam = crate::local_pods::Watch::new(&self.cni_data_dir);
         loop {
             let [a, b, c] = &mut rxs[..] else { unreachable!("three kinds") };
             let periodic = tokio::select! {
@@ -249,11 +249,9 @@ impl PolicyEngine {
                 r = c.changed() => { if r.is_err() { return; } false }
                 r = d.changed() => { if r.is_err() { return; } false }
                 _ = ipam_tick.tick() => {
-                    let now = crate::local_pods::stamp(&self.cni_data_dir);
-                    if now == ipam_stamp {
+                    if !ipam.changed() {
                         continue;
                     }
-                    ipam_stamp = now;
                     false
                 }
                 _ = shutdown.wait_for(|v| *v) => return,
@@ -274,8 +272,8 @@ impl PolicyEngine {
             let (mut model, mut errors) = model_from(pods.values(), nss.values(), pols_used.iter());
             let (networks, net_errors) = model_networks(&model, nets.values(), cfg);
             model.networks = networks;
-            let addrs = crate::local_pods::scan(&self.cni_data_dir);
-            let filled = crate::local_pods::fill(&mut model, &self.node, &addrs);
+            let addrs = ipam.addresses(periodic);
+            let filled = crate::local_pods::fill(&mut model, &self.node, addrs);
             errors.extend(net_errors);
             for e in errors.iter().filter(|e| !last_errors.contains(*e)) {
                 tracing::warn!(object = %e, "skipping an invalid object; everything else is enforced");
@@ -327,7 +325,7 @@ impl PolicyEngine {
                 };
             }
             let local: Vec<&Pod> = model.pods.iter().filter(|p| p.node == self.node).collect();
-            let stranded = crate::stranded::stranded(&model, &self.node, &addrs);
+            let stranded = crate::stranded::stranded(&model, &self.node, addrs);
             for s in stranded.iter().filter(|s| !last_stranded.contains(*s)) {
                 tracing::warn!(pod = %s, "pod cut off: its namespace is on another network now");
             }

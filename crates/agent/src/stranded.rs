@@ -12,28 +12,21 @@
 //! reservation file per address: the default network's in `dataDir`, a tenant network's in `dataDir/net-NAME`),
 //! never a Pod object, which may say anything.
 use crate::local_pods::Addresses;
-use std::collections::BTreeMap;
 use weft_policy::{Model, DEFAULT_NETWORK};
 
 /// "namespace/name address: …" for every pod of `node` whose reservations (`addrs`, from
 /// [`crate::local_pods::scan`]) are all in other networks' pools than its namespace's network's. A pod with no
 /// reservation here (the plugin's directory elsewhere, a race with DEL) is not named: nothing is known about it.
 pub fn stranded(model: &Model, node: &str, addrs: &Addresses) -> Vec<String> {
-    // The first network listing a namespace serves it, as the compiler decides (weft_policy::eval).
-    let mut ns_net: BTreeMap<&str, &str> = BTreeMap::new();
-    for n in &model.networks {
-        for ns in &n.namespaces {
-            ns_net.entry(ns.as_str()).or_insert(n.name.as_str());
-        }
-    }
+    let ns_net = crate::local_pods::namespace_networks(model);
     let mut out = Vec::new();
     for p in model.pods.iter().filter(|p| p.node == node) {
         let Some(held) = addrs.get(&(p.namespace.clone(), p.name.clone())) else { continue };
         let want = ns_net.get(p.namespace.as_str()).copied().unwrap_or(DEFAULT_NETWORK);
-        if held.iter().any(|(_, net)| net == want) {
+        if held.iter().any(|h| h.network == want) {
             continue;
         }
-        if let Some((ip, net)) = held.first() {
+        if let Some(crate::local_pods::Held { ip, network: net, .. }) = held.first() {
             out.push(format!(
                 "{}/{} {ip}: address from network {net:?}, namespace {:?} is now on {want:?}; its traffic is \
                  dropped until it is re-created",

@@ -45,7 +45,9 @@ pub(crate) fn bind(path: &Path) -> io::Result<Bound> {
     // Bound under a temporary name and made 0600 before it takes the real one: nobody can connect while it is
     // still open to all (the mode a fresh socket gets from the umask).
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Not only the pid: it is 1 in every container, and two agents may share the directory.
+    let nonce = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let tmp = dir.join(format!(".{name}.{}.{nonce}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let listener = UnixListener::bind(&tmp)?;
     let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))

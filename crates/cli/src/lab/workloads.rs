@@ -153,10 +153,17 @@ fn add_pod_in(lab: &mut LabState, new: NewPod) -> Result<PodState> {
         network: None,
     };
     let node_state = lab.nodes[i].clone();
+    // Pending: registered first and without addresses, as the API holds a pod before the kubelet runs its
+    // sandbox and reports it; the ADD comes after, and no store write follows it.
+    if pending {
+        register(lab, &[(node_state.clone(), pod.clone(), ports.clone())])
+            .with_context(|| format!("registering pod {namespace}/{pname}"))?;
+        super::pods::add_pod(lab, &node_state, &mut pod)?;
+        lab.nodes[i].pods.push(pod.clone());
+        return Ok(pod);
+    }
     super::pods::add_pod(lab, &node_state, &mut pod)?;
-    // Pending: the object says nothing of addresses yet, as before the kubelet's status update.
-    let registered = if pending { PodState { ip: None, ip6: None, ..pod.clone() } } else { pod.clone() };
-    if let Err(e) = register(lab, &[(node_state.clone(), registered, ports)]) {
+    if let Err(e) = register(lab, &[(node_state.clone(), pod.clone(), ports)]) {
         // Not registered means never admitted by policy: undo the attachment rather than leave a dead pod.
         super::pods::del_pod(lab, &node_state, &pod);
         return Err(e.context(format!("registering pod {namespace}/{pname}")));
