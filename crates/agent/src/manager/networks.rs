@@ -374,6 +374,13 @@ impl Manager for NetworksManager {
             self.known = known;
         }
 
+        // Refused at creation by weftctl, but an object written another way (kubectl, the store) is still served:
+        // refusing it here would cut off a running network. Said instead, on every node.
+        for (i, n) in nets.iter().enumerate() {
+            if let Some(e) = weft_types::tenant::creation_conflict(&nets[..i], n) {
+                warnings.push(format!("{e}: a connection of one may be dropped for clashing with the other's"));
+            }
+        }
         self.write_statuses(&p.statuses).await;
         // Logged when they change, not on every resync (they stay listed in the status meanwhile).
         if warnings != self.last_warnings {
@@ -680,6 +687,22 @@ mod tests {
         let me = lease("n1", 1);
         let view = View { me: &me, peers: Some(Peers { all: &all, me: "n1" }), periodic: true, full: true };
         m.update(&view).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn two_overlapping_networks_without_masquerade_are_served_and_said() {
+        let rig = Rig::new().await;
+        let mut nets = objects(&[("blue", 100), ("red", 200), ("teal", 300)]);
+        let m = Arc::make_mut(nets.as_mut().unwrap());
+        for name in ["blue", "red"] {
+            m.get_mut(name).unwrap().value["masquerade"] = false.into();
+        }
+        let (mut mgr, _tx) = rig.manager(nets);
+        pass(&mut mgr).await;
+        assert_eq!(rig.offered(), ["blue", "red", "teal"], "running networks are not cut off");
+        let errors = mgr.status.read().unwrap().network_errors.clone();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("network red: masquerade is off") && errors[0].contains("of blue"), "{errors:?}");
     }
 
     #[tokio::test]
