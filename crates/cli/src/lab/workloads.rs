@@ -156,20 +156,35 @@ fn add_pod_in(lab: &mut LabState, new: NewPod) -> Result<PodState> {
     // Pending: registered first and without addresses, as the API holds a pod before the kubelet runs its
     // sandbox and reports it; the ADD comes after, and no store write follows it.
     if pending {
-        register(lab, &[(node_state.clone(), pod.clone(), ports.clone())])
+        register(lab, &[(node_state.clone(), pod.clone(), ports)])
             .with_context(|| format!("registering pod {namespace}/{pname}"))?;
+        if let Err(e) = super::pods::add_pod(lab, &node_state, &mut pod) {
+            // No sandbox: the object goes too, as the kubelet would have it deleted.
+            let _ = unregister(lab, namespace, &pname);
+            return Err(e);
+        }
+    } else {
         super::pods::add_pod(lab, &node_state, &mut pod)?;
-        lab.nodes[i].pods.push(pod.clone());
-        return Ok(pod);
-    }
-    super::pods::add_pod(lab, &node_state, &mut pod)?;
-    if let Err(e) = register(lab, &[(node_state.clone(), pod.clone(), ports)]) {
-        // Not registered means never admitted by policy: undo the attachment rather than leave a dead pod.
-        super::pods::del_pod(lab, &node_state, &pod);
-        return Err(e.context(format!("registering pod {namespace}/{pname}")));
+        if let Err(e) = register(lab, &[(node_state.clone(), pod.clone(), ports)]) {
+            // Not registered means never admitted by policy: undo the attachment rather than leave a dead pod.
+            super::pods::del_pod(lab, &node_state, &pod);
+            return Err(e.context(format!("registering pod {namespace}/{pname}")));
+        }
     }
     lab.nodes[i].pods.push(pod.clone());
     Ok(pod)
+}
+
+/// Removes the pod's object from the store (the Pod in kube mode, the endpoint otherwise).
+fn unregister(lab: &LabState, namespace: &str, pod: &str) -> Result<()> {
+    if lab.store == "kube" {
+        return super::kube::delete(lab, "Pod", Some(namespace), pod);
+    }
+    let key = format!("{namespace}/{pod}");
+    store_of(lab).with_store(|store| async move {
+        store.delete_object(ObjectKind::Endpoint, &key).await?;
+        Ok(())
+    })
 }
 
 /// Deletes the pod `target` names (`NAMESPACE/POD`, or a bare `POD` when unambiguous).
@@ -181,15 +196,7 @@ fn del_pod_in(lab: &mut LabState, target: &str) -> Result<()> {
     let (ni, pi) = lab.resolve_pod(target)?;
     let node = lab.nodes[ni].clone();
     let (namespace, pod) = (node.pods[pi].namespace.clone(), node.pods[pi].name.clone());
-    let key = format!("{namespace}/{pod}");
-    if lab.store == "kube" {
-        super::kube::delete(lab, "Pod", Some(&namespace), &pod)?;
-    } else {
-        store_of(lab).with_store(|store| async move {
-            store.delete_object(ObjectKind::Endpoint, &key).await?;
-            Ok(())
-        })?;
-    }
+    unregister(lab, &namespace, &pod)?;
     // Unregistered first (fallible, e.g. store down: then nothing changed and a retry works), detached after.
     let p = lab.nodes[ni].pods.remove(pi);
     super::pods::del_pod(lab, &node, &p);
