@@ -74,10 +74,14 @@ fn pools(data_dir: &Path) -> Vec<(String, std::path::PathBuf)> {
 /// Every reservation of every pool. Unreadable, oversized or foreign files are skipped: one bad file never hides
 /// the others.
 pub fn scan(data_dir: &Path) -> Addresses {
+    scan_pools(&pools(data_dir))
+}
+
+fn scan_pools(pools: &[(String, std::path::PathBuf)]) -> Addresses {
     use std::io::Read as _;
     let mut out = Addresses::new();
-    for (network, dir) in pools(data_dir) {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+    for (network, dir) in pools {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
         for e in entries.flatten() {
             let Ok(ip) = e.file_name().to_string_lossy().parse::<IpAddr>() else { continue };
             if !e.file_type().is_ok_and(|t| t.is_file()) {
@@ -125,40 +129,28 @@ pub fn fill(model: &mut Model, node: &str, addrs: &Addresses) -> usize {
     filled
 }
 
-/// Watches the pools cheaply: [`Watch::changed`] is a stat of each pool directory (their entries are what the
-/// plugin links and unlinks), listing `data_dir` for its `net-*` pools only when `data_dir` itself changed; the
-/// records are read again only after a change.
+/// Watches the pools cheaply: [`Watch::changed`] is one stat per pool directory (their entries are what the
+/// plugin links and unlinks; the default pool is `data_dir` itself, so a pool coming or going shows there too).
+/// Directories are listed and records read again only after a change.
 pub struct Watch {
     data_dir: std::path::PathBuf,
-    top: Option<(i64, i64, u64)>,
     pools: Vec<(String, std::path::PathBuf)>,
     stamp: u64,
     addrs: Addresses,
 }
 
-fn mtime(dir: &Path) -> Option<(i64, i64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir).ok().map(|m| (m.mtime(), m.mtime_nsec(), m.ino()))
-}
-
 impl Watch {
     pub fn new(data_dir: &Path) -> Watch {
-        let mut w =
-            Watch { data_dir: data_dir.to_path_buf(), top: None, pools: vec![], stamp: 0, addrs: Addresses::new() };
-        w.stamp = w.current();
-        w.addrs = scan(data_dir);
+        let mut w = Watch { data_dir: data_dir.to_path_buf(), pools: vec![], stamp: 0, addrs: Addresses::new() };
+        w.rescan();
         w
     }
 
-    fn current(&mut self) -> u64 {
-        let top = mtime(&self.data_dir);
-        if top != self.top || self.pools.is_empty() {
-            self.top = top;
-            self.pools = pools(&self.data_dir);
-        }
+    fn current(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
         let mut h = weft_types::digest::Fnv1a::default();
         for (name, dir) in &self.pools {
-            let m = mtime(dir).unwrap_or_default();
+            let m = std::fs::metadata(dir).map(|m| (m.mtime(), m.mtime_nsec(), m.ino())).unwrap_or_default();
             h.update(name.as_bytes());
             h.update(&m.0.to_le_bytes());
             h.update(&m.1.to_le_bytes());
@@ -167,15 +159,21 @@ impl Watch {
         h.finish()
     }
 
+    /// Lists the pools, takes their stamp, then reads the records: a change made while reading shows as a new
+    /// stamp at the next look.
+    fn rescan(&mut self) {
+        self.pools = pools(&self.data_dir);
+        self.stamp = self.current();
+        self.addrs = scan_pools(&self.pools);
+    }
+
     /// Whether a reservation was made or released (or a pool came or went) since the last look; the records
     /// are read again when so.
     pub fn changed(&mut self) -> bool {
-        let now = self.current();
-        if now == self.stamp {
+        if self.current() == self.stamp {
             return false;
         }
-        self.stamp = now;
-        self.addrs = scan(&self.data_dir);
+        self.rescan();
         true
     }
 
@@ -183,7 +181,7 @@ impl Watch {
     /// change fell within one tick of the directory clock).
     pub fn addresses(&mut self, full: bool) -> &Addresses {
         if full {
-            self.addrs = scan(&self.data_dir);
+            self.rescan();
         }
         &self.addrs
     }

@@ -76,7 +76,8 @@ pub struct PolicyEngine {
     pub resync: Duration,
     /// Where status.json goes (written after every policy change, so waiters see it at once).
     pub state_dir: std::path::PathBuf,
-    /// The CNI plugin's IPAM `dataDir`: which network each local pod's address came from (`stranded`).
+    /// The CNI plugin's IPAM `dataDir`: local pods' addresses before their Pod objects have them, and which
+    /// network each came from (`local_pods`, `stranded`).
     pub cni_data_dir: std::path::PathBuf,
 }
 

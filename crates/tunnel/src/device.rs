@@ -173,7 +173,7 @@ impl Tunnel {
         );
         if let Some((path, bound)) = uapi {
             let (s, c) = (shared.clone(), control.clone());
-            tunnel.uapi = Some((path, bound.identity()));
+            tunnel.uapi = Some((path, bound.identity));
             let listener = bound.listener;
             threads.push(
                 std::thread::Builder::new()

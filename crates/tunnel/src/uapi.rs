@@ -28,7 +28,8 @@ const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
 /// A bound socket and the identity of its file, so that only our own file is removed at the end.
 pub(crate) struct Bound {
     pub listener: UnixListener,
-    ino: (u64, u64),
+    /// (device, inode) of the socket file.
+    pub identity: (u64, u64),
 }
 
 pub(crate) fn bind(path: &Path) -> io::Result<Bound> {
@@ -61,7 +62,7 @@ pub(crate) fn bind(path: &Path) -> io::Result<Bound> {
         }
     };
     listener.set_nonblocking(true)?;
-    Ok(Bound { listener, ino: (meta.dev(), meta.ino()) })
+    Ok(Bound { listener, identity: (meta.dev(), meta.ino()) })
 }
 
 /// Removes the socket file if it is still the one [`bind`] made (another process may have replaced it since).
@@ -69,12 +70,6 @@ pub(crate) fn unlink_if_ours(path: &Path, bound: (u64, u64)) {
     use std::os::unix::fs::MetadataExt;
     if std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == bound) {
         let _ = std::fs::remove_file(path);
-    }
-}
-
-impl Bound {
-    pub fn identity(&self) -> (u64, u64) {
-        self.ino
     }
 }
 
@@ -181,14 +176,14 @@ mod tests {
         let e = bind(&path).err().expect("a live socket is refused");
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
         // Crashed: the file stays, nobody answers; the next start takes the path over.
-        let old = a.identity();
+        let old = a.identity;
         drop(a);
         let b = bind(&path).unwrap();
-        assert_ne!(b.identity(), old);
+        assert_ne!(b.identity, old);
         // The old owner's clean-up leaves the new file alone; the new one's removes it.
         unlink_if_ours(&path, old);
         assert!(path.exists());
-        unlink_if_ours(&path, b.identity());
+        unlink_if_ours(&path, b.identity);
         assert!(!path.exists());
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 0, "no temporary file left");
     }

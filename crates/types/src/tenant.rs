@@ -390,12 +390,15 @@ pub fn creation_conflict(existing: &[TenantNetwork], new: &TenantNetwork) -> Opt
 
 /// Whether two networks have an address in common (IPv4, or IPv6 when both have IPv6 CIDRs).
 fn overlaps(a: &TenantNetwork, b: &TenantNetwork) -> bool {
-    let v4 = a.cidr.contains(&b.cidr.network()) || b.cidr.contains(&a.cidr.network());
-    let v6 = match (a.cidr6, b.cidr6) {
-        (Some(x), Some(y)) => x.contains(&y.network()) || y.contains(&x.network()),
-        _ => false,
-    };
-    v4 || v6
+    overlaps4(a.cidr, b.cidr) || matches!((a.cidr6, b.cidr6), (Some(x), Some(y)) if overlaps6(x, y))
+}
+
+fn overlaps4(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+fn overlaps6(a: Ipv6Net, b: Ipv6Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// [`admit_networks`] against the cluster's default network: also refuses a network whose CIDRs overlap the
@@ -407,8 +410,6 @@ pub fn admit_networks_in(
     default: &crate::NetworkConfig,
 ) -> (Vec<TenantNetwork>, Vec<TenantError>) {
     let (ok, mut errs) = admit_networks(nets, default.backend.vni);
-    let overlaps4 = |a: Ipv4Net, b: Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
-    let overlaps6 = |a: Ipv6Net, b: Ipv6Net| a.contains(&b.network()) || b.contains(&a.network());
     let ok = ok
         .into_iter()
         .filter(|n| {

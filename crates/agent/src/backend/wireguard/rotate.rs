@@ -73,10 +73,7 @@ impl Rotations {
     /// After a restart: the last rotation is as old as the key file (a rotation stores a new one), so one that
     /// completed just before the restart still settles before the next may start.
     pub fn resume(dir: &Path, now: Instant) -> Rotations {
-        let age = fs::metadata(dir.join(keys::KEY_FILE))
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok());
+        let age = key_written(dir).and_then(|t| std::time::SystemTime::now().duration_since(t).ok());
         match age.filter(|a| *a < SETTLE_MAX).and_then(|a| now.checked_sub(a)) {
             Some(at) => Rotations { last: Some(at), ..Rotations::default() },
             None => Rotations::default(),
@@ -207,12 +204,17 @@ pub fn schedule(dir: &Path, running: &PublicKey, every: Duration, now: std::time
     }
 }
 
+/// When the key file in `dir` was last written: the last rotation (or the first start).
+fn key_written(dir: &Path) -> Option<std::time::SystemTime> {
+    fs::metadata(dir.join(keys::KEY_FILE)).and_then(|m| m.modified()).ok()
+}
+
 /// Whether the key file in `dir` is at least `every` old and no request is pending.
 fn due(dir: &Path, every: Duration, now: std::time::SystemTime) -> bool {
     if dir.join(REQUEST_FILE).exists() {
         return false;
     }
-    let Ok(written) = fs::metadata(dir.join(keys::KEY_FILE)).and_then(|m| m.modified()) else { return false };
+    let Some(written) = key_written(dir) else { return false };
     match now.duration_since(written) {
         Ok(age) => age >= every,
         // Dated well in the future (the clock was set back, or the file was touched): its age is unknown, and
